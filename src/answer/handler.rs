@@ -1,0 +1,143 @@
+//! The bridge to hickory-server: the only module that implements its traits.
+//!
+//! Takes each decoded request from hickory's UDP and TCP loops; produces the
+//! reply through hickory's response handle. Per request it loads one view
+//! snapshot, checks the header (opcode, question count, EDNS version,
+//! class), calls [`resolve`], and builds the message. It never logs per query
+//! above DEBUG, never locks and never touches the disk.
+
+use std::iter;
+
+use hickory_proto::op::{Edns, Header, HeaderCounts, Metadata, OpCode, ResponseCode};
+use hickory_proto::rr::{DNSClass, Record};
+use hickory_server::net::runtime::Time;
+use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use hickory_server::zone_handler::MessageResponseBuilder;
+use tracing::debug;
+
+use super::{Resolution, resolve};
+use crate::view::publish::ViewHandle;
+
+/// Largest UDP payload we offer (RFC 9715 / DNS flag day 2020: 1232 bytes
+/// avoids IP fragmentation on common paths).
+pub const MAX_UDP_PAYLOAD: u16 = 1232;
+
+/// Answers queries from the current view.
+#[derive(Debug, Clone)]
+pub struct DnsHandler {
+    views: ViewHandle,
+}
+
+impl DnsHandler {
+    /// A handler serving whatever `views` holds at the time of each query.
+    pub fn new(views: ViewHandle) -> Self {
+        DnsHandler { views }
+    }
+}
+
+/// The OPT record of a reply: version 0, the client's payload size clamped
+/// to `512..=MAX_UDP_PAYLOAD`.
+fn reply_edns(request: &Request) -> Option<Edns> {
+    request.edns.as_ref().map(|client| {
+        let mut edns = Edns::new();
+        edns.set_version(0);
+        edns.set_max_payload(client.max_payload().clamp(512, MAX_UDP_PAYLOAD));
+        edns
+    })
+}
+
+/// What to say before looking at the zone, if the header alone decides it.
+fn header_rcode(request: &Request) -> Option<ResponseCode> {
+    if request.metadata.op_code != OpCode::Query {
+        return Some(ResponseCode::NotImp);
+    }
+    if request.queries.len() != 1 {
+        return Some(ResponseCode::FormErr);
+    }
+    if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
+        return Some(ResponseCode::BADVERS);
+    }
+    None
+}
+
+#[async_trait::async_trait]
+impl RequestHandler for DnsHandler {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        mut response_handle: R,
+    ) -> ResponseInfo {
+        let edns = reply_edns(request);
+        let builder = MessageResponseBuilder::new(&request.queries, edns.as_ref());
+        let mut metadata = Metadata::response_from_request(&request.metadata);
+
+        if let Some(rcode) = header_rcode(request) {
+            debug!(src = %request.src(), %rcode, "refusing request by its header");
+            metadata.response_code = rcode;
+            let response = builder.build_no_records(metadata);
+            return send(&mut response_handle, response, metadata).await;
+        }
+        let query = &request.queries.queries()[0];
+        if query.query_class() != DNSClass::IN {
+            metadata.response_code = ResponseCode::Refused;
+            let response = builder.build_no_records(metadata);
+            return send(&mut response_handle, response, metadata).await;
+        }
+
+        let view = self.views.load();
+        let none = iter::empty::<&Record>;
+        match resolve(&view, query.name(), query.query_type()) {
+            Resolution::Refused => {
+                metadata.response_code = ResponseCode::Refused;
+                let response = builder.build_no_records(metadata);
+                send(&mut response_handle, response, metadata).await
+            }
+            Resolution::Answer {
+                answers,
+                additionals,
+            } => {
+                metadata.authoritative = true;
+                let response = builder.build(metadata, answers, none(), none(), additionals);
+                send(&mut response_handle, response, metadata).await
+            }
+            Resolution::NoData(soa) => {
+                metadata.authoritative = true;
+                let response = builder.build(metadata, none(), none(), iter::once(soa), none());
+                send(&mut response_handle, response, metadata).await
+            }
+            Resolution::NxDomain(soa) => {
+                metadata.authoritative = true;
+                metadata.response_code = ResponseCode::NXDomain;
+                let response = builder.build(metadata, none(), none(), iter::once(soa), none());
+                send(&mut response_handle, response, metadata).await
+            }
+        }
+    }
+}
+
+/// Sends `response`; on failure reports SERVFAIL to hickory's bookkeeping
+/// (the client gets nothing, as with any lost datagram).
+async fn send<'a, R: ResponseHandler>(
+    handle: &mut R,
+    response: hickory_server::zone_handler::MessageResponse<
+        '_,
+        'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+    >,
+    mut metadata: Metadata,
+) -> ResponseInfo {
+    match handle.send_response(response).await {
+        Ok(info) => info,
+        Err(error) => {
+            debug!(%error, "could not send a reply");
+            metadata.response_code = ResponseCode::ServFail;
+            ResponseInfo::from(Header {
+                metadata,
+                counts: HeaderCounts::default(),
+            })
+        }
+    }
+}

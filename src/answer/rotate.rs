@@ -1,0 +1,118 @@
+//! Load spreading: the order in which one answer lists an RRset's members.
+//!
+//! Takes an [`RrSet`] from the view; produces a per-answer order of its
+//! members. It never reorders the view itself: every answer gets its own list
+//! of references, so concurrent queries cannot disturb each other or the
+//! snapshot.
+//!
+//! - Equal priority and weight everywhere: round-robin. Successive answers
+//!   start one member further on, so over any `n` consecutive answers each of
+//!   the `n` members comes first exactly once.
+//! - Otherwise RFC 2782: priority groups in ascending order; inside a group
+//!   with equal weights, round-robin; inside a group with unequal weights,
+//!   repeated weighted random selection (zero weights first, running sums,
+//!   uniform pick in `0..=sum`), so the first record is chosen with
+//!   probability proportional to its weight.
+
+use crate::view::{Member, Policy, RrSet};
+
+/// The members of `set` in the order this answer should list them.
+pub fn order(set: &RrSet) -> Vec<&Member> {
+    let members = &set.members;
+    match set.policy {
+        Policy::Fixed => members.iter().collect(),
+        Policy::RoundRobin => {
+            let mut out = Vec::with_capacity(members.len());
+            rotated_into(members, set.next_offset(), &mut out);
+            out
+        }
+        Policy::Weighted => {
+            let offset = set.next_offset();
+            let mut out = Vec::with_capacity(members.len());
+            for group in members.chunk_by(|a, b| a.priority == b.priority) {
+                if group.windows(2).all(|w| w[0].weight == w[1].weight) {
+                    rotated_into(group, offset, &mut out);
+                } else {
+                    weighted_into(group, &mut out, |sum| fastrand::u32(0..=sum));
+                }
+            }
+            out
+        }
+    }
+}
+
+fn rotated_into<'a>(members: &'a [Member], offset: usize, out: &mut Vec<&'a Member>) {
+    if members.is_empty() {
+        return;
+    }
+    let (head, tail) = members.split_at(offset % members.len());
+    out.extend(tail.iter().chain(head.iter()));
+}
+
+/// RFC 2782 weighted ordering of one priority group; `pick(sum)` returns a
+/// uniform random number in `0..=sum` (injectable for tests).
+fn weighted_into<'a>(
+    group: &'a [Member],
+    out: &mut Vec<&'a Member>,
+    mut pick: impl FnMut(u32) -> u32,
+) {
+    // Zero weights first, as the RFC asks; otherwise stored order.
+    let mut remaining: Vec<&Member> = group.iter().filter(|m| m.weight == 0).collect();
+    remaining.extend(group.iter().filter(|m| m.weight != 0));
+    while !remaining.is_empty() {
+        let sum: u32 = remaining.iter().map(|m| u32::from(m.weight)).sum();
+        let target = pick(sum);
+        let mut running = 0;
+        let chosen = remaining
+            .iter()
+            .position(|m| {
+                running += u32::from(m.weight);
+                running >= target
+            })
+            .unwrap_or(remaining.len() - 1);
+        out.push(remaining.remove(chosen));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_proto::rr::{Name, RData, Record, rdata::A};
+
+    fn member(last_octet: u8, priority: u16, weight: u16) -> Member {
+        Member {
+            record: Record::from_rdata(Name::root(), 5, RData::A(A::new(10, 0, 0, last_octet))),
+            priority,
+            weight,
+            glue: None,
+        }
+    }
+
+    fn first_octets(order: &[&Member]) -> Vec<u8> {
+        order
+            .iter()
+            .map(|m| match &m.record.data {
+                RData::A(a) => a.0.octets()[3],
+                _ => 0,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn weighted_pick_follows_running_sums() {
+        let group = [member(1, 0, 0), member(2, 0, 1), member(3, 0, 3)];
+        // sum 4; target 0 → the zero-weight member (running sum 0 >= 0).
+        let mut out = Vec::new();
+        weighted_into(&group, &mut out, |_| 0);
+        assert_eq!(first_octets(&out), [1, 2, 3]);
+        // target = sum each time → always the last remaining one.
+        let mut out = Vec::new();
+        weighted_into(&group, &mut out, |sum| sum);
+        assert_eq!(first_octets(&out), [3, 2, 1]);
+        // target 2 of 4 → member 3 (running sums 0, 1, 4).
+        let mut out = Vec::new();
+        let mut targets = [2, 0, 0].into_iter();
+        weighted_into(&group, &mut out, |_| targets.next().unwrap_or(0));
+        assert_eq!(first_octets(&out), [3, 1, 2]);
+    }
+}

@@ -1,0 +1,241 @@
+//! The command line: what the user typed, turned into validated settings.
+//!
+//! Takes the process arguments (through clap); produces a [`ServeConfig`] or
+//! a [`BeatConfig`]. Every value is checked here or in
+//! [`ServeConfig::validate`], before anything is bound or sent, and an error
+//! names the flag and what would be accepted.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use hickory_proto::rr::Name;
+
+use crate::beat::{self, BeatConfig};
+use crate::config::{self, ServeConfig};
+use crate::intake::wire::{self, Heartbeat, Proto, State};
+
+/// beacon: an authoritative DNS server for service discovery.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the zone over DNS, fed by heartbeats (and, soon, zone fragments).
+    Serve(Box<ServeArgs>),
+    /// Announce one instance: send heartbeats until stopped, then "down".
+    Beat(BeatArgs),
+}
+
+/// Flags of `beacon serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Zone to serve.
+    #[arg(long, default_value = config::DEFAULT_ZONE, value_parser = config::parse_domain)]
+    pub zone: Name,
+    /// DNS address, UDP and TCP (port 0 picks a free port).
+    #[arg(long, value_name = "ADDR:PORT", default_value_t = config::DEFAULT_DNS)]
+    pub dns: SocketAddr,
+    /// Heartbeat address, UDP (port 0 picks a free port).
+    #[arg(long, value_name = "ADDR:PORT", default_value_t = config::DEFAULT_HEARTBEAT)]
+    pub heartbeat: SocketAddr,
+    /// Folder of zone fragments (may be missing).
+    #[arg(long, value_name = "DIR", default_value = config::DEFAULT_ZONES_DIR)]
+    pub zones: PathBuf,
+    /// TTL of answers about live instances, in seconds (never more than an instance's own ttl).
+    #[arg(long, value_name = "SECS", default_value_t = config::DEFAULT_ANSWER_TTL)]
+    pub answer_ttl: u32,
+    /// Most live instances; heartbeats from new instances beyond it are refused.
+    #[arg(long, value_name = "N", default_value_t = crate::registry::DEFAULT_MAX_INSTANCES)]
+    pub max_instances: usize,
+    /// Primary name server (SOA MNAME and apex NS) [default: ns.<zone>].
+    #[arg(long, value_name = "NAME", value_parser = config::parse_domain)]
+    pub soa_primary: Option<Name>,
+    /// Zone contact, as a mailbox or SOA RNAME [default: hostmaster@<zone>].
+    #[arg(long, value_name = "MAILBOX", value_parser = config::parse_contact)]
+    pub soa_contact: Option<Name>,
+    /// Address of the primary name server when it is inside the zone
+    /// (repeatable) [default: the --dns address, unless it is 0.0.0.0 or ::].
+    #[arg(long, value_name = "IP")]
+    pub ns_addr: Vec<IpAddr>,
+    /// TTL of the SOA and NS records, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = config::DEFAULT_SOA_TTL)]
+    pub soa_ttl: u32,
+    /// SOA MINIMUM, in seconds: negative answers are cached for min(this, --soa-ttl).
+    #[arg(long, value_name = "SECS", default_value_t = config::DEFAULT_SOA_MINIMUM)]
+    pub soa_minimum: u32,
+    /// Seconds a TCP connection may stay idle before it is closed.
+    #[arg(long, value_name = "SECS", default_value_t = config::DEFAULT_TCP_IDLE)]
+    pub tcp_idle: u64,
+}
+
+impl ServeArgs {
+    /// The validated configuration.
+    ///
+    /// # Errors
+    /// The first flag whose value cannot work.
+    pub fn into_config(self) -> Result<ServeConfig, config::ConfigError> {
+        let mut cfg = ServeConfig::new(self.zone);
+        cfg.dns = self.dns;
+        cfg.heartbeat = self.heartbeat;
+        cfg.zones_dir = self.zones;
+        cfg.answer_ttl = self.answer_ttl;
+        cfg.max_instances = self.max_instances;
+        if let Some(primary) = self.soa_primary {
+            cfg.primary_ns = primary;
+        }
+        if let Some(contact) = self.soa_contact {
+            cfg.contact = contact;
+        }
+        cfg.ns_addrs = self.ns_addr;
+        if cfg.ns_addrs.is_empty() && !self.dns.ip().is_unspecified() {
+            cfg.ns_addrs.push(self.dns.ip());
+        }
+        cfg.soa_ttl = self.soa_ttl;
+        cfg.soa_minimum = self.soa_minimum;
+        cfg.tcp_idle = self.tcp_idle;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+/// Transport protocol flag.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ProtoArg {
+    /// SRV under `_<service>._tcp`.
+    Tcp,
+    /// SRV under `_<service>._udp`.
+    Udp,
+}
+
+/// State flag.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum StateArg {
+    /// In its service's answers.
+    Up,
+    /// Resolvable by its own name only.
+    Drain,
+    /// Deregister now (useful with --once).
+    Down,
+}
+
+fn parse_label(text: &str) -> Result<String, String> {
+    wire::check_label(text)
+}
+
+fn parse_meta(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("`{text}` is not key=value"))
+}
+
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    let secs: f64 = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number of seconds"))?;
+    if !(secs.is_finite() && secs >= 0.01) {
+        return Err(format!("`{text}`: give at least 0.01 seconds"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Flags of `beacon beat`.
+#[derive(Debug, Args)]
+pub struct BeatArgs {
+    /// Service name (one DNS label: letters, digits, hyphens).
+    #[arg(long, value_parser = parse_label)]
+    pub service: String,
+    /// Port the instance serves on.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: u16,
+    /// Instance id, unique within the service [default: <hostname>-<port>].
+    #[arg(long, value_parser = parse_label)]
+    pub instance: Option<String>,
+    /// Address to serve [default: the source address the server sees].
+    #[arg(long, value_name = "IP")]
+    pub addr: Option<IpAddr>,
+    /// Transport protocol, for the SRV name.
+    #[arg(long, value_enum, default_value_t = ProtoArg::Tcp)]
+    pub proto: ProtoArg,
+    /// Lease in seconds: the instance expires this long after its last heartbeat.
+    #[arg(long, value_name = "SECS", default_value_t = wire::DEFAULT_TTL,
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(wire::MAX_TTL)))]
+    pub ttl: u32,
+    /// Seconds between heartbeats (fractions allowed) [default: a third of the ttl].
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
+    pub interval: Option<Duration>,
+    /// RFC 2782 weight: relative share of the load within a priority.
+    #[arg(long, default_value_t = wire::DEFAULT_WEIGHT)]
+    pub weight: u16,
+    /// RFC 2782 priority: lower is preferred.
+    #[arg(long, default_value_t = 0)]
+    pub priority: u16,
+    /// Metadata as key=value (repeatable).
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_meta)]
+    pub meta: Vec<(String, String)>,
+    /// State to announce.
+    #[arg(long, value_enum, default_value_t = StateArg::Up)]
+    pub state: StateArg,
+    /// The server's heartbeat address.
+    #[arg(long, value_name = "ADDR:PORT", default_value_t = config::DEFAULT_HEARTBEAT)]
+    pub server: SocketAddr,
+    /// Send one heartbeat and exit (for scripts and cron).
+    #[arg(long)]
+    pub once: bool,
+}
+
+impl BeatArgs {
+    /// The validated beat settings.
+    ///
+    /// # Errors
+    /// A message naming the flag that cannot work.
+    pub fn into_config(self) -> Result<BeatConfig, String> {
+        let instance = self
+            .instance
+            .unwrap_or_else(|| beat::default_instance(self.port));
+        let mut hb = Heartbeat::new(&self.service, &instance, self.port);
+        hb.addr = self.addr;
+        hb.proto = match self.proto {
+            ProtoArg::Tcp => Proto::Tcp,
+            ProtoArg::Udp => Proto::Udp,
+        };
+        hb.ttl = self.ttl;
+        hb.weight = self.weight;
+        hb.priority = self.priority;
+        hb.meta = self.meta;
+        hb.state = match self.state {
+            StateArg::Up => State::Up,
+            StateArg::Drain => State::Drain,
+            StateArg::Down => State::Down,
+        };
+        if hb.state == State::Down && !self.once {
+            return Err("--state down only makes sense with --once (a beating instance sends down when stopped)".into());
+        }
+        // The server will run the same checks; running them here turns a
+        // silently dropped datagram into an error at start.
+        let checked = Heartbeat::decode(hb.encode().as_bytes())
+            .map_err(|e| format!("invalid heartbeat: {e}"))?;
+        let ttl = Duration::from_secs(u64::from(hb.ttl));
+        let interval = self.interval.unwrap_or(ttl / 3);
+        if interval >= ttl {
+            return Err(format!(
+                "--interval {:.2} s is not shorter than --ttl {} s: the instance would expire between heartbeats",
+                interval.as_secs_f64(),
+                hb.ttl
+            ));
+        }
+        Ok(BeatConfig {
+            heartbeat: checked,
+            server: self.server,
+            interval,
+            once: self.once,
+        })
+    }
+}

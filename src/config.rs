@@ -1,0 +1,283 @@
+//! Validated settings for `beacon serve`, with their documented defaults.
+//!
+//! Takes nothing from the outside world itself: the command line (see
+//! [`crate::cli`]) fills a [`ServeConfig`] and calls [`ServeConfig::validate`]
+//! before any socket is bound, so a bad value fails at start with a message
+//! saying what to fix.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+use hickory_proto::rr::Name;
+
+/// Zone served when none is given.
+pub const DEFAULT_ZONE: &str = "svc.internal.";
+/// DNS address (UDP and TCP). Port 5300 collides with neither mDNS (5353)
+/// nor Consul's DNS (8600), and needs no privileges.
+pub const DEFAULT_DNS: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 5300);
+/// Heartbeat address (UDP), next to the DNS port.
+pub const DEFAULT_HEARTBEAT: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 5301);
+/// Folder of zone fragments.
+pub const DEFAULT_ZONES_DIR: &str = "zones";
+/// TTL of answers built from live instances, in seconds. Short, because a
+/// cached answer outlives the instance it names by up to this long.
+pub const DEFAULT_ANSWER_TTL: u32 = 5;
+/// TTL of the SOA and NS records, in seconds.
+pub const DEFAULT_SOA_TTL: u32 = 60;
+/// SOA MINIMUM: with the SOA TTL, it caps how long resolvers cache a
+/// negative answer (RFC 2308), so a new service is not hidden for long.
+pub const DEFAULT_SOA_MINIMUM: u32 = 5;
+/// SOA REFRESH for secondaries: the data is live, so check often.
+pub const SOA_REFRESH: i32 = 60;
+/// SOA RETRY.
+pub const SOA_RETRY: i32 = 10;
+/// SOA EXPIRE: a secondary that cannot reach us stops answering after a day.
+pub const SOA_EXPIRE: i32 = 86_400;
+/// Idle time after which a TCP connection is closed, in seconds.
+pub const DEFAULT_TCP_IDLE: u64 = 10;
+
+/// Everything `beacon serve` needs, validated.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// The served zone, absolute, lower case.
+    pub zone: Name,
+    /// Where DNS listens (UDP and TCP on the same port).
+    pub dns: SocketAddr,
+    /// Where heartbeats arrive (UDP).
+    pub heartbeat: SocketAddr,
+    /// Folder of zone fragments; it may be missing.
+    pub zones_dir: PathBuf,
+    /// TTL of answers from live instances (capped by each instance's lease).
+    pub answer_ttl: u32,
+    /// Cap on live instances.
+    pub max_instances: usize,
+    /// SOA MNAME and the apex NS target.
+    pub primary_ns: Name,
+    /// SOA RNAME (the contact mailbox, `hostmaster.svc.internal.` form).
+    pub contact: Name,
+    /// Addresses served for `primary_ns` when it lies inside the zone.
+    pub ns_addrs: Vec<IpAddr>,
+    /// TTL of SOA and NS records.
+    pub soa_ttl: u32,
+    /// SOA MINIMUM (negative-caching TTL, capped by `soa_ttl`).
+    pub soa_minimum: u32,
+    /// TCP idle timeout in seconds.
+    pub tcp_idle: u64,
+}
+
+/// A setting that cannot be used, with what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A value is out of range or malformed.
+    #[error("{flag}: {reason}")]
+    Invalid {
+        /// The flag (or setting) at fault.
+        flag: &'static str,
+        /// What is wrong and what would be right.
+        reason: String,
+    },
+}
+
+fn invalid(flag: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        flag,
+        reason: reason.into(),
+    }
+}
+
+/// Parses a domain name given on the command line, making it absolute and
+/// lower case.
+///
+/// # Errors
+/// A sentence saying why the text is not a domain name.
+pub fn parse_domain(text: &str) -> Result<Name, String> {
+    let mut name =
+        Name::from_ascii(text).map_err(|e| format!("`{text}` is not a domain name: {e}"))?;
+    name.set_fqdn(true);
+    Ok(name.to_lowercase())
+}
+
+/// Parses a contact: either a mailbox (`hostmaster@example.com`) or the SOA
+/// RNAME form (`hostmaster.example.com.`).
+///
+/// # Errors
+/// A sentence saying why the text is not a contact.
+pub fn parse_contact(text: &str) -> Result<Name, String> {
+    match text.split_once('@') {
+        Some((local, domain)) => {
+            if local.is_empty() || local.contains('.') {
+                return Err(format!(
+                    "`{text}`: the part before @ must be one non-empty label without dots"
+                ));
+            }
+            parse_domain(&format!("{local}.{domain}"))
+        }
+        None => parse_domain(text),
+    }
+}
+
+impl ServeConfig {
+    /// The embedded default: zone `svc.internal.` on loopback ports.
+    pub fn new(zone: Name) -> Self {
+        let primary_ns = Name::from_ascii("ns")
+            .and_then(|ns| ns.append_domain(&zone))
+            .unwrap_or_else(|_| zone.clone());
+        let contact = Name::from_ascii("hostmaster")
+            .and_then(|h| h.append_domain(&zone))
+            .unwrap_or_else(|_| zone.clone());
+        ServeConfig {
+            zone,
+            dns: DEFAULT_DNS,
+            heartbeat: DEFAULT_HEARTBEAT,
+            zones_dir: PathBuf::from(DEFAULT_ZONES_DIR),
+            answer_ttl: DEFAULT_ANSWER_TTL,
+            max_instances: crate::registry::DEFAULT_MAX_INSTANCES,
+            primary_ns,
+            contact,
+            ns_addrs: Vec::new(),
+            soa_ttl: DEFAULT_SOA_TTL,
+            soa_minimum: DEFAULT_SOA_MINIMUM,
+            tcp_idle: DEFAULT_TCP_IDLE,
+        }
+    }
+
+    /// The negative-caching TTL put on the SOA of NXDOMAIN and NODATA
+    /// answers: min(SOA TTL, SOA MINIMUM), as RFC 2308 §5 asks.
+    pub fn negative_ttl(&self) -> u32 {
+        self.soa_ttl.min(self.soa_minimum)
+    }
+
+    /// The service name reserved by the primary name server's host name,
+    /// when that host sits directly under the zone (`ns.svc.internal.`).
+    pub fn reserved_service(&self) -> Option<String> {
+        if self.zone.zone_of(&self.primary_ns)
+            && self.primary_ns.num_labels() == self.zone.num_labels() + 1
+        {
+            self.primary_ns
+                .iter()
+                .next()
+                .map(|l| String::from_utf8_lossy(l).to_ascii_lowercase())
+        } else {
+            None
+        }
+    }
+
+    /// Checks every value; call before binding anything.
+    ///
+    /// # Errors
+    /// The first setting that cannot work, with what to change.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.zone.is_root() {
+            return Err(invalid(
+                "--zone",
+                "the root zone cannot be served; name a zone such as svc.internal",
+            ));
+        }
+        // `<instance>.<service>.<zone>` must fit in 255 octets with two
+        // 63-octet labels.
+        if self.zone.len() > 255 - 2 * 64 {
+            return Err(invalid(
+                "--zone",
+                format!(
+                    "`{}` is too long to leave room for <instance>.<service> labels (at most 127 characters)",
+                    self.zone
+                ),
+            ));
+        }
+        if self.dns == self.heartbeat && self.dns.port() != 0 {
+            return Err(invalid(
+                "--heartbeat",
+                format!(
+                    "{} is also the DNS address; give heartbeats their own port",
+                    self.dns
+                ),
+            ));
+        }
+        if self.answer_ttl > 86_400 {
+            return Err(invalid(
+                "--answer-ttl",
+                format!("{} s is over one day (86400 s)", self.answer_ttl),
+            ));
+        }
+        if self.max_instances == 0 {
+            return Err(invalid("--max-instances", "must be at least 1"));
+        }
+        if self.soa_ttl > 86_400 || self.soa_minimum > 86_400 {
+            return Err(invalid("--soa-ttl/--soa-minimum", "at most 86400 s"));
+        }
+        if self.tcp_idle == 0 {
+            return Err(invalid("--tcp-idle", "must be at least 1 second"));
+        }
+        let ns_in_zone = self.zone.zone_of(&self.primary_ns);
+        if ns_in_zone && self.ns_addrs.is_empty() {
+            return Err(invalid(
+                "--ns-addr",
+                format!(
+                    "the name server {} lies inside the zone, so it needs an address: pass --ns-addr IP (or listen on a specific --dns address)",
+                    self.primary_ns
+                ),
+            ));
+        }
+        if ns_in_zone && self.reserved_service().is_none() {
+            return Err(invalid(
+                "--soa-primary",
+                format!(
+                    "{} must be directly under the zone (like ns.{}) or outside it",
+                    self.primary_ns, self.zone
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_is_valid_once_the_ns_has_an_address() {
+        let mut cfg = ServeConfig::new(parse_domain("svc.internal").expect("name"));
+        assert!(cfg.validate().is_err());
+        cfg.ns_addrs.push(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        cfg.validate().expect("valid");
+        assert_eq!(cfg.primary_ns.to_string(), "ns.svc.internal.");
+        assert_eq!(cfg.contact.to_string(), "hostmaster.svc.internal.");
+        assert_eq!(cfg.reserved_service().as_deref(), Some("ns"));
+        assert_eq!(cfg.negative_ttl(), 5);
+    }
+
+    #[test]
+    fn contact_accepts_mailbox_and_rname() {
+        assert_eq!(
+            parse_contact("ops@Example.com").expect("ok").to_string(),
+            "ops.example.com."
+        );
+        assert_eq!(
+            parse_contact("ops.example.com").expect("ok").to_string(),
+            "ops.example.com."
+        );
+        assert!(parse_contact("a.b@example.com").is_err());
+    }
+
+    #[test]
+    fn rejects_bad_values_with_the_flag_name() {
+        let mut cfg = ServeConfig::new(parse_domain("svc.internal").expect("name"));
+        cfg.ns_addrs.push(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        cfg.heartbeat = cfg.dns;
+        assert!(
+            cfg.validate()
+                .expect_err("same port")
+                .to_string()
+                .starts_with("--heartbeat")
+        );
+        cfg.heartbeat = DEFAULT_HEARTBEAT;
+        cfg.max_instances = 0;
+        assert!(
+            cfg.validate()
+                .expect_err("cap")
+                .to_string()
+                .starts_with("--max-instances")
+        );
+    }
+}

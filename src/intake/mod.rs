@@ -1,0 +1,219 @@
+//! Heartbeat intake: the task that owns the registry.
+//!
+//! Takes datagrams from the heartbeat socket and the passing of time;
+//! produces registry changes, the audit log (INFO: register, change, drain,
+//! deregister, expiry) and, whenever answers may differ, a newly published
+//! view. It never answers DNS and never blocks the answering path: the only
+//! thing it shares with it is the published view.
+//!
+//! One task owns the [`Registry`], so nothing in it is locked. After each
+//! wake-up it drains every datagram already queued on the socket before
+//! publishing, so a burst of heartbeats costs one view rebuild, while a lone
+//! heartbeat is published at once (well under a millisecond). A plain renewal
+//! publishes nothing.
+
+pub mod wire;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::net::UdpSocket;
+use tokio::time::{Instant, sleep_until};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::registry::{Event, Registry};
+use crate::view::publish::Publisher;
+use wire::{Heartbeat, WireError};
+
+/// Most datagrams handled before the view is republished, so a flood of
+/// changes still publishes regularly.
+const BATCH: usize = 1024;
+
+/// Shortest gap between two WARN lines about bad datagrams or refusals;
+/// in between they are counted and logged at DEBUG.
+const WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// Counters of the intake, readable from other tasks.
+#[derive(Debug, Default)]
+pub struct IntakeStats {
+    /// Datagrams that decoded into a heartbeat.
+    pub accepted: AtomicU64,
+    /// Datagrams dropped as malformed or invalid.
+    pub malformed: AtomicU64,
+    /// Heartbeats refused by the registry (cap, reserved name).
+    pub refused: AtomicU64,
+}
+
+/// Logs a WARN line at most once per [`WARN_EVERY`], DEBUG otherwise.
+#[derive(Debug)]
+struct RateLimitedWarn {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl RateLimitedWarn {
+    fn new() -> Self {
+        RateLimitedWarn {
+            last: None,
+            suppressed: 0,
+        }
+    }
+
+    /// Returns how many events were suppressed since the last WARN, when a
+    /// WARN may be written now.
+    fn allow(&mut self, now: Instant) -> Option<u64> {
+        if self
+            .last
+            .is_some_and(|last| now.duration_since(last) < WARN_EVERY)
+        {
+            self.suppressed += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
+
+/// The intake task's state.
+pub struct Intake {
+    socket: UdpSocket,
+    registry: Registry,
+    publisher: Publisher,
+    stats: Arc<IntakeStats>,
+    malformed_warn: RateLimitedWarn,
+    refused_warn: RateLimitedWarn,
+}
+
+impl Intake {
+    /// An intake reading `socket`, applying to `registry` and publishing
+    /// through `publisher`.
+    pub fn new(socket: UdpSocket, registry: Registry, publisher: Publisher) -> Self {
+        Intake {
+            socket,
+            registry,
+            publisher,
+            stats: Arc::new(IntakeStats::default()),
+            malformed_warn: RateLimitedWarn::new(),
+            refused_warn: RateLimitedWarn::new(),
+        }
+    }
+
+    /// The intake's counters.
+    pub fn stats(&self) -> Arc<IntakeStats> {
+        self.stats.clone()
+    }
+
+    /// Runs until `shutdown` is cancelled.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        // Heartbeats are at most MAX_DATAGRAM bytes; a larger buffer lets us
+        // see (and refuse) oversized datagrams instead of silently truncating.
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            let deadline = self.registry.next_deadline();
+            let mut dirty = false;
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                received = self.socket.recv_from(&mut buf) => {
+                    match received {
+                        Ok((len, src)) => dirty |= self.datagram(&buf[..len], src),
+                        Err(error) => debug!(%error, "heartbeat socket receive error"),
+                    }
+                    for _ in 1..BATCH {
+                        match self.socket.try_recv_from(&mut buf) {
+                            Ok((len, src)) => dirty |= self.datagram(&buf[..len], src),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                () = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {}
+            }
+            dirty |= self.expire();
+            if dirty {
+                let serial = self.publisher.publish(&self.registry);
+                debug!(
+                    serial,
+                    instances = self.registry.len(),
+                    "published a new view"
+                );
+            }
+        }
+    }
+
+    fn expire(&mut self) -> bool {
+        let expired = self.registry.expire(Instant::now());
+        for gone in &expired {
+            info!(
+                service = %gone.service,
+                instance = %gone.instance,
+                addr = %gone.addr,
+                reason = "no heartbeat within its ttl",
+                late_ms = gone.late_by.as_millis(),
+                "expired"
+            );
+        }
+        !expired.is_empty()
+    }
+
+    /// Handles one datagram; returns true when the view must be rebuilt.
+    fn datagram(&mut self, bytes: &[u8], src: SocketAddr) -> bool {
+        match Heartbeat::decode(bytes) {
+            Ok(hb) => {
+                self.stats.accepted.fetch_add(1, Ordering::Relaxed);
+                self.heartbeat(hb, src)
+            }
+            Err(error) => {
+                self.malformed(&error, src);
+                false
+            }
+        }
+    }
+
+    fn malformed(&mut self, error: &WireError, src: SocketAddr) {
+        let total = self.stats.malformed.fetch_add(1, Ordering::Relaxed) + 1;
+        match self.malformed_warn.allow(Instant::now()) {
+            Some(suppressed) => warn!(
+                %src, %error, total, suppressed,
+                "dropped a malformed heartbeat (further ones are logged at DEBUG for 10 s)"
+            ),
+            None => debug!(%src, %error, total, "dropped a malformed heartbeat"),
+        }
+    }
+
+    fn heartbeat(&mut self, hb: Heartbeat, src: SocketAddr) -> bool {
+        let addr: IpAddr = hb.addr.unwrap_or_else(|| wire::canonical_ip(src.ip()));
+        let service = hb.service.clone();
+        let instance = hb.instance.clone();
+        let event = self.registry.apply(hb, addr, Instant::now());
+        match &event {
+            Event::Registered => {
+                info!(%service, %instance, %addr, %src, reason = "first heartbeat", "registered")
+            }
+            Event::Changed(fields) => {
+                info!(%service, %instance, %addr, %src, reason = %fields.join(","), "changed")
+            }
+            Event::Drained => {
+                info!(%service, %instance, %addr, %src, reason = "sender is draining", "drained")
+            }
+            Event::Deregistered => {
+                info!(%service, %instance, %addr, %src, reason = "sender said down", "deregistered")
+            }
+            Event::Renewed | Event::UnknownDown => {}
+            Event::Refused(refusal) => {
+                let total = self.stats.refused.fetch_add(1, Ordering::Relaxed) + 1;
+                match self.refused_warn.allow(Instant::now()) {
+                    Some(suppressed) => warn!(
+                        %service, %instance, %addr, %src, reason = %refusal, total, suppressed,
+                        "refused a heartbeat (further refusals are logged at DEBUG for 10 s)"
+                    ),
+                    None => {
+                        debug!(%service, %instance, %addr, reason = %refusal, "refused a heartbeat")
+                    }
+                }
+            }
+        }
+        event.changes_view()
+    }
+}

@@ -1,0 +1,82 @@
+//! The `beacon` binary: parse the command line, set up logging, run.
+
+use std::process::ExitCode;
+
+use beacon::cli::{Cli, Command};
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+use tracing::error;
+use tracing_subscriber::EnvFilter;
+
+/// Logging when RUST_LOG is unset: our INFO audit trail, and only warnings
+/// from hickory, whose server logs every request at INFO.
+const DEFAULT_LOG: &str = "info,hickory_server=warn,hickory_net=warn,hickory_proto=warn";
+
+fn init_logging() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+/// Cancels `token` on the first Ctrl-C or SIGTERM.
+fn cancel_on_signal(token: CancellationToken) -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+        token.cancel();
+    });
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match cli.command {
+        Command::Serve(args) => {
+            let config = match args.into_config() {
+                Ok(config) => config,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let shutdown = CancellationToken::new();
+            if let Err(e) = cancel_on_signal(shutdown.clone()) {
+                error!("cannot install signal handlers: {e}");
+                return ExitCode::FAILURE;
+            }
+            match beacon::server::run(config, shutdown).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    error!("{e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Beat(args) => {
+            let config = match args.into_config() {
+                Ok(config) => config,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match beacon::beat::run(config).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    error!("{e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,395 @@
+//! The live registry: which instances are alive, and until when.
+//!
+//! Takes decoded heartbeats (with the address they resolve to) and the
+//! current time; produces an [`Event`] per heartbeat saying what changed,
+//! the list of instances whose lease ran out, and read access to the live
+//! instances for the view builder. It never does I/O and never reads the
+//! clock itself: time is passed in, so expiry is exact and testable.
+//!
+//! Expiry is driven by deadlines: every lease's deadline sits in a min-heap,
+//! and [`Registry::next_deadline`] tells the intake task exactly when to wake.
+//! A renewal pushes a fresh heap entry instead of searching for the old one;
+//! stale entries are recognised and dropped when they surface (each instance
+//! has about `ttl / interval` of them at any time).
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::net::IpAddr;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::intake::wire::{Heartbeat, Proto, State};
+
+/// Default cap on live instances.
+pub const DEFAULT_MAX_INSTANCES: usize = 100_000;
+
+/// One live instance, as the registry keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Instance {
+    /// Address served for the instance.
+    pub addr: IpAddr,
+    /// Port served in SRV.
+    pub port: u16,
+    /// `_tcp` or `_udp`.
+    pub proto: Proto,
+    /// Lease length in seconds (also caps the answer TTL).
+    pub ttl: u32,
+    /// RFC 2782 weight.
+    pub weight: u16,
+    /// RFC 2782 priority.
+    pub priority: u16,
+    /// Metadata pairs, sorted by key.
+    pub meta: Vec<(String, String)>,
+    /// True while draining: resolvable by its own name, not in its service.
+    pub draining: bool,
+}
+
+impl Instance {
+    fn from_heartbeat(hb: Heartbeat, addr: IpAddr) -> Self {
+        Instance {
+            addr,
+            port: hb.port,
+            proto: hb.proto,
+            ttl: hb.ttl,
+            weight: hb.weight,
+            priority: hb.priority,
+            meta: hb.meta,
+            draining: hb.state == State::Drain,
+        }
+    }
+
+    /// Names of the fields that differ between `self` and `new`, for the log.
+    fn changed_fields(&self, new: &Instance) -> Vec<&'static str> {
+        let mut fields = Vec::new();
+        if self.addr != new.addr {
+            fields.push("addr");
+        }
+        if self.port != new.port {
+            fields.push("port");
+        }
+        if self.proto != new.proto {
+            fields.push("proto");
+        }
+        if self.ttl != new.ttl {
+            fields.push("ttl");
+        }
+        if self.weight != new.weight {
+            fields.push("weight");
+        }
+        if self.priority != new.priority {
+            fields.push("priority");
+        }
+        if self.meta != new.meta {
+            fields.push("meta");
+        }
+        if self.draining != new.draining {
+            fields.push("state");
+        }
+        fields
+    }
+}
+
+/// A live instance with its lease deadline.
+#[derive(Debug)]
+struct Lease {
+    instance: Instance,
+    deadline: Instant,
+}
+
+/// What one heartbeat did to the registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A new instance (state up or drain).
+    Registered,
+    /// Same data as before: only the lease moved. Nothing visible changed.
+    Renewed,
+    /// Data changed (the named fields); draining changes are [`Event::Drained`].
+    Changed(Vec<&'static str>),
+    /// The instance entered the draining state.
+    Drained,
+    /// `down` for a registered instance: it is gone.
+    Deregistered,
+    /// `down` for an instance the registry does not know: nothing to do.
+    UnknownDown,
+    /// Not admitted; the registry is unchanged.
+    Refused(Refusal),
+}
+
+impl Event {
+    /// True when answers may differ after this event.
+    pub fn changes_view(&self) -> bool {
+        matches!(
+            self,
+            Event::Registered | Event::Changed(_) | Event::Drained | Event::Deregistered
+        )
+    }
+}
+
+/// Why a heartbeat was not admitted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The instance cap is reached; known instances still renew.
+    #[error("instance cap of {0} reached")]
+    CapReached(usize),
+    /// The service name is taken by the zone itself (the name server's host name).
+    #[error("service name `{0}` is reserved by the zone")]
+    Reserved(String),
+}
+
+/// An instance removed because its lease ran out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expired {
+    /// Service name.
+    pub service: String,
+    /// Instance id.
+    pub instance: String,
+    /// Its last address.
+    pub addr: IpAddr,
+    /// How late the removal ran relative to the deadline.
+    pub late_by: Duration,
+}
+
+/// The set of live instances, grouped by service.
+#[derive(Debug)]
+pub struct Registry {
+    /// Sorted maps keep the built view deterministic, which makes answers
+    /// and tests reproducible; lookups here are per heartbeat, not per query.
+    services: BTreeMap<String, BTreeMap<String, Lease>>,
+    deadlines: BinaryHeap<Reverse<(Instant, String, String)>>,
+    len: usize,
+    max_instances: usize,
+    reserved: Vec<String>,
+}
+
+impl Registry {
+    /// An empty registry admitting at most `max_instances` instances.
+    /// Services named in `reserved` are refused.
+    pub fn new(max_instances: usize, reserved: Vec<String>) -> Self {
+        Registry {
+            services: BTreeMap::new(),
+            deadlines: BinaryHeap::new(),
+            len: 0,
+            max_instances,
+            reserved,
+        }
+    }
+
+    /// Number of live instances.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when no instance is live.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Applies one heartbeat received at `now`; `addr` is the address to
+    /// serve (the heartbeat's own, or the datagram's source).
+    pub fn apply(&mut self, mut hb: Heartbeat, addr: IpAddr, now: Instant) -> Event {
+        if hb.state == State::Down {
+            return self.remove(&hb.service, &hb.instance);
+        }
+        if self.reserved.contains(&hb.service) {
+            return Event::Refused(Refusal::Reserved(hb.service));
+        }
+        let deadline = now + Duration::from_secs(u64::from(hb.ttl));
+        let known = self
+            .services
+            .get(&hb.service)
+            .is_some_and(|s| s.contains_key(&hb.instance));
+        if !known && self.len >= self.max_instances {
+            return Event::Refused(Refusal::CapReached(self.max_instances));
+        }
+        self.deadlines
+            .push(Reverse((deadline, hb.service.clone(), hb.instance.clone())));
+        let service = self
+            .services
+            .entry(std::mem::take(&mut hb.service))
+            .or_default();
+        let id = std::mem::take(&mut hb.instance);
+        let new = Instance::from_heartbeat(hb, addr);
+        match service.get_mut(&id) {
+            None => {
+                service.insert(
+                    id,
+                    Lease {
+                        instance: new,
+                        deadline,
+                    },
+                );
+                self.len += 1;
+                Event::Registered
+            }
+            Some(lease) => {
+                lease.deadline = deadline;
+                let fields = lease.instance.changed_fields(&new);
+                if fields.is_empty() {
+                    return Event::Renewed;
+                }
+                let drained = !lease.instance.draining && new.draining;
+                lease.instance = new;
+                if drained && fields == ["state"] {
+                    Event::Drained
+                } else {
+                    Event::Changed(fields)
+                }
+            }
+        }
+    }
+
+    fn remove(&mut self, service: &str, instance: &str) -> Event {
+        let Some(instances) = self.services.get_mut(service) else {
+            return Event::UnknownDown;
+        };
+        if instances.remove(instance).is_none() {
+            return Event::UnknownDown;
+        }
+        if instances.is_empty() {
+            self.services.remove(service);
+        }
+        self.len -= 1;
+        // Its heap entries are now stale and are dropped when they surface.
+        Event::Deregistered
+    }
+
+    /// The earliest moment a lease may run out, if any instance is live.
+    pub fn next_deadline(&mut self) -> Option<Instant> {
+        self.drop_stale_deadlines();
+        self.deadlines.peek().map(|Reverse((at, _, _))| *at)
+    }
+
+    fn drop_stale_deadlines(&mut self) {
+        while let Some(Reverse((at, service, instance))) = self.deadlines.peek() {
+            let current = self
+                .services
+                .get(service)
+                .and_then(|s| s.get(instance))
+                .map(|lease| lease.deadline);
+            if current == Some(*at) {
+                return;
+            }
+            self.deadlines.pop();
+        }
+    }
+
+    /// Removes every instance whose lease ended at or before `now`.
+    pub fn expire(&mut self, now: Instant) -> Vec<Expired> {
+        let mut expired = Vec::new();
+        while let Some(at) = self.next_deadline() {
+            if at > now {
+                break;
+            }
+            let Some(Reverse((_, service, instance))) = self.deadlines.pop() else {
+                break;
+            };
+            let addr = self
+                .services
+                .get(&service)
+                .and_then(|s| s.get(&instance))
+                .map(|lease| lease.instance.addr);
+            if let Some(addr) = addr {
+                self.remove(&service, &instance);
+                expired.push(Expired {
+                    service,
+                    instance,
+                    addr,
+                    late_by: now.saturating_duration_since(at),
+                });
+            }
+        }
+        expired
+    }
+
+    /// Live services in name order, each with its instances in id order.
+    pub fn services(
+        &self,
+    ) -> impl Iterator<Item = (&str, impl Iterator<Item = (&str, &Instance)>)> {
+        self.services.iter().map(|(name, instances)| {
+            (
+                name.as_str(),
+                instances
+                    .iter()
+                    .map(|(id, lease)| (id.as_str(), &lease.instance)),
+            )
+        })
+    }
+
+    /// One instance, if live.
+    pub fn get(&self, service: &str, instance: &str) -> Option<&Instance> {
+        self.services
+            .get(service)?
+            .get(instance)
+            .map(|lease| &lease.instance)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1));
+    const B: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 2));
+
+    fn hb(instance: &str, ttl: u32) -> Heartbeat {
+        let mut hb = Heartbeat::new("web", instance, 80);
+        hb.ttl = ttl;
+        hb
+    }
+
+    #[test]
+    fn register_renew_change_drain_down() {
+        let now = Instant::now();
+        let mut reg = Registry::new(10, vec![]);
+        assert_eq!(reg.apply(hb("a", 5), A, now), Event::Registered);
+        assert_eq!(reg.apply(hb("a", 5), A, now), Event::Renewed);
+        assert!(!Event::Renewed.changes_view());
+        assert_eq!(reg.apply(hb("a", 5), B, now), Event::Changed(vec!["addr"]));
+        let mut drain = hb("a", 5);
+        drain.state = State::Drain;
+        assert_eq!(reg.apply(drain.clone(), B, now), Event::Drained);
+        assert!(reg.get("web", "a").is_some_and(|i| i.draining));
+        assert_eq!(reg.apply(hb("a", 5), B, now), Event::Changed(vec!["state"]));
+        let mut down = hb("a", 5);
+        down.state = State::Down;
+        assert_eq!(reg.apply(down.clone(), B, now), Event::Deregistered);
+        assert_eq!(reg.apply(down, B, now), Event::UnknownDown);
+        assert!(reg.is_empty());
+        assert_eq!(reg.next_deadline(), None);
+    }
+
+    #[test]
+    fn expiry_follows_the_latest_renewal() {
+        let t0 = Instant::now();
+        let mut reg = Registry::new(10, vec![]);
+        reg.apply(hb("a", 2), A, t0);
+        reg.apply(hb("b", 5), A, t0);
+        reg.apply(hb("a", 2), A, t0 + Duration::from_secs(1));
+        assert_eq!(reg.next_deadline(), Some(t0 + Duration::from_secs(3)));
+        assert!(reg.expire(t0 + Duration::from_millis(2999)).is_empty());
+        let gone = reg.expire(t0 + Duration::from_secs(3));
+        assert_eq!(gone.len(), 1);
+        assert_eq!(gone[0].instance, "a");
+        assert_eq!(reg.len(), 1);
+        assert_eq!(reg.next_deadline(), Some(t0 + Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn cap_refuses_new_instances_but_renews_known_ones() {
+        let now = Instant::now();
+        let mut reg = Registry::new(1, vec!["ns".into()]);
+        assert_eq!(reg.apply(hb("a", 5), A, now), Event::Registered);
+        assert_eq!(
+            reg.apply(hb("b", 5), A, now),
+            Event::Refused(Refusal::CapReached(1))
+        );
+        assert_eq!(reg.apply(hb("a", 5), A, now), Event::Renewed);
+        let reserved = Heartbeat::new("ns", "x", 53);
+        assert!(matches!(
+            reg.apply(reserved, A, now),
+            Event::Refused(Refusal::Reserved(_))
+        ));
+        assert_eq!(reg.len(), 1);
+    }
+}

@@ -1,0 +1,146 @@
+//! `beacon serve`: binds the sockets and runs the tasks until shutdown.
+//!
+//! Takes a validated [`ServeConfig`] and a shutdown token; produces a running
+//! server: the heartbeat intake task and hickory's UDP and TCP DNS loops,
+//! joined by one published view. It logs every bound address in one stable
+//! line (`listening dns_udp=… dns_tcp=… heartbeat=…`) that scripts and tests
+//! read to find ports chosen by the system.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hickory_server::Server;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::answer::handler::DnsHandler;
+use crate::config::ServeConfig;
+use crate::intake::Intake;
+use crate::registry::Registry;
+use crate::view::publish::Publisher;
+
+/// Replies queued per TCP connection before hickory stops reading from it.
+const TCP_RESPONSE_QUEUE: usize = 32;
+
+/// Why the server could not start or stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A socket could not be bound.
+    #[error(
+        "cannot listen for {what} on {addr}: {source} (is another server using it? pick another with {flag})"
+    )]
+    Bind {
+        /// What the socket is for.
+        what: &'static str,
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The flag that sets it.
+        flag: &'static str,
+        /// The system's reason.
+        source: io::Error,
+    },
+    /// The DNS server loop failed.
+    #[error("DNS server failed: {0}")]
+    Dns(String),
+}
+
+/// The addresses actually bound (ports resolved when 0 was asked for).
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    /// DNS over UDP.
+    pub dns_udp: SocketAddr,
+    /// DNS over TCP (same port as UDP).
+    pub dns_tcp: SocketAddr,
+    /// Heartbeats.
+    pub heartbeat: SocketAddr,
+}
+
+/// Binds DNS on UDP and TCP at the same port. With port 0 the UDP port is
+/// chosen first and TCP follows it; if that TCP port is taken, try again.
+async fn bind_dns(addr: SocketAddr) -> Result<(UdpSocket, TcpListener), ServeError> {
+    let bind_error = |what, source| ServeError::Bind {
+        what,
+        addr,
+        flag: "--dns",
+        source,
+    };
+    let attempts = if addr.port() == 0 { 16 } else { 1 };
+    let mut last_error = None;
+    for _ in 0..attempts {
+        let udp = UdpSocket::bind(addr)
+            .await
+            .map_err(|e| bind_error("DNS over UDP", e))?;
+        let udp_addr = udp
+            .local_addr()
+            .map_err(|e| bind_error("DNS over UDP", e))?;
+        match TcpListener::bind(udp_addr).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e) => last_error = Some(e),
+        }
+    }
+    Err(bind_error(
+        "DNS over TCP",
+        last_error.unwrap_or_else(|| io::Error::other("no attempt made")),
+    ))
+}
+
+/// Runs the server until `shutdown` is cancelled.
+///
+/// # Errors
+/// [`ServeError`] when a socket cannot be bound or the DNS loop fails.
+pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(), ServeError> {
+    let config = Arc::new(config);
+    let (dns_udp, dns_tcp) = bind_dns(config.dns).await?;
+    let heartbeat = UdpSocket::bind(config.heartbeat)
+        .await
+        .map_err(|source| ServeError::Bind {
+            what: "heartbeats",
+            addr: config.heartbeat,
+            flag: "--heartbeat",
+            source,
+        })?;
+    let local = |r: io::Result<SocketAddr>, fallback| r.unwrap_or(fallback);
+    let bound = Bound {
+        dns_udp: local(dns_udp.local_addr(), config.dns),
+        dns_tcp: local(dns_tcp.local_addr(), config.dns),
+        heartbeat: local(heartbeat.local_addr(), config.heartbeat),
+    };
+
+    let registry = Registry::new(
+        config.max_instances,
+        config.reserved_service().into_iter().collect(),
+    );
+    let publisher = Publisher::new(config.clone(), &registry);
+    let views = publisher.handle();
+    let intake = Intake::new(heartbeat, registry, publisher);
+    let intake_task = tokio::spawn(intake.run(shutdown.clone()));
+
+    let mut dns = Server::new(DnsHandler::new(views));
+    dns.register_socket(dns_udp);
+    dns.register_listener(
+        dns_tcp,
+        Duration::from_secs(config.tcp_idle),
+        TCP_RESPONSE_QUEUE,
+    );
+
+    info!(
+        dns_udp = %bound.dns_udp,
+        dns_tcp = %bound.dns_tcp,
+        heartbeat = %bound.heartbeat,
+        zone = %config.zone,
+        "listening"
+    );
+
+    shutdown.cancelled().await;
+    info!("shutting down");
+    let result = dns.shutdown_gracefully().await;
+    // The intake task watches the same token; a panic there is a bug worth
+    // reporting but does not change how we exit.
+    if let Err(error) = intake_task.await {
+        tracing::error!(%error, "heartbeat intake task failed");
+    }
+    result.map_err(|e| ServeError::Dns(e.to_string()))
+}

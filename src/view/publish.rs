@@ -1,0 +1,97 @@
+//! Publishing views: the one place where the served snapshot is replaced.
+//!
+//! Takes new [`View`]s from the builders; gives readers the current one.
+//! Readers ([`ViewHandle::load`]) never lock or wait: the handle is an
+//! `ArcSwap`, so a load is an atomic reference-count increment, and a reader
+//! keeps its snapshot alive for as long as it holds the `Arc`. Writers build
+//! a whole new view outside any lock and swap it in.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+
+use super::View;
+use crate::config::ServeConfig;
+use crate::registry::Registry;
+
+/// Shared, lock-free access to the current view.
+#[derive(Debug, Clone)]
+pub struct ViewHandle(Arc<ArcSwap<View>>);
+
+impl ViewHandle {
+    /// A handle serving `view`.
+    pub fn new(view: View) -> Self {
+        ViewHandle(Arc::new(ArcSwap::from_pointee(view)))
+    }
+
+    /// The current snapshot. Hold it for the whole of one query.
+    pub fn load(&self) -> Arc<View> {
+        self.0.load_full()
+    }
+
+    fn store(&self, view: View) {
+        self.0.store(Arc::new(view));
+    }
+}
+
+/// Builds and publishes views, and owns the SOA serial.
+#[derive(Debug)]
+pub struct Publisher {
+    config: Arc<ServeConfig>,
+    handle: ViewHandle,
+    serial: u32,
+}
+
+/// A serial that only grows, starting from the wall clock (seconds since the
+/// epoch) so that it also grows across restarts, as secondaries expect.
+fn next_serial(previous: Option<u32>) -> u32 {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX));
+    match previous {
+        None => now.max(1),
+        // More than one change a second runs ahead of the clock; RFC 1982
+        // arithmetic would let it wrap, but u32 seconds last until 2106.
+        Some(prev) => now.max(prev.wrapping_add(1)),
+    }
+}
+
+impl Publisher {
+    /// Publishes the first view (from `registry`) and returns the publisher.
+    pub fn new(config: Arc<ServeConfig>, registry: &Registry) -> Self {
+        let serial = next_serial(None);
+        let handle = ViewHandle::new(View::build(&config, serial, registry));
+        Publisher {
+            config,
+            handle,
+            serial,
+        }
+    }
+
+    /// A handle for readers.
+    pub fn handle(&self) -> ViewHandle {
+        self.handle.clone()
+    }
+
+    /// Builds a view from `registry` with a new serial and publishes it.
+    pub fn publish(&mut self, registry: &Registry) -> u32 {
+        self.serial = next_serial(Some(self.serial));
+        self.handle
+            .store(View::build(&self.config, self.serial, registry));
+        self.serial
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serial_always_grows() {
+        let first = next_serial(None);
+        let second = next_serial(Some(first));
+        assert!(second > first);
+        assert!(next_serial(Some(second)) > second);
+    }
+}
