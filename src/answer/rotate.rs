@@ -10,9 +10,13 @@
 //!   the `n` members comes first exactly once.
 //! - Otherwise RFC 2782: priority groups in ascending order; inside a group
 //!   with equal weights, round-robin; inside a group with unequal weights,
-//!   repeated weighted random selection (zero weights first, running sums,
-//!   uniform pick in `0..=sum`), so the first record is chosen with
-//!   probability proportional to its weight.
+//!   repeated weighted random selection (zero weights first, running sums),
+//!   so the first record is chosen with probability proportional to its
+//!   weight. RFC 2782 draws the random number from `0..=sum`, which favours
+//!   the first nonzero member by one part in `sum + 1`; we draw from
+//!   `1..=sum` unless zero-weight members remain, and only those can win a
+//!   draw of 0, which gives them the RFC's "very small chance" without
+//!   skewing the others.
 
 use crate::view::{Member, Policy, RrSet};
 
@@ -33,7 +37,7 @@ pub fn order(set: &RrSet) -> Vec<&Member> {
                 if group.windows(2).all(|w| w[0].weight == w[1].weight) {
                     rotated_into(group, offset, &mut out);
                 } else {
-                    weighted_into(group, &mut out, |sum| fastrand::u32(0..=sum));
+                    weighted_into(group, &mut out, |lo, hi| fastrand::u32(lo..=hi));
                 }
             }
             out
@@ -49,19 +53,20 @@ fn rotated_into<'a>(members: &'a [Member], offset: usize, out: &mut Vec<&'a Memb
     out.extend(tail.iter().chain(head.iter()));
 }
 
-/// RFC 2782 weighted ordering of one priority group; `pick(sum)` returns a
-/// uniform random number in `0..=sum` (injectable for tests).
+/// RFC 2782 weighted ordering of one priority group; `pick(lo, hi)` returns
+/// a uniform random number in `lo..=hi` (injectable for tests).
 fn weighted_into<'a>(
     group: &'a [Member],
     out: &mut Vec<&'a Member>,
-    mut pick: impl FnMut(u32) -> u32,
+    mut pick: impl FnMut(u32, u32) -> u32,
 ) {
     // Zero weights first, as the RFC asks; otherwise stored order.
     let mut remaining: Vec<&Member> = group.iter().filter(|m| m.weight == 0).collect();
     remaining.extend(group.iter().filter(|m| m.weight != 0));
     while !remaining.is_empty() {
         let sum: u32 = remaining.iter().map(|m| u32::from(m.weight)).sum();
-        let target = pick(sum);
+        let lowest = if remaining[0].weight == 0 { 0 } else { 1 };
+        let target = pick(lowest.min(sum), sum);
         let mut running = 0;
         let chosen = remaining
             .iter()
@@ -103,16 +108,42 @@ mod tests {
         let group = [member(1, 0, 0), member(2, 0, 1), member(3, 0, 3)];
         // sum 4; target 0 → the zero-weight member (running sum 0 >= 0).
         let mut out = Vec::new();
-        weighted_into(&group, &mut out, |_| 0);
+        weighted_into(&group, &mut out, |lo, _| lo);
         assert_eq!(first_octets(&out), [1, 2, 3]);
         // target = sum each time → always the last remaining one.
         let mut out = Vec::new();
-        weighted_into(&group, &mut out, |sum| sum);
+        weighted_into(&group, &mut out, |_, hi| hi);
         assert_eq!(first_octets(&out), [3, 2, 1]);
-        // target 2 of 4 → member 3 (running sums 0, 1, 4).
+        // target 2 of 4 → member 3 (running sums 0, 1, 4); then 0 → the
+        // zero-weight member.
         let mut out = Vec::new();
-        let mut targets = [2, 0, 0].into_iter();
-        weighted_into(&group, &mut out, |_| targets.next().unwrap_or(0));
+        let mut targets = [2, 0, 1].into_iter();
+        weighted_into(&group, &mut out, |_, _| targets.next().unwrap_or(0));
         assert_eq!(first_octets(&out), [3, 1, 2]);
+    }
+
+    #[test]
+    fn rotation_does_not_mutate_the_rrset() {
+        use hickory_proto::rr::RecordType;
+        for weights in [[1, 1, 1], [1, 2, 3]] {
+            let members = weights
+                .iter()
+                .zip(1..)
+                .map(|(w, i)| member(i, 0, *w))
+                .collect();
+            let set = RrSet::new(RecordType::A, members, true);
+            let before = first_octets(&set.members.iter().collect::<Vec<_>>());
+            let mut firsts = std::collections::HashSet::new();
+            for _ in 0..60 {
+                let order = order(&set);
+                assert_eq!(order.len(), 3);
+                firsts.insert(first_octets(&order)[0]);
+            }
+            assert_eq!(firsts.len(), 3, "every member led at least once");
+            assert_eq!(
+                first_octets(&set.members.iter().collect::<Vec<_>>()),
+                before
+            );
+        }
     }
 }

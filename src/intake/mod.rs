@@ -197,7 +197,7 @@ impl Intake {
             Event::Drained => {
                 info!(%service, %instance, %addr, %src, reason = "sender is draining", "drained")
             }
-            Event::Deregistered => {
+            Event::Deregistered(addr) => {
                 info!(%service, %instance, %addr, %src, reason = "sender said down", "deregistered")
             }
             Event::Renewed | Event::UnknownDown => {}

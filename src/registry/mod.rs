@@ -108,8 +108,9 @@ pub enum Event {
     Changed(Vec<&'static str>),
     /// The instance entered the draining state.
     Drained,
-    /// `down` for a registered instance: it is gone.
-    Deregistered,
+    /// `down` for a registered instance: it is gone. Carries the address
+    /// it had, for the audit log.
+    Deregistered(IpAddr),
     /// `down` for an instance the registry does not know: nothing to do.
     UnknownDown,
     /// Not admitted; the registry is unchanged.
@@ -121,7 +122,7 @@ impl Event {
     pub fn changes_view(&self) -> bool {
         matches!(
             self,
-            Event::Registered | Event::Changed(_) | Event::Drained | Event::Deregistered
+            Event::Registered | Event::Changed(_) | Event::Drained | Event::Deregistered(_)
         )
     }
 }
@@ -243,15 +244,15 @@ impl Registry {
         let Some(instances) = self.services.get_mut(service) else {
             return Event::UnknownDown;
         };
-        if instances.remove(instance).is_none() {
+        let Some(lease) = instances.remove(instance) else {
             return Event::UnknownDown;
-        }
+        };
         if instances.is_empty() {
             self.services.remove(service);
         }
         self.len -= 1;
         // Its heap entries are now stale and are dropped when they surface.
-        Event::Deregistered
+        Event::Deregistered(lease.instance.addr)
     }
 
     /// The earliest moment a lease may run out, if any instance is live.
@@ -353,7 +354,7 @@ mod tests {
         assert_eq!(reg.apply(hb("a", 5), B, now), Event::Changed(vec!["state"]));
         let mut down = hb("a", 5);
         down.state = State::Down;
-        assert_eq!(reg.apply(down.clone(), B, now), Event::Deregistered);
+        assert_eq!(reg.apply(down.clone(), A, now), Event::Deregistered(B));
         assert_eq!(reg.apply(down, B, now), Event::UnknownDown);
         assert!(reg.is_empty());
         assert_eq!(reg.next_deadline(), None);

@@ -63,7 +63,7 @@ pub struct RrSet {
 }
 
 impl RrSet {
-    fn new(rtype: RecordType, mut members: Vec<Member>, rotate: bool) -> Self {
+    pub(crate) fn new(rtype: RecordType, mut members: Vec<Member>, rotate: bool) -> Self {
         members.sort_by_key(|m| m.priority);
         let uniform = members
             .windows(2)

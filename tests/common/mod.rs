@@ -1,0 +1,336 @@
+//! Test harness: runs the real `beacon` binary on loopback port 0, sends real
+//! heartbeat datagrams and asks real DNS questions over UDP and TCP.
+//!
+//! Messages are built and parsed with hickory-proto, so the tests check the
+//! bytes on the wire, not our own structures.
+
+#![allow(dead_code)] // each test file uses a different part of the harness
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
+
+/// Path of the binary under test.
+pub const BEACON: &str = env!("CARGO_BIN_EXE_beacon");
+
+/// A running `beacon serve`, killed on drop.
+pub struct TestServer {
+    child: Child,
+    /// DNS address (UDP and TCP).
+    pub dns: SocketAddr,
+    /// Heartbeat address.
+    pub heartbeat: SocketAddr,
+    log: Arc<Mutex<String>>,
+}
+
+impl TestServer {
+    /// Starts `beacon serve` on port 0 with extra flags.
+    pub fn start(extra: &[&str]) -> TestServer {
+        let mut child = Command::new(BEACON)
+            .args([
+                "serve",
+                "--dns",
+                "127.0.0.1:0",
+                "--heartbeat",
+                "127.0.0.1:0",
+            ])
+            .args(["--zones", "/nonexistent-beacon-test-zones"])
+            .args(extra)
+            .env(
+                "RUST_LOG",
+                "info,hickory_server=warn,hickory_net=warn,hickory_proto=warn",
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start beacon");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = log.clone();
+        thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if !sent && line.contains(" listening ") {
+                    let _ = tx.send(line.clone());
+                    sent = true;
+                }
+                let mut log = sink.lock().expect("log lock");
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let line = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "beacon did not report its addresses; log:\n{}",
+                    log.lock().expect("log")
+                );
+            }
+        };
+        TestServer {
+            child,
+            dns: field(&line, "dns_udp"),
+            heartbeat: field(&line, "heartbeat"),
+            log,
+        }
+    }
+
+    /// Everything the server has logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().expect("log lock").clone()
+    }
+
+    /// Waits until the log contains `needle`.
+    pub fn wait_for_log(&self, needle: &str) {
+        let log = wait_until(Duration::from_secs(5), || {
+            let log = self.log();
+            log.contains(needle).then_some(log)
+        });
+        assert!(
+            log.is_some(),
+            "log never showed {needle:?}:\n{}",
+            self.log()
+        );
+    }
+
+    /// Sends one heartbeat datagram.
+    pub fn beat(&self, datagram: &str) {
+        send_datagram(self.heartbeat, datagram.as_bytes());
+    }
+
+    /// Asks over UDP with EDNS (payload 1232), like dig does by default.
+    pub fn query(&self, name: &str, rtype: RecordType) -> Message {
+        query_udp(self.dns, &question(name, rtype, true))
+    }
+
+    /// Asks over TCP.
+    pub fn query_tcp(&self, name: &str, rtype: RecordType) -> Message {
+        query_tcp(self.dns, &question(name, rtype, true))
+    }
+
+    /// Queries until `check` accepts the reply (heartbeats are applied
+    /// asynchronously), panicking with the last reply after 5 s.
+    pub fn await_reply(
+        &self,
+        name: &str,
+        rtype: RecordType,
+        check: impl Fn(&Message) -> bool,
+    ) -> Message {
+        let mut last = None;
+        let found = wait_until(Duration::from_secs(5), || {
+            let reply = self.query(name, rtype);
+            if check(&reply) {
+                Some(reply)
+            } else {
+                last = Some(reply);
+                None
+            }
+        });
+        found.unwrap_or_else(|| panic!("no acceptable reply for {name} {rtype}; last: {last:?}"))
+    }
+
+    /// The current SOA serial.
+    pub fn serial(&self) -> u32 {
+        let reply = self.query("svc.internal.", RecordType::SOA);
+        match reply.answers.first().map(|r| &r.data) {
+            Some(RData::SOA(soa)) => soa.serial,
+            other => panic!("no SOA answer: {other:?}"),
+        }
+    }
+
+    /// The process id, for signals.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Stops the server with SIGTERM and returns its exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        signal(self.child.id(), "TERM");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "server did not stop on SIGTERM");
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if thread::panicking() {
+            eprintln!("--- beacon log ---\n{}", self.log());
+        }
+    }
+}
+
+/// Sends `sig` (e.g. "TERM") to `pid`.
+pub fn signal(pid: u32, sig: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{sig} {pid} failed");
+}
+
+fn field(line: &str, name: &str) -> SocketAddr {
+    let start = line
+        .find(&format!("{name}="))
+        .unwrap_or_else(|| panic!("no {name} in {line:?}"))
+        + name.len()
+        + 1;
+    let value: String = line[start..]
+        .chars()
+        .take_while(|c| !c.is_whitespace())
+        .collect();
+    value
+        .parse()
+        .unwrap_or_else(|_| panic!("bad address {value:?}"))
+}
+
+/// Polls `f` every 10 ms until it returns `Some`, or `timeout` passes.
+pub fn wait_until<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = f() {
+            return Some(value);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Sends one UDP datagram to `to` from a fresh socket.
+pub fn send_datagram(to: SocketAddr, bytes: &[u8]) {
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    socket.send_to(bytes, to).expect("send");
+}
+
+/// A query message for `name`/`rtype`, with EDNS (1232 bytes) if `edns`.
+pub fn question(name: &str, rtype: RecordType, edns: bool) -> Message {
+    let mut msg = Message::new(fastrand_id(), MessageType::Query, OpCode::Query);
+    msg.add_query(Query::query(Name::from_str(name).expect("name"), rtype));
+    if edns {
+        let mut e = Edns::new();
+        e.set_max_payload(1232);
+        msg.set_edns(e);
+    }
+    msg
+}
+
+/// A query for `name`/`rtype` in `class`.
+pub fn question_in_class(name: &str, rtype: RecordType, class: DNSClass) -> Message {
+    let mut msg = Message::new(fastrand_id(), MessageType::Query, OpCode::Query);
+    let mut q = Query::query(Name::from_str(name).expect("name"), rtype);
+    q.set_query_class(class);
+    msg.add_query(q);
+    msg
+}
+
+fn fastrand_id() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(1);
+    NEXT.fetch_add(7919, Ordering::Relaxed)
+}
+
+/// Sends raw bytes over UDP and returns the raw reply (None on timeout).
+pub fn exchange_raw(server: SocketAddr, bytes: &[u8], timeout: Duration) -> Option<Vec<u8>> {
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    socket.set_read_timeout(Some(timeout)).expect("timeout");
+    socket.send_to(bytes, server).expect("send");
+    let mut buf = vec![0u8; 65_535];
+    match socket.recv_from(&mut buf) {
+        Ok((len, _)) => Some(buf[..len].to_vec()),
+        Err(_) => None,
+    }
+}
+
+/// Sends `msg` over UDP and parses the reply, checking its ID.
+pub fn query_udp(server: SocketAddr, msg: &Message) -> Message {
+    let bytes = msg.to_vec().expect("encode query");
+    for _ in 0..3 {
+        if let Some(reply) = exchange_raw(server, &bytes, Duration::from_secs(2)) {
+            let reply = Message::from_vec(&reply).expect("decode reply");
+            assert_eq!(reply.metadata.id, msg.metadata.id, "reply ID must match");
+            return reply;
+        }
+    }
+    panic!("no UDP reply from {server}");
+}
+
+/// Sends `msg` over TCP (two-byte length prefix) and parses the reply.
+pub fn query_tcp(server: SocketAddr, msg: &Message) -> Message {
+    let bytes = msg.to_vec().expect("encode query");
+    let mut stream = TcpStream::connect(server).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let len = u16::try_from(bytes.len())
+        .expect("short query")
+        .to_be_bytes();
+    stream.write_all(&len).expect("write");
+    stream.write_all(&bytes).expect("write");
+    let mut len = [0u8; 2];
+    stream.read_exact(&mut len).expect("read length");
+    let mut reply = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    stream.read_exact(&mut reply).expect("read reply");
+    let reply = Message::from_vec(&reply).expect("decode reply");
+    assert_eq!(reply.metadata.id, msg.metadata.id);
+    reply
+}
+
+/// The answer section as zone-file text, one record per line, in order.
+pub fn lines(records: &[Record]) -> Vec<String> {
+    records.iter().map(ToString::to_string).collect()
+}
+
+/// The rdata of each record as text, in order.
+pub fn rdatas(records: &[Record]) -> Vec<String> {
+    records.iter().map(|r| r.data.to_string()).collect()
+}
+
+/// Asserts the reply's rcode and AA bit.
+pub fn assert_status(reply: &Message, rcode: ResponseCode, authoritative: bool) {
+    assert_eq!(reply.metadata.response_code, rcode, "rcode of {reply:?}");
+    assert_eq!(
+        reply.metadata.authoritative, authoritative,
+        "AA of {reply:?}"
+    );
+    assert_eq!(reply.metadata.message_type, MessageType::Response);
+}
+
+/// True when an external tool is on PATH. Under CI a missing tool is a
+/// failure, not a skip.
+pub fn have_tool(tool: &str) -> bool {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{tool} is required when CI is set (install it: see .ci/run)"
+        );
+        eprintln!("skipping: {tool} is not installed");
+    }
+    found
+}
