@@ -28,21 +28,25 @@ pub struct TestServer {
     /// Heartbeat address.
     pub heartbeat: SocketAddr,
     log: Arc<Mutex<String>>,
+    /// The `listening` log line.
+    pub listening: String,
 }
 
 impl TestServer {
     /// Starts `beacon serve` on port 0 with extra flags.
     pub fn start(extra: &[&str]) -> TestServer {
+        let mut args = vec!["--dns", "127.0.0.1:0", "--heartbeat", "127.0.0.1:0"];
+        args.extend_from_slice(&["--zones", "/nonexistent-beacon-test-zones"]);
+        args.extend_from_slice(extra);
+        TestServer::start_exactly(&args)
+    }
+
+    /// Starts `beacon serve` with exactly these flags (none: the embedded
+    /// default, on the fixed default ports).
+    pub fn start_exactly(args: &[&str]) -> TestServer {
         let mut child = Command::new(BEACON)
-            .args([
-                "serve",
-                "--dns",
-                "127.0.0.1:0",
-                "--heartbeat",
-                "127.0.0.1:0",
-            ])
-            .args(["--zones", "/nonexistent-beacon-test-zones"])
-            .args(extra)
+            .arg("serve")
+            .args(args)
             .env(
                 "RUST_LOG",
                 "info,hickory_server=warn,hickory_net=warn,hickory_proto=warn",
@@ -80,6 +84,7 @@ impl TestServer {
             }
         };
         TestServer {
+            listening: line.clone(),
             child,
             dns: field(&line, "dns_udp"),
             heartbeat: field(&line, "heartbeat"),

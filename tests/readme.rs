@@ -1,0 +1,205 @@
+//! Every example in README.md, run for real.
+//!
+//! `console` blocks are transcripts: each `$ ` line is run with bash against
+//! a server on free ports (5300 and 5301 in the text are replaced by the
+//! ports actually bound, `beacon` by the binary under test), and the lines
+//! after it are its expected output, compared as a set because answers
+//! rotate. A command ending in `&` runs in the background until the test
+//! ends, then gets SIGTERM. Commands are retried for a few seconds until the
+//! output matches, since heartbeats are applied asynchronously.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{BEACON, TestServer, have_tool, signal, wait_until};
+use hickory_proto::rr::RecordType;
+
+const README: &str = include_str!("../README.md");
+
+/// One `$` command and the output that follows it.
+#[derive(Debug)]
+struct Step {
+    command: String,
+    expected: Vec<String>,
+}
+
+/// The fenced blocks of `lang`, each as its lines.
+fn blocks(lang: &str) -> Vec<Vec<&'static str>> {
+    let mut out = Vec::new();
+    let mut current: Option<Vec<&str>> = None;
+    for line in README.lines() {
+        match (&mut current, line.trim_start()) {
+            (None, l) if l == format!("```{lang}") => current = Some(Vec::new()),
+            (Some(_), "```") => out.extend(current.take()),
+            (Some(block), _) => block.push(line),
+            _ => {}
+        }
+    }
+    out
+}
+
+fn steps(block: &[&str]) -> Vec<Step> {
+    let mut steps: Vec<Step> = Vec::new();
+    for line in block {
+        if let Some(command) = line.strip_prefix("$ ") {
+            steps.push(Step {
+                command: command.to_string(),
+                expected: Vec::new(),
+            });
+        } else if let Some(step) = steps.last_mut() {
+            step.expected.push(line.to_string());
+        }
+    }
+    steps
+}
+
+fn localise(command: &str, server: &TestServer) -> String {
+    let command = command
+        .replace("5300", &server.dns.port().to_string())
+        .replace("5301", &server.heartbeat.port().to_string());
+    match command.strip_prefix("beacon ") {
+        Some(rest) => format!("{BEACON} {rest}"),
+        None => command,
+    }
+}
+
+fn sorted(mut lines: Vec<String>) -> Vec<String> {
+    lines.retain(|l| !l.is_empty());
+    lines.sort();
+    lines
+}
+
+fn run(command: &str) -> (bool, Vec<String>) {
+    let out = Command::new("bash")
+        .args(["-c", command])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run bash");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    (
+        out.status.success(),
+        stdout.lines().map(str::to_string).collect(),
+    )
+}
+
+fn run_transcripts(server: &TestServer) -> usize {
+    let mut background: Vec<Child> = Vec::new();
+    let mut count = 0;
+    for block in blocks("console") {
+        for step in steps(&block) {
+            count += 1;
+            let command = localise(&step.command, server);
+            if let Some(command) = command.strip_suffix('&') {
+                let child = Command::new("bash")
+                    .args(["-c", &format!("exec {command}")])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("spawn background command");
+                background.push(child);
+                continue;
+            }
+            let expected = sorted(step.expected.clone());
+            let mut last = (false, Vec::new());
+            let ok = wait_until(Duration::from_secs(5), || {
+                last = run(&command);
+                (last.0 && sorted(last.1.clone()) == expected).then_some(())
+            });
+            if ok.is_none() {
+                for child in &mut background {
+                    let _ = child.kill();
+                }
+                panic!(
+                    "README command `{}` (run as `{command}`): success={}, output {:?}, expected {:?}",
+                    step.command, last.0, last.1, step.expected
+                );
+            }
+        }
+    }
+    for mut child in background {
+        signal(child.id(), "TERM");
+        let status = child.wait().expect("wait");
+        assert!(
+            status.success(),
+            "a background README command failed: {status}"
+        );
+    }
+    count
+}
+
+#[test]
+fn readme_python_example_registers_an_instance() {
+    if !have_tool("python3") {
+        return;
+    }
+    let server = TestServer::start(&[]);
+    let blocks = blocks("python");
+    assert_eq!(blocks.len(), 1);
+    let script = blocks[0]
+        .join("\n")
+        .replace("5301", &server.heartbeat.port().to_string());
+    let status = Command::new("python3")
+        .args(["-c", &script])
+        .status()
+        .expect("python3");
+    assert!(status.success());
+    let reply = server.await_reply("api-1.api.svc.internal.", RecordType::A, |m| {
+        !m.answers.is_empty()
+    });
+    assert_eq!(common::rdatas(&reply.answers), ["127.0.0.1"]);
+}
+
+#[test]
+fn readme_heartbeat_example_decodes() {
+    let example = blocks("text")
+        .into_iter()
+        .flatten()
+        .find(|l| l.starts_with("beacon/1 "))
+        .expect("a heartbeat example in a text block");
+    let server = TestServer::start(&[]);
+    server.beat(example);
+    let reply = server.await_reply("_web._tcp.svc.internal.", RecordType::SRV, |m| {
+        !m.answers.is_empty()
+    });
+    assert_eq!(
+        common::rdatas(&reply.answers),
+        ["0 1 8080 web-1.web.svc.internal."]
+    );
+}
+
+/// The quick start as a new user meets it: `beacon serve` with no flags
+/// (default ports, the repository's `zones/`), the documented log line, then
+/// every transcript of the README run against it as written.
+#[test]
+fn quick_start_and_transcripts_run_as_written() {
+    assert!(README.contains("cargo run --release -- serve\n"));
+    assert!(README.contains("\ncargo test\n"));
+    if !(have_tool("dig") && have_tool("nc") && have_tool("socat")) {
+        return;
+    }
+    let server = TestServer::start_exactly(&[]);
+    let documented = blocks("text")
+        .into_iter()
+        .flatten()
+        .find(|l| l.contains(" listening "))
+        .expect("the listening line in a text block")
+        .trim()
+        .to_string();
+    // Drop the timestamp, compare the rest.
+    let logged = server
+        .listening
+        .trim()
+        .split_once(' ')
+        .map(|(_, rest)| rest.trim())
+        .unwrap_or_default();
+    assert_eq!(logged, documented, "full line: {}", server.listening);
+
+    let steps = run_transcripts(&server);
+    assert!(steps >= 10, "only {steps} README commands found");
+    // The senders were stopped with SIGTERM: their final "down" removed them.
+    server.await_reply("web.svc.internal.", RecordType::A, |m| m.answers.is_empty());
+    server.wait_for_log("deregistered service=web instance=web-1");
+}
