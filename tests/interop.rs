@@ -1,0 +1,169 @@
+//! Real clients other than our own: kdig over UDP and TCP, and the glibc stub
+//! resolver (`getent`) inside a private network and mount namespace whose
+//! resolv.conf points at beacon on port 53.
+
+mod common;
+
+use std::process::Command;
+
+use common::{BEACON, TestServer, have_tool};
+use hickory_proto::rr::RecordType;
+
+fn output(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program).args(args).output().expect("run");
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn sorted_lines(text: &str) -> Vec<String> {
+    let mut lines: Vec<String> = text
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    lines.retain(|l| !l.is_empty());
+    lines.sort();
+    lines
+}
+
+#[test]
+fn kdig_reads_a_aaaa_and_srv_over_udp_and_tcp() {
+    if !have_tool("kdig") {
+        return;
+    }
+    let server = TestServer::start(&[]);
+    server.beat("beacon/1 service=web instance=a port=8080 addr=10.0.0.1");
+    server.beat("beacon/1 service=web instance=b port=8080 addr=2001:db8::2");
+    server.await_reply("_web._tcp.svc.internal.", RecordType::SRV, |m| {
+        m.answers.len() == 2
+    });
+    let at = format!("@{}", server.dns.ip());
+    let port = server.dns.port().to_string();
+    for transport in ["+notcp", "+tcp"] {
+        let kdig = |name: &str, rtype: &str| {
+            output(
+                "kdig",
+                &[&at, "-p", &port, transport, "+short", name, rtype],
+            )
+        };
+        assert_eq!(sorted_lines(&kdig("web.svc.internal", "A")), ["10.0.0.1"]);
+        assert_eq!(
+            sorted_lines(&kdig("web.svc.internal", "AAAA")),
+            ["2001:db8::2"]
+        );
+        assert_eq!(
+            sorted_lines(&kdig("_web._tcp.svc.internal", "SRV")),
+            [
+                "0 1 8080 a.web.svc.internal.",
+                "0 1 8080 b.web.svc.internal."
+            ]
+        );
+        // The full reply parses cleanly: flags and the additional section.
+        let full = output(
+            "kdig",
+            &[&at, "-p", &port, transport, "_web._tcp.svc.internal", "SRV"],
+        );
+        assert!(full.contains("status: NOERROR"), "{full}");
+        assert!(full.contains("Flags: qr aa"), "{full}");
+        assert!(
+            full.contains("a.web.svc.internal.") && full.contains("10.0.0.1"),
+            "{full}"
+        );
+        let nx = output(
+            "kdig",
+            &[&at, "-p", &port, transport, "nope.svc.internal", "A"],
+        );
+        assert!(nx.contains("status: NXDOMAIN"), "{nx}");
+    }
+}
+
+/// The script run inside the namespace: loopback up, a private resolv.conf
+/// and nsswitch.conf, beacon on 127.0.0.1:53, then getent.
+const GLIBC_SCRIPT: &str = r#"
+set -u
+ip link set lo up
+# getaddrinfo's AI_ADDRCONFIG skips a family the host has no non-loopback
+# address of; give the namespace one of each, as a real host has.
+ip addr add 192.0.2.1/32 dev lo
+ip addr add 2001:db8:ffff::1/128 dev lo
+tmp=$(mktemp -d)
+echo "nameserver 127.0.0.1" > "$tmp/resolv.conf"
+echo "hosts: files dns" > "$tmp/nsswitch.conf"
+mount --bind "$tmp/resolv.conf" /etc/resolv.conf
+mount --bind "$tmp/nsswitch.conf" /etc/nsswitch.conf
+"$BEACON" serve --dns 127.0.0.1:53 --heartbeat 127.0.0.1:5301 2>"$tmp/log" &
+server=$!
+for _ in $(seq 100); do grep -q listening "$tmp/log" && break; sleep 0.05; done
+"$BEACON" beat --once --service web --port 80 --instance a --addr 10.0.0.1 2>/dev/null
+"$BEACON" beat --once --service web --port 80 --instance b --addr 2001:db8::2 2>/dev/null
+sleep 0.2
+echo "== hosts"; getent hosts web.svc.internal
+echo "== ahosts"; getent ahosts web.svc.internal
+echo "== ahostsv4"; getent ahostsv4 web.svc.internal
+echo "== instance"; getent hosts a.web.svc.internal
+echo "== missing"; getent hosts nope.svc.internal; echo "exit=$?"
+"$BEACON" beat --once --state down --service web --port 80 --instance a 2>/dev/null
+sleep 0.2
+echo "== after-down"; getent ahostsv4 web.svc.internal; echo "exit=$?"
+kill "$server"; wait "$server"
+echo "== end"
+"#;
+
+fn section<'a>(out: &'a str, name: &str) -> Vec<&'a str> {
+    out.split(&format!("== {name}\n"))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no section {name} in:\n{out}"))
+        .split("== ")
+        .next()
+        .unwrap_or_default()
+        .lines()
+        .collect()
+}
+
+#[test]
+fn glibc_resolver_finds_services_through_resolv_conf() {
+    if !(have_tool("unshare") && have_tool("ip") && have_tool("getent")) {
+        return;
+    }
+    let out = Command::new("unshare")
+        .args(["--mount", "--net", "--fork", "bash", "-c", GLIBC_SCRIPT])
+        .env("BEACON", BEACON)
+        .output()
+        .expect("run unshare");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() || !stdout.contains("== end") {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        // Without the privilege to make namespaces this cannot run at all.
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "namespace test failed:\n{stdout}\n{stderr}"
+        );
+        eprintln!("skipping: cannot create namespaces here: {stderr}");
+        return;
+    }
+    let hosts = section(&stdout, "hosts");
+    assert_eq!(hosts.len(), 1, "{stdout}");
+    assert!(hosts[0].contains("web.svc.internal"), "{stdout}");
+    let ahosts = section(&stdout, "ahosts").join("\n");
+    assert!(
+        ahosts.contains("10.0.0.1") && ahosts.contains("2001:db8::2"),
+        "{stdout}"
+    );
+    assert_eq!(
+        sorted_lines(&section(&stdout, "ahostsv4").join("\n")),
+        [
+            "10.0.0.1 DGRAM",
+            "10.0.0.1 RAW",
+            "10.0.0.1 STREAM web.svc.internal"
+        ]
+    );
+    assert_eq!(
+        sorted_lines(&section(&stdout, "instance").join("\n")),
+        ["10.0.0.1 a.web.svc.internal"]
+    );
+    assert_eq!(section(&stdout, "missing"), ["exit=2"], "{stdout}");
+    assert_eq!(section(&stdout, "after-down"), ["exit=2"], "{stdout}");
+}
