@@ -28,10 +28,23 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Serve the zone over DNS, fed by heartbeats (and, soon, zone fragments).
+    /// Serve the zone over DNS, fed by heartbeats and zone fragments.
     Serve(Box<ServeArgs>),
     /// Announce one instance: send heartbeats until stopped, then "down".
     Beat(BeatArgs),
+    /// Check the zone fragments of a folder; exit non-zero on any problem.
+    Check(CheckArgs),
+}
+
+/// Flags of `beacon check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Folder of zone fragments.
+    #[arg(default_value = config::DEFAULT_ZONES_DIR)]
+    pub dir: PathBuf,
+    /// Zone the fragments belong to.
+    #[arg(long, default_value = config::DEFAULT_ZONE, value_parser = config::parse_domain)]
+    pub zone: Name,
 }
 
 /// Flags of `beacon serve`.
@@ -74,6 +87,10 @@ pub struct ServeArgs {
     /// Seconds a TCP connection may stay idle before it is closed.
     #[arg(long, value_name = "SECS", default_value_t = config::DEFAULT_TCP_IDLE)]
     pub tcp_idle: u64,
+    /// Seconds between full rescans of the zones folder (a safety net for
+    /// changes the file watcher misses; fractions allowed).
+    #[arg(long, value_name = "SECS", default_value = "30", value_parser = parse_seconds)]
+    pub rescan: Duration,
 }
 
 impl ServeArgs {
@@ -101,6 +118,7 @@ impl ServeArgs {
         cfg.soa_ttl = self.soa_ttl;
         cfg.soa_minimum = self.soa_minimum;
         cfg.tcp_idle = self.tcp_idle;
+        cfg.rescan = self.rescan;
         cfg.validate()?;
         Ok(cfg)
     }

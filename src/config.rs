@@ -63,6 +63,8 @@ pub struct ServeConfig {
     pub soa_minimum: u32,
     /// TCP idle timeout in seconds.
     pub tcp_idle: u64,
+    /// Time between full rescans of the zones folder.
+    pub rescan: std::time::Duration,
 }
 
 /// A setting that cannot be used, with what to do about it.
@@ -138,6 +140,7 @@ impl ServeConfig {
             soa_ttl: DEFAULT_SOA_TTL,
             soa_minimum: DEFAULT_SOA_MINIMUM,
             tcp_idle: DEFAULT_TCP_IDLE,
+            rescan: crate::fragments::watch::DEFAULT_RESCAN,
         }
     }
 
@@ -204,6 +207,9 @@ impl ServeConfig {
         }
         if self.soa_ttl > 86_400 || self.soa_minimum > 86_400 {
             return Err(invalid("--soa-ttl/--soa-minimum", "at most 86400 s"));
+        }
+        if self.rescan.is_zero() {
+            return Err(invalid("--rescan", "must be more than 0 seconds"));
         }
         if self.tcp_idle == 0 {
             return Err(invalid("--tcp-idle", "must be at least 1 second"));

@@ -28,6 +28,7 @@
 #![warn(missing_docs)]
 
 pub mod answer;
+pub mod fragments;
 pub mod intake;
 pub mod registry;
 pub mod server;

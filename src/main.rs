@@ -36,6 +36,36 @@ fn cancel_on_signal(token: CancellationToken) -> std::io::Result<()> {
     Ok(())
 }
 
+/// `beacon check`: load the folder as the server would and report.
+fn check(args: &beacon::cli::CheckArgs) -> ExitCode {
+    use std::collections::HashSet;
+    if !args.dir.is_dir() {
+        eprintln!("error: {} is not a folder", args.dir.display());
+        return ExitCode::from(2);
+    }
+    let mut loader = beacon::fragments::Loader::new(args.dir.clone(), args.zone.clone());
+    let rescan = loader.rescan(&HashSet::new(), true, &beacon::fragments::NoLiveNames);
+    for problem in &rescan.problems {
+        println!("{problem}");
+    }
+    let set = loader.set();
+    let summary = format!(
+        "{}: {} files, {} records, {} names loaded for {}",
+        args.dir.display(),
+        set.file_count(),
+        set.record_count(),
+        set.name_count(),
+        args.zone
+    );
+    if rescan.problems.is_empty() {
+        println!("{summary}; no problems");
+        ExitCode::SUCCESS
+    } else {
+        println!("{summary}; {} problems", rescan.problems.len());
+        ExitCode::FAILURE
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -62,6 +92,7 @@ async fn main() -> ExitCode {
                 }
             }
         }
+        Command::Check(args) => check(&args),
         Command::Beat(args) => {
             let config = match args.into_config() {
                 Ok(config) => config,

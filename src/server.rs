@@ -1,8 +1,10 @@
 //! `beacon serve`: binds the sockets and runs the tasks until shutdown.
 //!
 //! Takes a validated [`ServeConfig`] and a shutdown token; produces a running
-//! server: the heartbeat intake task and hickory's UDP and TCP DNS loops,
-//! joined by one published view. It logs every bound address in one stable
+//! server: the first load of the zone fragments, the fragment watcher
+//! thread (reloading on change, on a periodic rescan and on SIGHUP), the
+//! heartbeat intake task and hickory's UDP and TCP DNS loops, joined by one
+//! published view. It logs every bound address in one stable
 //! line (`listening dns_udp=… dns_tcp=… heartbeat=…`) that scripts and tests
 //! read to find ports chosen by the system.
 
@@ -16,10 +18,17 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use std::collections::HashSet;
+
+use tokio::signal::unix::{SignalKind, signal};
+
 use crate::answer::handler::DnsHandler;
 use crate::config::ServeConfig;
+use crate::fragments::watch::{self, Request};
+use crate::fragments::{Loader, NoLiveNames};
 use crate::intake::Intake;
 use crate::registry::Registry;
+use crate::view::StaticZone;
 use crate::view::publish::Publisher;
 
 /// Replies queued per TCP connection before hickory stops reading from it.
@@ -109,13 +118,49 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
         heartbeat: local(heartbeat.local_addr(), config.heartbeat),
     };
 
+    // Fragments load before the first view, so the zone is whole from the
+    // first answer on.
+    let mut loader = Loader::new(config.zones_dir.clone(), config.zone.clone());
+    let started = std::time::Instant::now();
+    let first = loader.rescan(&HashSet::new(), true, &NoLiveNames);
+    watch::log_rescan(&first, started.elapsed());
+    let statics = Arc::new(StaticZone::build(&config.zone, loader.set()));
+    info!(
+        dir = %config.zones_dir.display(),
+        files = loader.set().file_count(),
+        records = loader.set().record_count(),
+        problems = first.problems.len(),
+        elapsed_ms = started.elapsed().as_millis(),
+        "zone fragments loaded"
+    );
+
     let registry = Registry::new(
         config.max_instances,
         config.reserved_service().into_iter().collect(),
     );
-    let publisher = Publisher::new(config.clone(), &registry);
+    let publisher = Publisher::new(config.clone(), &registry, statics.clone());
     let views = publisher.handle();
-    let intake = Intake::new(heartbeat, registry, publisher);
+    let (statics_tx, statics_rx) = tokio::sync::watch::channel(statics);
+    let (fragment_requests, fragment_thread) = watch::spawn(
+        loader,
+        config.zone.clone(),
+        views.clone(),
+        statics_tx,
+        config.rescan,
+    )
+    .map_err(|e| ServeError::Dns(format!("cannot start the zone fragment watcher: {e}")))?;
+    let hangup = fragment_requests.clone();
+    let mut sighup = signal(SignalKind::hangup())
+        .map_err(|e| ServeError::Dns(format!("cannot handle SIGHUP: {e}")))?;
+    tokio::spawn(async move {
+        while sighup.recv().await.is_some() {
+            info!("SIGHUP: reloading every zone fragment");
+            if hangup.send(Request::ReloadAll).is_err() {
+                break;
+            }
+        }
+    });
+    let intake = Intake::new(heartbeat, registry, publisher, statics_rx);
     let intake_task = tokio::spawn(intake.run(shutdown.clone()));
 
     let mut dns = Server::new(DnsHandler::new(views));
@@ -136,6 +181,8 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
 
     shutdown.cancelled().await;
     info!("shutting down");
+    let _ = fragment_requests.send(Request::Stop);
+    drop(fragment_thread);
     let result = dns.shutdown_gracefully().await;
     // The intake task watches the same token; a panic there is a bug worth
     // reporting but does not change how we exit.

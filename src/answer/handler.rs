@@ -15,7 +15,7 @@ use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseI
 use hickory_server::zone_handler::MessageResponseBuilder;
 use tracing::debug;
 
-use super::{Resolution, resolve};
+use super::resolve;
 use crate::view::publish::ViewHandle;
 
 /// Largest UDP payload we offer (RFC 9715 / DNS flag day 2020: 1232 bytes
@@ -85,33 +85,17 @@ impl RequestHandler for DnsHandler {
         }
 
         let view = self.views.load();
-        let none = iter::empty::<&Record>;
-        match resolve(&view, query.name(), query.query_type()) {
-            Resolution::Refused => {
-                metadata.response_code = ResponseCode::Refused;
-                let response = builder.build_no_records(metadata);
-                send(&mut response_handle, response, metadata).await
-            }
-            Resolution::Answer {
-                answers,
-                additionals,
-            } => {
-                metadata.authoritative = true;
-                let response = builder.build(metadata, answers, none(), none(), additionals);
-                send(&mut response_handle, response, metadata).await
-            }
-            Resolution::NoData(soa) => {
-                metadata.authoritative = true;
-                let response = builder.build(metadata, none(), none(), iter::once(soa), none());
-                send(&mut response_handle, response, metadata).await
-            }
-            Resolution::NxDomain(soa) => {
-                metadata.authoritative = true;
-                metadata.response_code = ResponseCode::NXDomain;
-                let response = builder.build(metadata, none(), none(), iter::once(soa), none());
-                send(&mut response_handle, response, metadata).await
-            }
-        }
+        let resolution = resolve(&view, query.name(), query.query_type());
+        metadata.response_code = resolution.rcode;
+        metadata.authoritative = resolution.authoritative;
+        let response = builder.build(
+            metadata,
+            resolution.answers,
+            resolution.authorities,
+            iter::empty(),
+            resolution.additionals,
+        );
+        send(&mut response_handle, response, metadata).await
     }
 }
 

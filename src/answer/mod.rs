@@ -1,87 +1,135 @@
 //! DNS answering: from a question and one snapshot to the records of a reply.
 //!
 //! Takes a [`View`] and a question (lower-case name and type); produces a
-//! [`Resolution`]: the rcode and the records of each section, as references
-//! into the view. [`resolve`] is pure and synchronous: it never locks,
-//! waits, allocates more than the answer's own lists, or touches the
+//! [`Resolution`]: rcode, AA bit and the records of each section, as
+//! references into the view. [`resolve`] is pure and synchronous: it never
+//! locks, waits, allocates beyond the answer's own lists, or touches the
 //! registry or the disk. [`handler`] is the only module that speaks
 //! hickory-server's traits; it turns a `Resolution` into a reply on the wire.
+//!
+//! Beyond plain lookups it follows CNAMEs inside the zone (RFC 1034 §4.3.2,
+//! at most [`MAX_CNAME_CHAIN`] links) and answers names at or below a
+//! delegation from a fragment with a referral (AA clear, the NS set in the
+//! authority section, glue in the additional section).
 
 pub mod handler;
 pub mod rotate;
 
-use hickory_proto::rr::{LowerName, Record, RecordType};
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::{LowerName, RData, Record, RecordType};
 
-use crate::view::View;
+use crate::view::{Node, RrSet, View};
+
+/// Longest CNAME chain followed inside the zone.
+pub const MAX_CNAME_CHAIN: usize = 8;
 
 /// What the zone says about one question.
-#[derive(Debug)]
-pub enum Resolution<'v> {
-    /// The name is outside every zone served here.
-    Refused,
-    /// NOERROR with records (answer and additional sections).
-    Answer {
-        /// Answer section, already ordered for load spreading.
-        answers: Vec<&'v Record>,
-        /// Additional section (addresses of SRV targets and NS hosts).
-        additionals: Vec<&'v Record>,
-    },
-    /// NOERROR without records: the name exists, the type does not. The SOA
-    /// goes in the authority section.
-    NoData(&'v Record),
-    /// The name does not exist. The SOA goes in the authority section.
-    NxDomain(&'v Record),
+#[derive(Debug, Default)]
+pub struct Resolution<'v> {
+    /// NOERROR, NXDOMAIN or REFUSED.
+    pub rcode: ResponseCode,
+    /// The AA bit: set for every answer from our data, clear for referrals
+    /// and refusals.
+    pub authoritative: bool,
+    /// Answer section, already ordered for load spreading.
+    pub answers: Vec<&'v Record>,
+    /// Authority section: the SOA of negative answers, or a referral's NS set.
+    pub authorities: Vec<&'v Record>,
+    /// Additional section: addresses of SRV, MX and NS targets.
+    pub additionals: Vec<&'v Record>,
+}
+
+impl<'v> Resolution<'v> {
+    fn refused() -> Self {
+        Resolution {
+            rcode: ResponseCode::Refused,
+            ..Resolution::default()
+        }
+    }
+
+    fn add(&mut self, set: &'v RrSet) {
+        for member in rotate::order(set) {
+            self.answers.push(&member.record);
+            self.additionals.extend(member.glue.iter());
+        }
+    }
+}
+
+/// The delegation point at or above `qname`, if a fragment delegates it.
+fn delegation<'v>(view: &'v View, qname: &LowerName, qtype: RecordType) -> Option<&'v Node> {
+    if !view.statics.has_delegations() {
+        return None;
+    }
+    let mut name = qname.clone();
+    while name.num_labels() > view.origin.num_labels() {
+        // DS at the cut belongs to the parent side: answer it ourselves.
+        let parent_side = name == *qname && qtype == RecordType::DS;
+        if view.statics.is_delegation(&name) && !parent_side {
+            return view.statics.node(&name);
+        }
+        name = name.base_name();
+    }
+    None
 }
 
 /// Answers `qtype` at `qname` (lower case) from `view`.
 pub fn resolve<'v>(view: &'v View, qname: &LowerName, qtype: RecordType) -> Resolution<'v> {
     if !view.origin.zone_of(qname) {
-        return Resolution::Refused;
+        return Resolution::refused();
     }
-    let Some(node) = view.node(qname) else {
-        return Resolution::NxDomain(&view.negative_soa);
+    let mut resolution = Resolution {
+        authoritative: true,
+        ..Resolution::default()
     };
-    let mut answers = Vec::new();
-    let mut additionals = Vec::new();
-    let mut collect = |set: &'v crate::view::RrSet| {
-        for member in rotate::order(set) {
-            answers.push(&member.record);
-            additionals.extend(member.glue.as_ref());
-        }
-    };
-    if qtype == RecordType::ANY {
-        node.rrsets.iter().for_each(&mut collect);
-    } else if let Some(set) = node.rrset(qtype) {
-        collect(set);
-    }
-    if answers.is_empty() {
-        return Resolution::NoData(&view.negative_soa);
-    }
-    if qtype == RecordType::NS {
-        add_host_addresses(view, &answers, &mut additionals);
-    }
-    Resolution::Answer {
-        answers,
-        additionals,
-    }
-}
-
-/// Adds the in-zone addresses of NS targets to the additional section.
-fn add_host_addresses<'v>(
-    view: &'v View,
-    answers: &[&'v Record],
-    additionals: &mut Vec<&'v Record>,
-) {
-    for record in answers {
-        let hickory_proto::rr::RData::NS(ns) = &record.data else {
-            continue;
-        };
-        if let Some(node) = view.node(&LowerName::from(&ns.0)) {
-            for rtype in [RecordType::A, RecordType::AAAA] {
-                if let Some(set) = node.rrset(rtype) {
-                    additionals.extend(set.members.iter().map(|m| &m.record));
+    let mut name = qname.clone();
+    for _ in 0..=MAX_CNAME_CHAIN {
+        if let Some(cut) = delegation(view, &name, qtype) {
+            if resolution.answers.is_empty() {
+                // A referral: not our answer to give.
+                resolution.authoritative = false;
+                if let Some(ns) = cut.rrset(RecordType::NS) {
+                    for member in &ns.members {
+                        resolution.authorities.push(&member.record);
+                        resolution.additionals.extend(member.glue.iter());
+                    }
                 }
             }
+            return resolution;
         }
+        let Some(node) = view.node(&name) else {
+            resolution.rcode = ResponseCode::NXDomain;
+            resolution.authorities.push(&view.negative_soa);
+            return resolution;
+        };
+        let found = if qtype == RecordType::ANY {
+            node.rrsets.iter().for_each(|set| resolution.add(set));
+            !node.rrsets.is_empty()
+        } else if let Some(set) = node.rrset(qtype) {
+            resolution.add(set);
+            true
+        } else if let Some(cname) = node.rrset(RecordType::CNAME) {
+            resolution.add(cname);
+            let target = cname.members.first().and_then(|m| match &m.record.data {
+                RData::CNAME(target) => Some(LowerName::from(&target.0)),
+                _ => None,
+            });
+            match target {
+                Some(target) if view.origin.zone_of(&target) => {
+                    name = target;
+                    continue;
+                }
+                // Outside the zone: the client's resolver follows it.
+                _ => return resolution,
+            }
+        } else {
+            false
+        };
+        if !found {
+            // NODATA (possibly at the end of a CNAME chain).
+            resolution.authorities.push(&view.negative_soa);
+        }
+        return resolution;
     }
+    // A chain longer than we follow (or a loop): what we have is the answer.
+    resolution
 }

@@ -89,7 +89,7 @@ mod tests {
             record: Record::from_rdata(Name::root(), 5, RData::A(A::new(10, 0, 0, last_octet))),
             priority,
             weight,
-            glue: None,
+            glue: Vec::new(),
         }
     }
 

@@ -20,11 +20,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::net::UdpSocket;
+use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::registry::{Event, Registry};
+use crate::registry::{Event, Refusal, Registry};
+use crate::view::StaticZone;
 use crate::view::publish::Publisher;
 use wire::{Heartbeat, WireError};
 
@@ -82,6 +84,7 @@ pub struct Intake {
     socket: UdpSocket,
     registry: Registry,
     publisher: Publisher,
+    statics: watch::Receiver<Arc<StaticZone>>,
     stats: Arc<IntakeStats>,
     malformed_warn: RateLimitedWarn,
     refused_warn: RateLimitedWarn,
@@ -89,12 +92,18 @@ pub struct Intake {
 
 impl Intake {
     /// An intake reading `socket`, applying to `registry` and publishing
-    /// through `publisher`.
-    pub fn new(socket: UdpSocket, registry: Registry, publisher: Publisher) -> Self {
+    /// through `publisher`, with the fragments' static data from `statics`.
+    pub fn new(
+        socket: UdpSocket,
+        registry: Registry,
+        publisher: Publisher,
+        statics: watch::Receiver<Arc<StaticZone>>,
+    ) -> Self {
         Intake {
             socket,
             registry,
             publisher,
+            statics,
             stats: Arc::new(IntakeStats::default()),
             malformed_warn: RateLimitedWarn::new(),
             refused_warn: RateLimitedWarn::new(),
@@ -129,6 +138,16 @@ impl Intake {
                     }
                 }
                 () = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {}
+                changed = self.statics.changed() => {
+                    if changed.is_err() {
+                        // The fragment watcher is gone: keep the last static data.
+                        self.statics.mark_unchanged();
+                        continue;
+                    }
+                    let statics = self.statics.borrow_and_update().clone();
+                    self.publisher.set_statics(statics);
+                    dirty = true;
+                }
             }
             dirty |= self.expire();
             if dirty {
@@ -182,11 +201,33 @@ impl Intake {
         }
     }
 
+    /// Why a fragment forbids the names this heartbeat would create, if it does.
+    fn claimed(&self, hb: &Heartbeat) -> Option<String> {
+        let statics = self.publisher.statics();
+        if hb.state == wire::State::Down || !statics.has_claims() {
+            return None;
+        }
+        let zone = self.publisher.zone();
+        let srv_service = format!("_{}", hb.service);
+        let srv_proto = format!("_{}", hb.proto.as_str());
+        let names = [
+            vec![hb.service.as_str()],
+            vec![hb.instance.as_str(), hb.service.as_str()],
+            vec![srv_service.as_str(), srv_proto.as_str()],
+        ];
+        names
+            .iter()
+            .find_map(|labels| statics.claim(&crate::view::child_name(labels, zone)?, zone))
+    }
+
     fn heartbeat(&mut self, hb: Heartbeat, src: SocketAddr) -> bool {
         let addr: IpAddr = hb.addr.unwrap_or_else(|| wire::canonical_ip(src.ip()));
         let service = hb.service.clone();
         let instance = hb.instance.clone();
-        let event = self.registry.apply(hb, addr, Instant::now());
+        let event = match self.claimed(&hb) {
+            Some(reason) => Event::Refused(Refusal::Claimed(reason)),
+            None => self.registry.apply(hb, addr, Instant::now()),
+        };
         match &event {
             Event::Registered => {
                 info!(%service, %instance, %addr, %src, reason = "first heartbeat", "registered")

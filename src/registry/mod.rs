@@ -136,6 +136,10 @@ pub enum Refusal {
     /// The service name is taken by the zone itself (the name server's host name).
     #[error("service name `{0}` is reserved by the zone")]
     Reserved(String),
+    /// A zone fragment claims one of the instance's names (a CNAME there,
+    /// or a delegation above it).
+    #[error("{0}")]
+    Claimed(String),
 }
 
 /// An instance removed because its lease ran out.

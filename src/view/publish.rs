@@ -11,7 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 
-use super::View;
+use super::{StaticZone, View};
 use crate::config::ServeConfig;
 use crate::registry::Registry;
 
@@ -41,6 +41,7 @@ pub struct Publisher {
     config: Arc<ServeConfig>,
     handle: ViewHandle,
     serial: u32,
+    statics: Arc<StaticZone>,
 }
 
 /// A serial that only grows, starting from the wall clock (seconds since the
@@ -58,15 +59,32 @@ fn next_serial(previous: Option<u32>) -> u32 {
 }
 
 impl Publisher {
-    /// Publishes the first view (from `registry`) and returns the publisher.
-    pub fn new(config: Arc<ServeConfig>, registry: &Registry) -> Self {
+    /// Publishes the first view (from `registry` and `statics`) and
+    /// returns the publisher.
+    pub fn new(config: Arc<ServeConfig>, registry: &Registry, statics: Arc<StaticZone>) -> Self {
         let serial = next_serial(None);
-        let handle = ViewHandle::new(View::build(&config, serial, registry));
+        let handle = ViewHandle::new(View::build(&config, serial, registry, statics.clone()));
         Publisher {
             config,
             handle,
             serial,
+            statics,
         }
+    }
+
+    /// Replaces the static layer used by the next [`Publisher::publish`].
+    pub fn set_statics(&mut self, statics: Arc<StaticZone>) {
+        self.statics = statics;
+    }
+
+    /// The static layer in use.
+    pub fn statics(&self) -> &StaticZone {
+        &self.statics
+    }
+
+    /// The served zone.
+    pub fn zone(&self) -> &hickory_proto::rr::Name {
+        &self.config.zone
     }
 
     /// A handle for readers.
@@ -77,8 +95,12 @@ impl Publisher {
     /// Builds a view from `registry` with a new serial and publishes it.
     pub fn publish(&mut self, registry: &Registry) -> u32 {
         self.serial = next_serial(Some(self.serial));
-        self.handle
-            .store(View::build(&self.config, self.serial, registry));
+        self.handle.store(View::build(
+            &self.config,
+            self.serial,
+            registry,
+            self.statics.clone(),
+        ));
         self.serial
     }
 }

@@ -1,0 +1,603 @@
+//! Zone fragments: the `*.zone` files of the zones folder, loaded and checked.
+//!
+//! Takes the zones folder, the served zone and a way to ask which names live
+//! instances hold; produces a [`FragmentSet`] (every file's last good
+//! records) and the [`Problem`]s of the files that failed. A file that fails
+//! to read, parse or validate keeps its last good version in the set (or
+//! none, if it never loaded). Only files whose signature (size, times,
+//! inode) changed are read again. [`Loader`] is shared by `beacon serve`
+//! (through [`watch`]) and `beacon check`. It never touches the view or the
+//! answering path: [`crate::view`] builds the served data from the set.
+
+pub mod parse;
+pub mod watch;
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use hickory_proto::rr::{LowerName, Name, RecordType};
+
+use parse::LineRecord;
+
+/// Largest fragment file read. A bigger file is refused with a message,
+/// so a stray log or dump named `*.zone` cannot stall the loader.
+pub const MAX_FRAGMENT_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Where a record came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    /// The file, as shown to people (relative to the zones folder's parent).
+    pub file: Arc<str>,
+    /// 1-based line.
+    pub line: u32,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.file, self.line)
+    }
+}
+
+/// One thing wrong with one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The file, as shown to people.
+    pub file: Arc<str>,
+    /// The line, when the problem has one.
+    pub line: Option<u32>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{}: {}", self.file, line, self.message),
+            None => write!(f, "{}: {}", self.file, self.message),
+        }
+    }
+}
+
+/// What identifies one version of a file without reading it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Signature {
+    len: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+    inode: u64,
+}
+
+impl Signature {
+    fn of(meta: &fs::Metadata) -> Self {
+        Signature {
+            len: meta.len(),
+            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+            ctime_ns: i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
+            inode: meta.ino(),
+        }
+    }
+}
+
+/// The last good version of one file.
+#[derive(Debug)]
+pub struct Fragment {
+    /// The file, as shown to people.
+    pub file: Arc<str>,
+    /// Its records, with lines.
+    pub records: Vec<LineRecord>,
+    signature: Signature,
+}
+
+/// Every file's last good version, by path.
+#[derive(Debug, Default, Clone)]
+pub struct FragmentSet {
+    files: BTreeMap<PathBuf, Arc<Fragment>>,
+}
+
+impl FragmentSet {
+    /// Every record with its location, in path order.
+    pub fn records(&self) -> impl Iterator<Item = (Location, &LineRecord)> {
+        self.files.values().flat_map(|fragment| {
+            fragment.records.iter().map(move |r| {
+                (
+                    Location {
+                        file: fragment.file.clone(),
+                        line: r.line,
+                    },
+                    r,
+                )
+            })
+        })
+    }
+
+    /// Number of files loaded.
+    pub fn file_count(&self) -> usize {
+        self.files.len()
+    }
+
+    /// Number of records loaded.
+    pub fn record_count(&self) -> usize {
+        self.files.values().map(|f| f.records.len()).sum()
+    }
+
+    /// Number of distinct owner names.
+    pub fn name_count(&self) -> usize {
+        self.records()
+            .map(|(_, r)| LowerName::from(&r.record.name))
+            .collect::<HashSet<_>>()
+            .len()
+    }
+}
+
+/// What one owner name holds across the set, for validation.
+#[derive(Debug, Default)]
+struct Owner {
+    /// (type, location, path of the file) of every record there.
+    entries: Vec<(RecordType, Location, Arc<Path>)>,
+}
+
+/// Answers "does live data (registered by heartbeats) sit here?" for
+/// validation: `at(name)` for the name itself, `under(name)` for the name
+/// or anything below it. Each returns a description for the message.
+pub trait LiveNames {
+    /// Live data exactly at `name`.
+    fn at(&self, name: &LowerName) -> Option<String>;
+    /// Live data at or below `name`.
+    fn under(&self, name: &LowerName) -> Option<String>;
+}
+
+/// No live data (for `beacon check` and the first load).
+pub struct NoLiveNames;
+
+impl LiveNames for NoLiveNames {
+    fn at(&self, _: &LowerName) -> Option<String> {
+        None
+    }
+    fn under(&self, _: &LowerName) -> Option<String> {
+        None
+    }
+}
+
+/// What a rescan did.
+#[derive(Debug, Default)]
+pub struct Rescan {
+    /// True when the set changed (files loaded, replaced or removed).
+    pub changed: bool,
+    /// Files loaded or reloaded, with their record counts.
+    pub loaded: Vec<(Arc<str>, usize)>,
+    /// Files removed from the set because they are gone.
+    pub removed: Vec<Arc<str>>,
+    /// Problems of files read this time (each change is reported once).
+    pub problems: Vec<Problem>,
+}
+
+/// Loads and reloads the fragments of one folder.
+#[derive(Debug)]
+pub struct Loader {
+    dir: PathBuf,
+    zone: Name,
+    set: FragmentSet,
+    /// Signature of the failing version of each file that failed, so the
+    /// same broken version is not parsed and reported again.
+    failed: BTreeMap<PathBuf, Signature>,
+    /// Owner name → what the set holds there. Canonical order keeps every
+    /// subtree contiguous, which the delegation checks need.
+    index: BTreeMap<LowerName, Owner>,
+}
+
+/// What the folder scan found for one path.
+enum Found {
+    File(Signature),
+    Unusable(String),
+}
+
+impl Loader {
+    /// A loader for `dir` serving `zone`; nothing is loaded until [`Loader::rescan`].
+    pub fn new(dir: PathBuf, zone: Name) -> Self {
+        Loader {
+            dir,
+            zone,
+            set: FragmentSet::default(),
+            failed: BTreeMap::new(),
+            index: BTreeMap::new(),
+        }
+    }
+
+    /// The folder watched.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The current set of last good versions.
+    pub fn set(&self) -> &FragmentSet {
+        &self.set
+    }
+
+    fn display(&self, path: &Path) -> Arc<str> {
+        let base = self.dir.parent().unwrap_or(Path::new(""));
+        let shown = path.strip_prefix(base).unwrap_or(path);
+        Arc::from(shown.to_string_lossy().as_ref())
+    }
+
+    /// Every `*.zone` file under the folder (subfolders too; hidden files,
+    /// such as editors' `.#name.zone` locks, and symlinked folders skipped).
+    fn scan(&self) -> BTreeMap<PathBuf, Found> {
+        let mut found = BTreeMap::new();
+        let mut pending = vec![self.dir.clone()];
+        while let Some(dir) = pending.pop() {
+            let Ok(entries) = fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                if name.starts_with('.') {
+                    continue;
+                }
+                let Ok(kind) = entry.file_type() else {
+                    continue;
+                };
+                if kind.is_dir() {
+                    pending.push(path);
+                    continue;
+                }
+                if !name.ends_with(".zone") {
+                    continue;
+                }
+                let found_here = match fs::metadata(&path) {
+                    // fs::metadata follows symlinks: a link to a file is that file.
+                    Ok(meta) if meta.is_file() => Found::File(Signature::of(&meta)),
+                    Ok(meta) if meta.is_dir() => continue,
+                    Ok(_) => Found::Unusable(
+                        "not a regular file (a FIFO, socket or device); skipped".into(),
+                    ),
+                    Err(e) if kind.is_symlink() => Found::Unusable(format!("broken symlink: {e}")),
+                    Err(e) => Found::Unusable(format!("cannot read: {e}")),
+                };
+                found.insert(path, found_here);
+            }
+        }
+        found
+    }
+
+    /// Scans the folder and reloads what changed. `force` names files to
+    /// re-read even if their signature is unchanged; `force_all` re-reads
+    /// every file. `live` tells which names heartbeats hold.
+    pub fn rescan(
+        &mut self,
+        force: &HashSet<PathBuf>,
+        force_all: bool,
+        live: &dyn LiveNames,
+    ) -> Rescan {
+        let found = self.scan();
+        let mut rescan = Rescan::default();
+        let gone: Vec<PathBuf> = self
+            .set
+            .files
+            .keys()
+            .filter(|p| !matches!(found.get(*p), Some(Found::File(_))))
+            .cloned()
+            .collect();
+        for path in gone {
+            if matches!(found.get(&path), Some(Found::Unusable(_))) {
+                // Present but unusable: report below, keep the last good version.
+                continue;
+            }
+            self.unindex(&path);
+            self.set.files.remove(&path);
+            rescan.removed.push(self.display(&path));
+            rescan.changed = true;
+        }
+        self.failed.retain(|p, _| found.contains_key(p));
+
+        for (path, what) in found {
+            let file = self.display(&path);
+            match what {
+                Found::Unusable(message) => {
+                    // Report once per distinct state.
+                    let marker = Signature {
+                        len: u64::MAX,
+                        mtime_ns: 0,
+                        ctime_ns: 0,
+                        inode: 0,
+                    };
+                    if self.failed.get(&path) != Some(&marker) || force_all || force.contains(&path)
+                    {
+                        self.failed.insert(path, marker);
+                        rescan.problems.push(Problem {
+                            file,
+                            line: None,
+                            message,
+                        });
+                    }
+                }
+                Found::File(signature) => {
+                    let current = self.set.files.get(&path).map(|f| f.signature);
+                    let unchanged =
+                        current == Some(signature) || self.failed.get(&path) == Some(&signature);
+                    if unchanged && !force_all && !force.contains(&path) {
+                        continue;
+                    }
+                    match self.load(&path, file.clone(), signature, live) {
+                        Ok(fragment) => {
+                            self.failed.remove(&path);
+                            rescan.loaded.push((file, fragment.records.len()));
+                            self.unindex(&path);
+                            self.insert_index(&path, &fragment);
+                            self.set.files.insert(path, Arc::new(fragment));
+                            rescan.changed = true;
+                        }
+                        Err(problems) => {
+                            self.failed.insert(path, signature);
+                            rescan.problems.extend(problems);
+                        }
+                    }
+                }
+            }
+        }
+        rescan
+    }
+
+    /// Reads, parses and validates one file.
+    fn load(
+        &self,
+        path: &Path,
+        file: Arc<str>,
+        signature: Signature,
+        live: &dyn LiveNames,
+    ) -> Result<Fragment, Vec<Problem>> {
+        let problem = |line: Option<u32>, message: String| Problem {
+            file: file.clone(),
+            line,
+            message,
+        };
+        if signature.len > MAX_FRAGMENT_BYTES {
+            return Err(vec![problem(
+                None,
+                format!(
+                    "file is {:.1} MiB, over the {} MiB limit for one fragment; split it into several files",
+                    signature.len as f64 / 1_048_576.0,
+                    MAX_FRAGMENT_BYTES / 1_048_576
+                ),
+            )]);
+        }
+        let bytes = fs::read(path).map_err(|e| vec![problem(None, format!("cannot read: {e}"))])?;
+        let text = match std::str::from_utf8(&bytes) {
+            Ok(text) if !text.contains('\0') => text,
+            Ok(text) => {
+                let line = text[..text.find('\0').unwrap_or(0)].lines().count().max(1);
+                return Err(vec![problem(
+                    u32::try_from(line).ok(),
+                    "not a text file (NUL byte); is this really a zone fragment?".into(),
+                )]);
+            }
+            Err(e) => {
+                let line = bytes[..e.valid_up_to()]
+                    .iter()
+                    .filter(|b| **b == b'\n')
+                    .count()
+                    + 1;
+                return Err(vec![problem(
+                    u32::try_from(line).ok(),
+                    format!(
+                        "not UTF-8 text (invalid byte at offset {})",
+                        e.valid_up_to()
+                    ),
+                )]);
+            }
+        };
+        let parsed = parse::parse(text, &self.zone);
+        let mut problems: Vec<Problem> = parsed
+            .problems
+            .into_iter()
+            .map(|(line, message)| problem(Some(line), message))
+            .collect();
+        if problems.is_empty() {
+            problems.extend(self.validate(path, &file, &parsed.records, live));
+        }
+        if problems.is_empty() {
+            Ok(Fragment {
+                file,
+                records: parsed.records,
+                signature,
+            })
+        } else {
+            problems.sort_by_key(|p| p.line);
+            Err(problems)
+        }
+    }
+
+    fn unindex(&mut self, path: &Path) {
+        let Some(old) = self.set.files.get(path) else {
+            return;
+        };
+        for record in &old.records {
+            let key = LowerName::from(&record.record.name);
+            if let Some(owner) = self.index.get_mut(&key) {
+                owner.entries.retain(|(_, _, p)| p.as_ref() != path);
+                if owner.entries.is_empty() {
+                    self.index.remove(&key);
+                }
+            }
+        }
+    }
+
+    fn insert_index(&mut self, path: &Path, fragment: &Fragment) {
+        let path: Arc<Path> = Arc::from(path);
+        for record in &fragment.records {
+            self.index
+                .entry(LowerName::from(&record.record.name))
+                .or_default()
+                .entries
+                .push((
+                    record.record.record_type(),
+                    Location {
+                        file: fragment.file.clone(),
+                        line: record.line,
+                    },
+                    path.clone(),
+                ));
+        }
+    }
+
+    /// Rules that involve more than one record: CNAME alone at its name,
+    /// delegations not hiding data, no clash with live instances. `path`'s
+    /// own old version is ignored (it is being replaced).
+    fn validate(
+        &self,
+        path: &Path,
+        file: &Arc<str>,
+        records: &[LineRecord],
+        live: &dyn LiveNames,
+    ) -> Vec<Problem> {
+        let apex = LowerName::from(&self.zone);
+        let mut problems = Vec::new();
+        let mut report = |line: u32, message: String| {
+            problems.push(Problem {
+                file: file.clone(),
+                line: Some(line),
+                message,
+            })
+        };
+        // What this file holds per name, with lines.
+        let mut own: BTreeMap<LowerName, Vec<(RecordType, u32)>> = BTreeMap::new();
+        for r in records {
+            own.entry(LowerName::from(&r.record.name))
+                .or_default()
+                .push((r.record.record_type(), r.line));
+        }
+        let others_at = |name: &LowerName| -> Vec<(RecordType, Location)> {
+            self.index
+                .get(name)
+                .map(|o| {
+                    o.entries
+                        .iter()
+                        .filter(|(_, _, p)| p.as_ref() != path)
+                        .map(|(t, l, _)| (*t, l.clone()))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let apex_ref = &apex;
+        let delegations_in_others = || {
+            self.index.iter().flat_map(move |(name, owner)| {
+                owner
+                    .entries
+                    .iter()
+                    .filter(move |(t, _, p)| {
+                        *t == RecordType::NS && p.as_ref() != path && name != apex_ref
+                    })
+                    .map(move |(_, l, _)| (name.clone(), l.clone()))
+            })
+        };
+        let own_delegations: Vec<(LowerName, u32)> = own
+            .iter()
+            .filter(|(name, _)| **name != apex)
+            .flat_map(|(name, types)| {
+                types
+                    .iter()
+                    .filter(|(t, _)| *t == RecordType::NS)
+                    .map(move |(_, line)| (name.clone(), *line))
+            })
+            .collect();
+        let has_delegations =
+            !own_delegations.is_empty() || delegations_in_others().next().is_some();
+
+        for (name, types) in &own {
+            let others = others_at(name);
+            for &(rtype, line) in types {
+                if rtype == RecordType::CNAME {
+                    if *name == apex {
+                        report(
+                            line,
+                            "a CNAME cannot sit at the zone apex, which holds the SOA and NS"
+                                .into(),
+                        );
+                        continue;
+                    }
+                    let mine = types
+                        .iter()
+                        .find(|(t, l)| *l != line || *t != RecordType::CNAME);
+                    if let Some((t, l)) = mine {
+                        report(
+                            line,
+                            format!("CNAME at {name} cannot coexist with {t} at {file}:{l}"),
+                        );
+                    } else if let Some((t, l)) = others.first() {
+                        report(
+                            line,
+                            format!("CNAME at {name} cannot coexist with {t} at {l}"),
+                        );
+                    } else if let Some(what) = live.at(name) {
+                        report(line, format!("CNAME at {name} cannot coexist with {what}"));
+                    }
+                } else if let Some((_, l)) = others.iter().find(|(t, _)| *t == RecordType::CNAME) {
+                    report(
+                        line,
+                        format!("{rtype} at {name} cannot coexist with the CNAME at {l}"),
+                    );
+                }
+            }
+            if has_delegations {
+                // Data at or below a delegation point is not ours to serve,
+                // except the NS set itself, DS, and address glue below it.
+                let mut cut = name.clone();
+                while cut.num_labels() > apex.num_labels() {
+                    let delegated_here = own_delegations
+                        .iter()
+                        .find(|(n, _)| *n == cut)
+                        .map(|(_, l)| format!("{file}:{l}"))
+                        .or_else(|| {
+                            others_at(&cut)
+                                .into_iter()
+                                .find(|(t, _)| *t == RecordType::NS)
+                                .map(|(_, l)| l.to_string())
+                        });
+                    if let Some(at) = delegated_here {
+                        for &(rtype, line) in types {
+                            let allowed = if cut == *name {
+                                matches!(rtype, RecordType::NS | RecordType::DS)
+                            } else {
+                                matches!(rtype, RecordType::A | RecordType::AAAA)
+                            };
+                            if !allowed {
+                                report(
+                                    line,
+                                    format!(
+                                        "{rtype} at {name} is hidden by the delegation of {cut} at {at}"
+                                    ),
+                                );
+                            }
+                        }
+                        break;
+                    }
+                    cut = cut.base_name();
+                }
+            }
+        }
+        for (name, line) in &own_delegations {
+            if let Some(what) = live.under(name) {
+                report(*line, format!("delegating {name} would hide {what}"));
+            }
+            // Names other files hold below the new delegation.
+            for (below, owner) in self.index.range(name.clone()..) {
+                if !name.zone_of(below) {
+                    break;
+                }
+                for (t, l, p) in &owner.entries {
+                    let glue = *below != *name && matches!(t, RecordType::A | RecordType::AAAA);
+                    let at_cut = *below == *name && matches!(t, RecordType::NS | RecordType::DS);
+                    if p.as_ref() != path && !glue && !at_cut {
+                        report(*line, format!("delegating {name} would hide {t} at {l}"));
+                    }
+                }
+            }
+        }
+        problems
+    }
+}

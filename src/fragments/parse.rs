@@ -1,0 +1,322 @@
+//! Parsing one fragment: RFC 1035 master-file text to records with line numbers.
+//!
+//! Takes the text of one file and the served zone; produces every record
+//! with the line it starts on, and every problem with its line. The wire
+//! format of each record is hickory-proto's parser's business; this module
+//! splits the file into entries first (tracking parentheses, quotes and
+//! comments), handles `$ORIGIN` and `$TTL` itself, and hands hickory one
+//! entry at a time, so every error and every record has a line number
+//! (hickory's parser reports none). It never reads the disk.
+//!
+//! Semantics follow RFC 1035 §5.1 and RFC 2308: `$ORIGIN` may be relative
+//! (it is appended to the current origin); a blank owner repeats the previous
+//! one; a record without a TTL takes `$TTL`, or else the last explicit TTL,
+//! or else [`FALLBACK_TTL`].
+
+use hickory_proto::rr::{DNSClass, Name, Record, RecordType};
+use hickory_proto::serialize::txt::{Parser, parse_ttl};
+
+/// TTL of records in a file that gives none at all (no `$TTL`, no explicit TTL).
+pub const FALLBACK_TTL: u32 = 3600;
+
+/// A record and the line its entry starts on (1-based).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineRecord {
+    /// The record, owner absolute.
+    pub record: Record,
+    /// Line of the entry it came from.
+    pub line: u32,
+}
+
+/// What one file holds: its records, and what is wrong with it.
+#[derive(Debug, Default)]
+pub struct Parsed {
+    /// Records that parsed and passed the per-record checks.
+    pub records: Vec<LineRecord>,
+    /// Problems as (line, message); any problem rejects the whole file.
+    pub problems: Vec<(u32, String)>,
+}
+
+/// One logical entry: a directive or a record, possibly spanning lines in
+/// parentheses, with comments removed.
+struct Entry {
+    line: u32,
+    text: String,
+}
+
+/// Splits master-file text into entries.
+fn entries(text: &str, problems: &mut Vec<(u32, String)>) -> Vec<Entry> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    let mut start = 0u32;
+    let mut depth = 0u32;
+    let mut paren_line = 0u32;
+    for (index, raw) in text.lines().enumerate() {
+        let line_no = u32::try_from(index + 1).unwrap_or(u32::MAX);
+        let mut in_quote = false;
+        let mut escaped = false;
+        let mut cleaned = String::with_capacity(raw.len());
+        for c in raw.chars() {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_quote = !in_quote;
+            } else if !in_quote {
+                match c {
+                    ';' => break,
+                    '(' => {
+                        if depth == 0 {
+                            paren_line = line_no;
+                        }
+                        depth += 1;
+                    }
+                    ')' => {
+                        if depth == 0 {
+                            problems.push((line_no, "`)` without a matching `(`".into()));
+                            continue;
+                        }
+                        depth -= 1;
+                    }
+                    _ => {}
+                }
+            }
+            cleaned.push(c);
+        }
+        if in_quote {
+            problems.push((line_no, "unterminated quoted string".into()));
+        }
+        if current.is_empty() {
+            if cleaned.trim().is_empty() {
+                continue;
+            }
+            start = line_no;
+        } else {
+            current.push('\n');
+        }
+        current.push_str(&cleaned);
+        if depth == 0 {
+            out.push(Entry {
+                line: start,
+                text: std::mem::take(&mut current),
+            });
+        }
+    }
+    if depth > 0 {
+        problems.push((paren_line, "`(` is never closed".into()));
+    }
+    out
+}
+
+/// Resolves a possibly relative name against `origin` (`@` is the origin).
+fn absolute(text: &str, origin: &Name) -> Result<Name, String> {
+    if text == "@" {
+        return Ok(origin.clone());
+    }
+    let name = Name::from_ascii(text).map_err(|e| format!("`{text}` is not a domain name: {e}"))?;
+    if name.is_fqdn() {
+        Ok(name)
+    } else {
+        name.append_domain(origin)
+            .map_err(|e| format!("`{text}` is too long once the origin is added: {e}"))
+    }
+}
+
+/// True when `token` is a TTL (`300`, `1h30m`): it starts with a digit.
+fn is_ttl(token: &str) -> bool {
+    token.starts_with(|c: char| c.is_ascii_digit())
+}
+
+/// Parses one fragment of `zone`.
+pub fn parse(text: &str, zone: &Name) -> Parsed {
+    let mut parsed = Parsed::default();
+    let mut origin = zone.clone();
+    let mut dollar_ttl: Option<u32> = None;
+    let mut last_ttl: Option<u32> = None;
+    let mut owner: Option<Name> = None;
+    for entry in entries(text, &mut parsed.problems) {
+        let line = entry.line;
+        let starts_blank = entry.text.starts_with([' ', '\t']);
+        let body = entry.text.trim();
+        let (first, rest) = body.split_once([' ', '\t', '\n']).unwrap_or((body, ""));
+        let rest = rest.trim_start();
+        match first.to_ascii_uppercase().as_str() {
+            "$ORIGIN" if !starts_blank => {
+                match absolute(rest.trim(), &origin) {
+                    Ok(name) => origin = name,
+                    Err(e) => parsed.problems.push((line, format!("$ORIGIN: {e}"))),
+                }
+                continue;
+            }
+            "$TTL" if !starts_blank => {
+                match parse_ttl(rest.trim()) {
+                    Ok(ttl) => dollar_ttl = Some(ttl),
+                    Err(e) => parsed.problems.push((line, format!("$TTL: {e}"))),
+                }
+                continue;
+            }
+            "$INCLUDE" if !starts_blank => {
+                parsed.problems.push((
+                    line,
+                    "$INCLUDE is not supported in fragments: every *.zone file is loaded on its own, so put the records in a file of their own".into(),
+                ));
+                continue;
+            }
+            directive if directive.starts_with('$') && !starts_blank => {
+                parsed
+                    .problems
+                    .push((line, format!("unknown directive `{first}`")));
+                continue;
+            }
+            _ => {}
+        }
+        let (owner_name, record_text) = if starts_blank {
+            match &owner {
+                Some(name) => (name.clone(), body),
+                None => {
+                    parsed.problems.push((
+                        line,
+                        "record has no owner name and none came before it".into(),
+                    ));
+                    continue;
+                }
+            }
+        } else {
+            match absolute(first, &origin) {
+                Ok(name) => (name, rest),
+                Err(e) => {
+                    parsed.problems.push((line, e));
+                    continue;
+                }
+            }
+        };
+        owner = Some(owner_name.clone());
+
+        // An explicit TTL becomes the default for later records without one
+        // (RFC 1035), unless $TTL is set (RFC 2308).
+        let explicit_ttl = record_text
+            .split_whitespace()
+            .take(2)
+            .find(|t| is_ttl(t))
+            .and_then(|t| parse_ttl(t).ok());
+        let default_ttl = dollar_ttl.or(last_ttl).unwrap_or(FALLBACK_TTL);
+        if explicit_ttl.is_some() {
+            last_ttl = explicit_ttl;
+        }
+
+        let one = format!("$TTL {default_ttl}\n{owner_name} {record_text}\n");
+        match Parser::new(one.as_str(), None, Some(origin.clone())).parse() {
+            Ok((_, sets)) => {
+                for record in sets
+                    .into_values()
+                    .flat_map(|set| set.records_without_rrsigs().cloned().collect::<Vec<_>>())
+                {
+                    match check(&record, zone) {
+                        Ok(()) => parsed.records.push(LineRecord { record, line }),
+                        Err(e) => parsed.problems.push((line, e)),
+                    }
+                }
+            }
+            Err(e) => parsed.problems.push((line, e.to_string())),
+        }
+    }
+    parsed
+}
+
+/// Per-record rules that need no other record.
+fn check(record: &Record, zone: &Name) -> Result<(), String> {
+    if record.dns_class != DNSClass::IN {
+        return Err(format!("class {} is not served; only IN", record.dns_class));
+    }
+    if record.record_type() == RecordType::SOA {
+        return Err(
+            "SOA records are not allowed in fragments: the server owns the zone's SOA".into(),
+        );
+    }
+    if !zone.zone_of(&record.name) {
+        return Err(format!("{} is outside the served zone {zone}", record.name));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn zone() -> Name {
+        Name::from_ascii("svc.internal.").expect("zone")
+    }
+
+    fn text(parsed: &Parsed) -> Vec<String> {
+        parsed
+            .records
+            .iter()
+            .map(|r| format!("{} {}", r.line, r.record))
+            .collect()
+    }
+
+    #[test]
+    fn master_file_syntax() {
+        let parsed = parse(
+            "; a comment\n\
+             $TTL 60\n\
+             db      IN A 10.1.0.1 ; trailing comment\n\
+             \x20       IN A 10.1.0.2\n\
+             _db._tcp 30 IN SRV ( 0 5\n\
+             \x20   5432 db.svc.internal. )\n\
+             $ORIGIN ext\n\
+             alias CNAME db.svc.internal.\n\
+             $ORIGIN svc.internal.\n\
+             @ IN TXT \"v=1; x=(y)\" \"two\"\n\
+             www.svc.internal. 1h MX 10 db\n",
+            &zone(),
+        );
+        assert!(parsed.problems.is_empty(), "{:?}", parsed.problems);
+        assert_eq!(
+            text(&parsed),
+            [
+                "3 db.svc.internal. 60 IN A 10.1.0.1",
+                "4 db.svc.internal. 60 IN A 10.1.0.2",
+                "5 _db._tcp.svc.internal. 30 IN SRV 0 5 5432 db.svc.internal.",
+                "8 alias.ext.svc.internal. 60 IN CNAME db.svc.internal.",
+                // hickory displays the two strings joined
+                "10 svc.internal. 60 IN TXT v=1; x=(y)two",
+                "11 www.svc.internal. 3600 IN MX 10 db.svc.internal.",
+            ]
+        );
+    }
+
+    #[test]
+    fn ttl_defaults_follow_rfc_1035_then_2308() {
+        let parsed = parse(
+            "a 120 A 10.0.0.1\nb A 10.0.0.2\n$TTL 30\nc A 10.0.0.3\nd 5 A 10.0.0.4\ne A 10.0.0.5\n",
+            &zone(),
+        );
+        let ttls: Vec<u32> = parsed.records.iter().map(|r| r.record.ttl).collect();
+        assert_eq!(ttls, [120, 120, 30, 5, 30]);
+        let none = parse("a A 10.0.0.1\n", &zone());
+        assert_eq!(none.records[0].record.ttl, FALLBACK_TTL);
+    }
+
+    #[test]
+    fn problems_have_line_numbers() {
+        let parsed = parse(
+            "ok A 10.0.0.1\n\
+             bad A 10.0.0.300\n\
+             \n\
+             other.example. A 10.0.0.2\n\
+             @ SOA ns hostmaster 1 2 3 4 5\n\
+             x FOO bar\n\
+             y CH A 10.0.0.3\n\
+             $INCLUDE other.zone\n\
+             z TXT (\n",
+            &zone(),
+        );
+        let lines: Vec<u32> = parsed.problems.iter().map(|p| p.0).collect();
+        assert_eq!(lines, [9, 2, 4, 5, 6, 7, 8], "{:?}", parsed.problems);
+        assert!(parsed.problems[2].1.contains("outside the served zone"));
+        assert!(parsed.problems[3].1.contains("SOA"));
+        assert_eq!(parsed.records.len(), 1);
+    }
+}

@@ -1,0 +1,185 @@
+//! Watching the zones folder: the thread that keeps fragments current.
+//!
+//! Takes the [`Loader`] after its first load, filesystem events (notify,
+//! through a debouncer that merges an editor's write-to-temp-then-rename
+//! into one change), a periodic rescan and SIGHUP requests; produces a new
+//! [`StaticZone`] on a watch channel whenever the set of good fragments
+//! changes, and logs every problem once per change of the file at fault.
+//!
+//! It runs on its own thread because parsing a large file takes real CPU
+//! time, which must not stall the async tasks that answer queries. It
+//! never touches the answering path: the intake task picks the new static
+//! zone up and publishes the next view.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use hickory_proto::rr::{LowerName, Name};
+use notify_debouncer_full::notify::RecursiveMode;
+use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, new_debouncer};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use super::{LiveNames, Loader, Rescan};
+use crate::view::publish::ViewHandle;
+use crate::view::{StaticZone, View};
+
+/// Quiet time after the last event before a change is loaded. Short,
+/// because edits must be live within 50 ms; long enough to see the rename
+/// that ends an editor's save together with the write before it.
+pub const DEBOUNCE: Duration = Duration::from_millis(10);
+
+/// Default time between full rescans, which catch what the watcher misses
+/// (network file systems, lost events, symlink targets outside the folder).
+pub const DEFAULT_RESCAN: Duration = Duration::from_secs(30);
+
+/// Requests to the watcher thread.
+#[derive(Debug)]
+pub enum Request {
+    /// Files changed (from the watcher).
+    Changed(HashSet<PathBuf>),
+    /// Re-read every file (SIGHUP).
+    ReloadAll,
+    /// Stop the thread.
+    Stop,
+}
+
+/// Names heartbeats hold in the current view.
+struct Live(Arc<View>);
+
+impl LiveNames for Live {
+    fn at(&self, name: &LowerName) -> Option<String> {
+        self.0
+            .is_live_owner(name)
+            .then(|| format!("the live name {name} (registered by heartbeats)"))
+    }
+
+    fn under(&self, name: &LowerName) -> Option<String> {
+        self.0
+            .live_owners_under(name)
+            .next()
+            .map(|n| format!("the live name {n} (registered by heartbeats)"))
+    }
+}
+
+/// Logs what a load did; every problem at WARN, once (the loader reports
+/// a file's problems only when that file changed).
+pub fn log_rescan(rescan: &Rescan, elapsed: Duration) {
+    for (file, records) in &rescan.loaded {
+        info!(%file, records, elapsed_ms = elapsed.as_millis(), "loaded zone fragment");
+    }
+    for file in &rescan.removed {
+        info!(%file, "zone fragment removed; its records are gone");
+    }
+    for problem in &rescan.problems {
+        warn!(
+            file = %problem.file,
+            line = problem.line.unwrap_or(0),
+            "{problem} (the last good version of this file keeps serving)"
+        );
+    }
+}
+
+fn start_watching(
+    loader: &Loader,
+    requests: &mpsc::Sender<Request>,
+) -> Option<Debouncer<notify_debouncer_full::notify::RecommendedWatcher, RecommendedCache>> {
+    let sender = requests.clone();
+    let handler = move |result: DebounceEventResult| {
+        let request = match result {
+            Ok(events) => {
+                Request::Changed(events.into_iter().flat_map(|e| e.event.paths).collect())
+            }
+            // The watcher lost track (queue overflow, …): re-check everything.
+            Err(_) => Request::Changed(HashSet::new()),
+        };
+        let _ = sender.send(request);
+    };
+    let mut debouncer = match new_debouncer(DEBOUNCE, None, handler) {
+        Ok(d) => d,
+        Err(error) => {
+            warn!(%error, "cannot watch zone fragments; relying on the periodic rescan");
+            return None;
+        }
+    };
+    match debouncer.watch(loader.dir(), RecursiveMode::Recursive) {
+        Ok(()) => {
+            info!(dir = %loader.dir().display(), "watching zone fragments");
+            Some(debouncer)
+        }
+        Err(error) => {
+            warn!(dir = %loader.dir().display(), %error, "cannot watch zone fragments; relying on the periodic rescan");
+            None
+        }
+    }
+}
+
+/// Starts the watcher thread. Returns the request sender (for SIGHUP and
+/// shutdown) and the thread's handle.
+pub fn spawn(
+    mut loader: Loader,
+    zone: Name,
+    views: ViewHandle,
+    statics: watch::Sender<Arc<StaticZone>>,
+    rescan_every: Duration,
+) -> std::io::Result<(mpsc::Sender<Request>, thread::JoinHandle<()>)> {
+    let (requests, inbox) = mpsc::channel::<Request>();
+    let own_sender = requests.clone();
+    let handle = thread::Builder::new()
+        .name("zone-fragments".into())
+        .spawn(move || {
+            let mut debouncer = None;
+            let mut warned_missing = false;
+            loop {
+                let dir_exists = loader.dir().is_dir();
+                if !dir_exists {
+                    // Dropping the debouncer stops a watch on a vanished folder.
+                    debouncer = None;
+                    if !warned_missing {
+                        info!(dir = %loader.dir().display(), "zones folder does not exist; checking again at each rescan");
+                        warned_missing = true;
+                    }
+                } else if debouncer.is_none() {
+                    debouncer = start_watching(&loader, &own_sender);
+                    if warned_missing {
+                        // It appeared: load what it holds now.
+                        let _ = own_sender.send(Request::ReloadAll);
+                        warned_missing = false;
+                    }
+                }
+                let (force, force_all) = match inbox.recv_timeout(rescan_every) {
+                    Ok(Request::Stop) | Err(RecvTimeoutError::Disconnected) => break,
+                    Ok(Request::ReloadAll) => (HashSet::new(), true),
+                    Ok(Request::Changed(mut paths)) => {
+                        // Merge whatever else is already queued.
+                        let mut all = false;
+                        while let Ok(more) = inbox.try_recv() {
+                            match more {
+                                Request::Changed(p) => paths.extend(p),
+                                Request::ReloadAll => all = true,
+                                Request::Stop => return,
+                            }
+                        }
+                        (paths, all)
+                    }
+                    Err(RecvTimeoutError::Timeout) => (HashSet::new(), false),
+                };
+                let started = Instant::now();
+                let rescan = loader.rescan(&force, force_all, &Live(views.load()));
+                log_rescan(&rescan, started.elapsed());
+                if rescan.changed {
+                    let zone_data = StaticZone::build(&zone, loader.set());
+                    debug!(elapsed_us = started.elapsed().as_micros(), "static zone rebuilt");
+                    if statics.send(Arc::new(zone_data)).is_err() {
+                        break;
+                    }
+                }
+            }
+            drop(debouncer);
+        })?;
+    Ok((requests, handle))
+}
