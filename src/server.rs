@@ -119,7 +119,8 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
     };
 
     // Fragments load before the first view, so the zone is whole from the
-    // first answer on.
+    // first answer on; the watch starts first, so no edit slips between.
+    let watcher = watch::Watcher::start(&config.zones_dir);
     let mut loader = Loader::new(config.zones_dir.clone(), config.zone.clone());
     let started = std::time::Instant::now();
     let first = loader.rescan(&HashSet::new(), true, &NoLiveNames);
@@ -141,14 +142,16 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
     let publisher = Publisher::new(config.clone(), &registry, statics.clone());
     let views = publisher.handle();
     let (statics_tx, statics_rx) = tokio::sync::watch::channel(statics);
-    let (fragment_requests, fragment_thread) = watch::spawn(
-        loader,
-        config.zone.clone(),
-        views.clone(),
-        statics_tx,
-        config.rescan,
-    )
-    .map_err(|e| ServeError::Dns(format!("cannot start the zone fragment watcher: {e}")))?;
+    let fragment_requests = watcher.requests();
+    let fragment_thread = watcher
+        .spawn(
+            loader,
+            config.zone.clone(),
+            views.clone(),
+            statics_tx,
+            config.rescan,
+        )
+        .map_err(|e| ServeError::Dns(format!("cannot start the zone fragment watcher: {e}")))?;
     let hangup = fragment_requests.clone();
     let mut sighup = signal(SignalKind::hangup())
         .map_err(|e| ServeError::Dns(format!("cannot handle SIGHUP: {e}")))?;

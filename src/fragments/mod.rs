@@ -385,7 +385,7 @@ impl Loader {
                 return Err(vec![problem(
                     u32::try_from(line).ok(),
                     format!(
-                        "not UTF-8 text (invalid byte at offset {})",
+                        "not a text file (invalid UTF-8 at byte {}); is this really a zone fragment?",
                         e.valid_up_to()
                     ),
                 )]);

@@ -12,7 +12,7 @@
 //! zone up and publishes the next view.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread;
@@ -76,18 +76,13 @@ pub fn log_rescan(rescan: &Rescan, elapsed: Duration) {
         info!(%file, "zone fragment removed; its records are gone");
     }
     for problem in &rescan.problems {
-        warn!(
-            file = %problem.file,
-            line = problem.line.unwrap_or(0),
-            "{problem} (the last good version of this file keeps serving)"
-        );
+        warn!("{problem} (the file's last good version, if any, keeps serving)");
     }
 }
 
-fn start_watching(
-    loader: &Loader,
-    requests: &mpsc::Sender<Request>,
-) -> Option<Debouncer<notify_debouncer_full::notify::RecommendedWatcher, RecommendedCache>> {
+type FolderWatch = Debouncer<notify_debouncer_full::notify::RecommendedWatcher, RecommendedCache>;
+
+fn start_watching(dir: &Path, requests: &mpsc::Sender<Request>) -> Option<FolderWatch> {
     let sender = requests.clone();
     let handler = move |result: DebounceEventResult| {
         let request = match result {
@@ -106,33 +101,65 @@ fn start_watching(
             return None;
         }
     };
-    match debouncer.watch(loader.dir(), RecursiveMode::Recursive) {
+    match debouncer.watch(dir, RecursiveMode::Recursive) {
         Ok(()) => {
-            info!(dir = %loader.dir().display(), "watching zone fragments");
+            info!(dir = %dir.display(), "watching zone fragments");
             Some(debouncer)
         }
         Err(error) => {
-            warn!(dir = %loader.dir().display(), %error, "cannot watch zone fragments; relying on the periodic rescan");
+            warn!(dir = %dir.display(), %error, "cannot watch zone fragments; relying on the periodic rescan");
             None
         }
     }
 }
 
-/// Starts the watcher thread. Returns the request sender (for SIGHUP and
-/// shutdown) and the thread's handle.
-pub fn spawn(
-    mut loader: Loader,
-    zone: Name,
-    views: ViewHandle,
-    statics: watch::Sender<Arc<StaticZone>>,
-    rescan_every: Duration,
-) -> std::io::Result<(mpsc::Sender<Request>, thread::JoinHandle<()>)> {
-    let (requests, inbox) = mpsc::channel::<Request>();
-    let own_sender = requests.clone();
-    let handle = thread::Builder::new()
+/// The folder watch, started before the first load so that no change made
+/// during or after that load can be missed.
+pub struct Watcher {
+    requests: mpsc::Sender<Request>,
+    inbox: mpsc::Receiver<Request>,
+    watch: Option<FolderWatch>,
+}
+
+impl Watcher {
+    /// Starts watching `dir` (if it exists; otherwise the rescans look for it).
+    pub fn start(dir: &Path) -> Watcher {
+        let (requests, inbox) = mpsc::channel();
+        let watch = if dir.is_dir() {
+            start_watching(dir, &requests)
+        } else {
+            None
+        };
+        Watcher {
+            requests,
+            inbox,
+            watch,
+        }
+    }
+
+    /// A sender for SIGHUP reloads and for stopping the thread.
+    pub fn requests(&self) -> mpsc::Sender<Request> {
+        self.requests.clone()
+    }
+
+    /// Runs the watcher thread: reloads on events, on requests and every
+    /// `rescan_every`, and sends each new static zone on `statics`.
+    pub fn spawn(
+        self,
+        mut loader: Loader,
+        zone: Name,
+        views: ViewHandle,
+        statics: watch::Sender<Arc<StaticZone>>,
+        rescan_every: Duration,
+    ) -> std::io::Result<thread::JoinHandle<()>> {
+        let Watcher {
+            requests: own_sender,
+            inbox,
+            watch: mut debouncer,
+        } = self;
+        thread::Builder::new()
         .name("zone-fragments".into())
         .spawn(move || {
-            let mut debouncer = None;
             let mut warned_missing = false;
             loop {
                 let dir_exists = loader.dir().is_dir();
@@ -144,7 +171,7 @@ pub fn spawn(
                         warned_missing = true;
                     }
                 } else if debouncer.is_none() {
-                    debouncer = start_watching(&loader, &own_sender);
+                    debouncer = start_watching(loader.dir(), &own_sender);
                     if warned_missing {
                         // It appeared: load what it holds now.
                         let _ = own_sender.send(Request::ReloadAll);
@@ -180,6 +207,6 @@ pub fn spawn(
                 }
             }
             drop(debouncer);
-        })?;
-    Ok((requests, handle))
+        })
+    }
 }

@@ -36,7 +36,9 @@ impl TestServer {
     /// Starts `beacon serve` on port 0 with extra flags.
     pub fn start(extra: &[&str]) -> TestServer {
         let mut args = vec!["--dns", "127.0.0.1:0", "--heartbeat", "127.0.0.1:0"];
-        args.extend_from_slice(&["--zones", "/nonexistent-beacon-test-zones"]);
+        if !extra.contains(&"--zones") {
+            args.extend_from_slice(&["--zones", "/nonexistent-beacon-test-zones"]);
+        }
         args.extend_from_slice(extra);
         TestServer::start_exactly(&args)
     }
