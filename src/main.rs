@@ -2,6 +2,11 @@
 
 use std::process::ExitCode;
 
+/// mimalloc: the loader and the view builders allocate many small objects;
+/// it is markedly faster than the system allocator at that.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use beacon::cli::{Cli, Command};
 use clap::Parser;
 use tokio_util::sync::CancellationToken;

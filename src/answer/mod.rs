@@ -47,10 +47,37 @@ impl<'v> Resolution<'v> {
         }
     }
 
-    fn add(&mut self, set: &'v RrSet) {
+    fn add(&mut self, set: &'v RrSet, view: &'v View) {
         for member in rotate::order(set) {
             self.answers.push(&member.record);
-            self.additionals.extend(member.glue.iter());
+            self.glue(&member.glue, &member.record, view);
+        }
+    }
+
+    /// The addresses of a record's target (SRV, MX, NS) for the additional
+    /// section: prebuilt glue if any, else whatever the zone holds there.
+    fn glue(&mut self, prebuilt: &'v [Record], record: &'v Record, view: &'v View) {
+        if !prebuilt.is_empty() {
+            self.additionals.extend(prebuilt.iter());
+            return;
+        }
+        let target = match &record.data {
+            RData::SRV(srv) => &srv.target,
+            RData::MX(mx) => &mx.exchange,
+            RData::NS(ns) => &ns.0,
+            _ => return,
+        };
+        let target = LowerName::from(target);
+        if !view.origin.zone_of(&target) {
+            return;
+        }
+        if let Some(node) = view.node(&target) {
+            for rtype in [RecordType::A, RecordType::AAAA] {
+                if let Some(set) = node.rrset(rtype) {
+                    self.additionals
+                        .extend(set.members.iter().map(|m| &m.record));
+                }
+            }
         }
     }
 }
@@ -90,7 +117,7 @@ pub fn resolve<'v>(view: &'v View, qname: &LowerName, qtype: RecordType) -> Reso
                 if let Some(ns) = cut.rrset(RecordType::NS) {
                     for member in &ns.members {
                         resolution.authorities.push(&member.record);
-                        resolution.additionals.extend(member.glue.iter());
+                        resolution.glue(&member.glue, &member.record, view);
                     }
                 }
             }
@@ -102,13 +129,13 @@ pub fn resolve<'v>(view: &'v View, qname: &LowerName, qtype: RecordType) -> Reso
             return resolution;
         };
         let found = if qtype == RecordType::ANY {
-            node.rrsets.iter().for_each(|set| resolution.add(set));
+            node.rrsets.iter().for_each(|set| resolution.add(set, view));
             !node.rrsets.is_empty()
         } else if let Some(set) = node.rrset(qtype) {
-            resolution.add(set);
+            resolution.add(set, view);
             true
         } else if let Some(cname) = node.rrset(RecordType::CNAME) {
-            resolution.add(cname);
+            resolution.add(cname, view);
             let target = cname.members.first().and_then(|m| match &m.record.data {
                 RData::CNAME(target) => Some(LowerName::from(&target.0)),
                 _ => None,

@@ -12,7 +12,7 @@
 pub mod parse;
 pub mod watch;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
@@ -82,6 +82,9 @@ impl Signature {
     }
 }
 
+/// A set of owner names.
+pub type NameSet = HashSet<LowerName, ahash::RandomState>;
+
 /// The last good version of one file.
 #[derive(Debug)]
 pub struct Fragment {
@@ -89,7 +92,90 @@ pub struct Fragment {
     pub file: Arc<str>,
     /// Its records, with lines.
     pub records: Vec<LineRecord>,
+    /// Owner name → index of its first record in `records`; `next` chains
+    /// the others (no allocation per name).
+    by_name: HashMap<LowerName, u32, ahash::RandomState>,
+    /// For each record, the index of the next record with the same owner,
+    /// or `u32::MAX`.
+    next: Vec<u32>,
     signature: Signature,
+}
+
+impl Fragment {
+    fn new(file: Arc<str>, records: Vec<LineRecord>, signature: Signature) -> Self {
+        let mut by_name: HashMap<LowerName, u32, ahash::RandomState> = HashMap::default();
+        by_name.reserve(records.len());
+        let mut next = vec![u32::MAX; records.len()];
+        // Backwards, so each chain runs in file order.
+        for (i, r) in records.iter().enumerate().rev() {
+            let i = u32::try_from(i).unwrap_or(u32::MAX);
+            if let Some(head) = by_name.insert(LowerName::from(&r.record.name), i) {
+                next[i as usize] = head;
+            }
+        }
+        Fragment {
+            file,
+            records,
+            by_name,
+            next,
+            signature,
+        }
+    }
+
+    /// Indexes of the records at `name`, in file order.
+    fn indexes<'a>(&'a self, name: &LowerName) -> impl Iterator<Item = u32> + 'a {
+        std::iter::successors(self.by_name.get(name).copied(), |i| {
+            self.next
+                .get(*i as usize)
+                .copied()
+                .filter(|n| *n != u32::MAX)
+        })
+    }
+
+    /// The records at `name`.
+    fn at<'a>(&'a self, name: &LowerName) -> impl Iterator<Item = &'a LineRecord> + 'a {
+        self.indexes(name)
+            .filter_map(|i| self.records.get(i as usize))
+    }
+
+    fn location(&self, line: u32) -> Location {
+        Location {
+            file: self.file.clone(),
+            line,
+        }
+    }
+
+    /// Names whose records differ between `old` and `new` (either may be absent).
+    fn changed_names(old: Option<&Fragment>, new: Option<&Fragment>) -> NameSet {
+        let mut changed = NameSet::default();
+        let same = |a: &Fragment, b: &Fragment, name: &LowerName| {
+            let x: Vec<&hickory_proto::rr::Record> = a.at(name).map(|r| &r.record).collect();
+            let mut y = b.at(name).map(|r| &r.record);
+            // Usually one record, in the same order; otherwise compare as sets.
+            if x.len() == 1 {
+                return y.next() == Some(x[0]) && y.next().is_none();
+            }
+            let y: Vec<&hickory_proto::rr::Record> = y.collect();
+            x.len() == y.len() && x.iter().all(|r| y.contains(r)) && y.iter().all(|r| x.contains(r))
+        };
+        match (old, new) {
+            (Some(old), Some(new)) => {
+                for name in new.by_name.keys() {
+                    if !same(old, new, name) {
+                        changed.insert(name.clone());
+                    }
+                }
+                for name in old.by_name.keys() {
+                    if !new.by_name.contains_key(name) {
+                        changed.insert(name.clone());
+                    }
+                }
+            }
+            (Some(only), None) | (None, Some(only)) => changed.extend(only.by_name.keys().cloned()),
+            (None, None) => {}
+        }
+        changed
+    }
 }
 
 /// Every file's last good version, by path.
@@ -126,19 +212,31 @@ impl FragmentSet {
 
     /// Number of distinct owner names.
     pub fn name_count(&self) -> usize {
-        self.records()
-            .map(|(_, r)| LowerName::from(&r.record.name))
+        if self.files.len() == 1 {
+            return self.files.values().map(|f| f.by_name.len()).sum();
+        }
+        self.files
+            .values()
+            .flat_map(|f| f.by_name.keys())
             .collect::<HashSet<_>>()
             .len()
     }
+
+    /// Every record at `name`, with its location, in path order.
+    pub fn records_at<'a>(
+        &'a self,
+        name: &'a LowerName,
+    ) -> impl Iterator<Item = (Location, &'a LineRecord)> + 'a {
+        self.files
+            .values()
+            .flat_map(move |f| f.at(name).map(move |r| (f.location(r.line), r)))
+    }
 }
 
-/// What one owner name holds across the set, for validation.
-#[derive(Debug, Default)]
-struct Owner {
-    /// (type, location, path of the file) of every record there.
-    entries: Vec<(RecordType, Location, Arc<Path>)>,
-}
+/// What one owner name holds across the set, for validation: (type, file)
+/// of every record there. Lines are looked up in the file when a message
+/// needs one, so edits that shift lines leave the index alone.
+type Owner = Vec<(RecordType, Arc<Path>)>;
 
 /// Answers "does live data (registered by heartbeats) sit here?" for
 /// validation: `at(name)` for the name itself, `under(name)` for the name
@@ -173,6 +271,8 @@ pub struct Rescan {
     pub removed: Vec<Arc<str>>,
     /// Problems of files read this time (each change is reported once).
     pub problems: Vec<Problem>,
+    /// Owner names whose records changed.
+    pub changed_names: NameSet,
 }
 
 /// Loads and reloads the fragments of one folder.
@@ -187,6 +287,11 @@ pub struct Loader {
     /// Owner name → what the set holds there. Canonical order keeps every
     /// subtree contiguous, which the delegation checks need.
     index: BTreeMap<LowerName, Owner>,
+    /// How many NS records below the apex the index holds.
+    delegations: usize,
+    /// Per file, the parsed entries of its last read, so an edit re-parses
+    /// only the entries that changed.
+    caches: BTreeMap<PathBuf, parse::EntryCache>,
 }
 
 /// What the folder scan found for one path.
@@ -204,6 +309,8 @@ impl Loader {
             set: FragmentSet::default(),
             failed: BTreeMap::new(),
             index: BTreeMap::new(),
+            delegations: 0,
+            caches: BTreeMap::new(),
         }
     }
 
@@ -288,8 +395,11 @@ impl Loader {
                 // Present but unusable: report below, keep the last good version.
                 continue;
             }
-            self.unindex(&path);
-            self.set.files.remove(&path);
+            let old = self.set.files.remove(&path);
+            let names = Fragment::changed_names(old.as_deref(), None);
+            self.reindex(&path, &names, None);
+            rescan.changed_names.extend(names);
+            self.caches.remove(&path);
             rescan.removed.push(self.display(&path));
             rescan.changed = true;
         }
@@ -324,13 +434,13 @@ impl Loader {
                         continue;
                     }
                     match self.load(&path, file.clone(), signature, live) {
-                        Ok(fragment) => {
+                        Ok((fragment, names)) => {
                             self.failed.remove(&path);
                             rescan.loaded.push((file, fragment.records.len()));
-                            self.unindex(&path);
-                            self.insert_index(&path, &fragment);
+                            self.reindex(&path, &names, Some(&fragment));
                             self.set.files.insert(path, Arc::new(fragment));
-                            rescan.changed = true;
+                            rescan.changed |= !names.is_empty();
+                            rescan.changed_names.extend(names);
                         }
                         Err(problems) => {
                             self.failed.insert(path, signature);
@@ -345,12 +455,12 @@ impl Loader {
 
     /// Reads, parses and validates one file.
     fn load(
-        &self,
+        &mut self,
         path: &Path,
         file: Arc<str>,
         signature: Signature,
         live: &dyn LiveNames,
-    ) -> Result<Fragment, Vec<Problem>> {
+    ) -> Result<(Fragment, NameSet), Vec<Problem>> {
         let problem = |line: Option<u32>, message: String| Problem {
             file: file.clone(),
             line,
@@ -391,68 +501,82 @@ impl Loader {
                 )]);
             }
         };
-        let parsed = parse::parse(text, &self.zone);
+        let previous = self.caches.remove(path).unwrap_or_default();
+        let (parsed, cache) = parse::parse_cached(text, &self.zone, previous);
+        self.caches.insert(path.to_path_buf(), cache);
         let mut problems: Vec<Problem> = parsed
             .problems
             .into_iter()
             .map(|(line, message)| problem(Some(line), message))
             .collect();
-        if problems.is_empty() {
-            problems.extend(self.validate(path, &file, &parsed.records, live));
+        if !problems.is_empty() {
+            problems.sort_by_key(|p| p.line);
+            return Err(problems);
         }
+        let fragment = Fragment::new(file.clone(), parsed.records, signature);
+        let changed =
+            Fragment::changed_names(self.set.files.get(path).map(AsRef::as_ref), Some(&fragment));
+        problems.extend(self.validate(path, &file, &fragment, &changed, live));
         if problems.is_empty() {
-            Ok(Fragment {
-                file,
-                records: parsed.records,
-                signature,
-            })
+            Ok((fragment, changed))
         } else {
             problems.sort_by_key(|p| p.line);
             Err(problems)
         }
     }
 
-    fn unindex(&mut self, path: &Path) {
-        let Some(old) = self.set.files.get(path) else {
-            return;
-        };
-        for record in &old.records {
-            let key = LowerName::from(&record.record.name);
-            if let Some(owner) = self.index.get_mut(&key) {
-                owner.entries.retain(|(_, _, p)| p.as_ref() != path);
-                if owner.entries.is_empty() {
-                    self.index.remove(&key);
-                }
+    /// Brings the index up to date for `names` of the file at `path`, now
+    /// holding `fragment` (or nothing).
+    fn reindex(&mut self, path: &Path, names: &NameSet, fragment: Option<&Fragment>) {
+        let apex = LowerName::from(&self.zone);
+        let shared: Arc<Path> = Arc::from(path);
+        for name in names {
+            let owner = self.index.entry(name.clone()).or_default();
+            let ns_before = owner.iter().filter(|(t, _)| *t == RecordType::NS).count();
+            owner.retain(|(_, p)| p.as_ref() != path);
+            if let Some(fragment) = fragment {
+                owner.extend(
+                    fragment
+                        .at(name)
+                        .map(|r| (r.record.record_type(), shared.clone())),
+                );
+            }
+            let ns_after = owner.iter().filter(|(t, _)| *t == RecordType::NS).count();
+            if *name != apex {
+                self.delegations = (self.delegations + ns_after).saturating_sub(ns_before);
+            }
+            if owner.is_empty() {
+                self.index.remove(name);
             }
         }
     }
 
-    fn insert_index(&mut self, path: &Path, fragment: &Fragment) {
-        let path: Arc<Path> = Arc::from(path);
-        for record in &fragment.records {
-            self.index
-                .entry(LowerName::from(&record.record.name))
-                .or_default()
-                .entries
-                .push((
-                    record.record.record_type(),
-                    Location {
-                        file: fragment.file.clone(),
-                        line: record.line,
-                    },
-                    path.clone(),
-                ));
-        }
+    /// Where other files hold records at `name`: (type, location).
+    fn others_at(&self, name: &LowerName, path: &Path) -> Vec<(RecordType, Location)> {
+        let Some(owner) = self.index.get(name) else {
+            return Vec::new();
+        };
+        owner
+            .iter()
+            .filter(|(_, p)| p.as_ref() != path)
+            .filter_map(|(t, p)| {
+                let file = self.set.files.get(p.as_ref())?;
+                let line = file.at(name).find(|r| r.record.record_type() == *t)?.line;
+                Some((*t, file.location(line)))
+            })
+            .collect()
     }
 
     /// Rules that involve more than one record: CNAME alone at its name,
-    /// delegations not hiding data, no clash with live instances. `path`'s
-    /// own old version is ignored (it is being replaced).
+    /// delegations not hiding data, no clash with live instances. Only the
+    /// `changed` names need checking: the rest were valid before and the
+    /// other files have not changed since.
     fn validate(
         &self,
         path: &Path,
         file: &Arc<str>,
-        records: &[LineRecord],
+        fragment: &Fragment,
+        changed: &NameSet,
         live: &dyn LiveNames,
     ) -> Vec<Problem> {
         let apex = LowerName::from(&self.zone);
@@ -464,53 +588,39 @@ impl Loader {
                 message,
             })
         };
-        // What this file holds per name, with lines.
-        let mut own: BTreeMap<LowerName, Vec<(RecordType, u32)>> = BTreeMap::new();
-        for r in records {
-            own.entry(LowerName::from(&r.record.name))
-                .or_default()
-                .push((r.record.record_type(), r.line));
-        }
-        let others_at = |name: &LowerName| -> Vec<(RecordType, Location)> {
-            self.index
-                .get(name)
-                .map(|o| {
-                    o.entries
-                        .iter()
-                        .filter(|(_, _, p)| p.as_ref() != path)
-                        .map(|(t, l, _)| (*t, l.clone()))
-                        .collect()
+        let old_own_delegations = self.set.files.get(path).map_or(0, |old| {
+            old.records
+                .iter()
+                .filter(|r| {
+                    r.record.record_type() == RecordType::NS
+                        && LowerName::from(&r.record.name) != apex
                 })
-                .unwrap_or_default()
+                .count()
+        });
+        let own_ns_at = |name: &LowerName| {
+            fragment
+                .at(name)
+                .find(|r| r.record.record_type() == RecordType::NS)
         };
-        let apex_ref = &apex;
-        let delegations_in_others = || {
-            self.index.iter().flat_map(move |(name, owner)| {
-                owner
-                    .entries
-                    .iter()
-                    .filter(move |(t, _, p)| {
-                        *t == RecordType::NS && p.as_ref() != path && name != apex_ref
-                    })
-                    .map(move |(_, l, _)| (name.clone(), l.clone()))
-            })
-        };
-        let own_delegations: Vec<(LowerName, u32)> = own
+        let new_delegations: Vec<(&LowerName, u32)> = changed
             .iter()
-            .filter(|(name, _)| **name != apex)
-            .flat_map(|(name, types)| {
-                types
-                    .iter()
-                    .filter(|(t, _)| *t == RecordType::NS)
-                    .map(move |(_, line)| (name.clone(), *line))
-            })
+            .filter(|name| **name != apex)
+            .filter_map(|name| own_ns_at(name).map(|r| (name, r.line)))
             .collect();
-        let has_delegations =
-            !own_delegations.is_empty() || delegations_in_others().next().is_some();
+        let has_delegations = !new_delegations.is_empty()
+            || self.delegations > old_own_delegations
+            || old_own_delegations > 0;
 
-        for (name, types) in &own {
-            let others = others_at(name);
-            for &(rtype, line) in types {
+        for name in changed {
+            let types: Vec<(RecordType, u32)> = fragment
+                .at(name)
+                .map(|r| (r.record.record_type(), r.line))
+                .collect();
+            if types.is_empty() {
+                continue;
+            }
+            let others = self.others_at(name, path);
+            for &(rtype, line) in &types {
                 if rtype == RecordType::CNAME {
                     if *name == apex {
                         report(
@@ -548,18 +658,16 @@ impl Loader {
                 // except the NS set itself, DS, and address glue below it.
                 let mut cut = name.clone();
                 while cut.num_labels() > apex.num_labels() {
-                    let delegated_here = own_delegations
-                        .iter()
-                        .find(|(n, _)| *n == cut)
-                        .map(|(_, l)| format!("{file}:{l}"))
+                    let delegated_here = own_ns_at(&cut)
+                        .map(|r| format!("{file}:{}", r.line))
                         .or_else(|| {
-                            others_at(&cut)
+                            self.others_at(&cut, path)
                                 .into_iter()
                                 .find(|(t, _)| *t == RecordType::NS)
                                 .map(|(_, l)| l.to_string())
                         });
                     if let Some(at) = delegated_here {
-                        for &(rtype, line) in types {
+                        for &(rtype, line) in &types {
                             let allowed = if cut == *name {
                                 matches!(rtype, RecordType::NS | RecordType::DS)
                             } else {
@@ -580,20 +688,25 @@ impl Loader {
                 }
             }
         }
-        for (name, line) in &own_delegations {
+        for (name, line) in &new_delegations {
             if let Some(what) = live.under(name) {
                 report(*line, format!("delegating {name} would hide {what}"));
             }
-            // Names other files hold below the new delegation.
-            for (below, owner) in self.index.range(name.clone()..) {
+            // What other files hold below the new delegation.
+            for (below, owner) in self.index.range((*name).clone()..) {
                 if !name.zone_of(below) {
                     break;
                 }
-                for (t, l, p) in &owner.entries {
-                    let glue = *below != *name && matches!(t, RecordType::A | RecordType::AAAA);
-                    let at_cut = *below == *name && matches!(t, RecordType::NS | RecordType::DS);
+                for (t, p) in owner {
+                    let glue = below != *name && matches!(t, RecordType::A | RecordType::AAAA);
+                    let at_cut = below == *name && matches!(t, RecordType::NS | RecordType::DS);
                     if p.as_ref() != path && !glue && !at_cut {
-                        report(*line, format!("delegating {name} would hide {t} at {l}"));
+                        let at = self
+                            .others_at(below, path)
+                            .into_iter()
+                            .find(|(other, _)| other == t)
+                            .map_or_else(|| below.to_string(), |(_, l)| l.to_string());
+                        report(*line, format!("delegating {name} would hide {t} at {at}"));
                     }
                 }
             }

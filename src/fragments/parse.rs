@@ -13,6 +13,9 @@
 //! one; a record without a TTL takes `$TTL`, or else the last explicit TTL,
 //! or else [`FALLBACK_TTL`].
 
+use std::borrow::Cow;
+use std::collections::HashMap;
+
 use hickory_proto::rr::{DNSClass, Name, Record, RecordType};
 use hickory_proto::serialize::txt::{Parser, parse_ttl};
 
@@ -37,15 +40,29 @@ pub struct Parsed {
     pub problems: Vec<(u32, String)>,
 }
 
+/// Parsed records of entries seen before, keyed by the exact text handed to
+/// hickory (origin, default TTL and entry), so an edit to one line of a big
+/// file re-parses that line only. Only entries that passed every check are
+/// kept.
+pub type EntryCache = HashMap<String, Vec<Record>, ahash::RandomState>;
+
 /// One logical entry: a directive or a record, possibly spanning lines in
 /// parentheses, with comments removed.
-struct Entry {
+struct Entry<'t> {
     line: u32,
-    text: String,
+    text: Cow<'t, str>,
+}
+
+/// True when a line needs the careful scan: comments, parentheses, quotes
+/// or escapes. Most lines of a big file need none.
+fn plain(line: &str) -> bool {
+    !line
+        .bytes()
+        .any(|b| matches!(b, b';' | b'(' | b')' | b'"' | b'\\'))
 }
 
 /// Splits master-file text into entries.
-fn entries(text: &str, problems: &mut Vec<(u32, String)>) -> Vec<Entry> {
+fn entries<'t>(text: &'t str, problems: &mut Vec<(u32, String)>) -> Vec<Entry<'t>> {
     let mut out = Vec::new();
     let mut current = String::new();
     let mut start = 0u32;
@@ -53,6 +70,15 @@ fn entries(text: &str, problems: &mut Vec<(u32, String)>) -> Vec<Entry> {
     let mut paren_line = 0u32;
     for (index, raw) in text.lines().enumerate() {
         let line_no = u32::try_from(index + 1).unwrap_or(u32::MAX);
+        if depth == 0 && plain(raw) {
+            if !raw.trim().is_empty() {
+                out.push(Entry {
+                    line: line_no,
+                    text: Cow::Borrowed(raw),
+                });
+            }
+            continue;
+        }
         let mut in_quote = false;
         let mut escaped = false;
         let mut cleaned = String::with_capacity(raw.len());
@@ -99,7 +125,7 @@ fn entries(text: &str, problems: &mut Vec<(u32, String)>) -> Vec<Entry> {
         if depth == 0 {
             out.push(Entry {
                 line: start,
-                text: std::mem::take(&mut current),
+                text: Cow::Owned(std::mem::take(&mut current)),
             });
         }
     }
@@ -128,50 +154,58 @@ fn is_ttl(token: &str) -> bool {
     token.starts_with(|c: char| c.is_ascii_digit())
 }
 
-/// Parses one fragment of `zone`.
+/// Parses one fragment of `zone`, without a cache.
 pub fn parse(text: &str, zone: &Name) -> Parsed {
+    parse_cached(text, zone, EntryCache::default()).0
+}
+
+/// Parses one fragment of `zone`, reusing the records of entries found in
+/// `previous`; returns the cache for the next version of the file.
+pub fn parse_cached(text: &str, zone: &Name, mut previous: EntryCache) -> (Parsed, EntryCache) {
     let mut parsed = Parsed::default();
+    let mut cache = EntryCache::default();
     let mut origin = zone.clone();
+    let mut origin_text = origin.to_string();
     let mut dollar_ttl: Option<u32> = None;
     let mut last_ttl: Option<u32> = None;
-    let mut owner: Option<Name> = None;
-    for entry in entries(text, &mut parsed.problems) {
+    // The previous owner as written (relative to the origin then in force,
+    // kept absolute), for entries with a blank owner.
+    let mut owner: Option<String> = None;
+    let mut entries_text = entries(text, &mut parsed.problems);
+    parsed.records.reserve(entries_text.len());
+    for entry in entries_text.drain(..) {
         let line = entry.line;
         let starts_blank = entry.text.starts_with([' ', '\t']);
         let body = entry.text.trim();
         let (first, rest) = body.split_once([' ', '\t', '\n']).unwrap_or((body, ""));
         let rest = rest.trim_start();
-        match first.to_ascii_uppercase().as_str() {
-            "$ORIGIN" if !starts_blank => {
+        if !starts_blank && first.starts_with('$') {
+            if first.eq_ignore_ascii_case("$ORIGIN") {
                 match absolute(rest.trim(), &origin) {
-                    Ok(name) => origin = name,
+                    Ok(name) => {
+                        origin = name;
+                        origin_text = origin.to_string();
+                    }
                     Err(e) => parsed.problems.push((line, format!("$ORIGIN: {e}"))),
                 }
-                continue;
-            }
-            "$TTL" if !starts_blank => {
+            } else if first.eq_ignore_ascii_case("$TTL") {
                 match parse_ttl(rest.trim()) {
                     Ok(ttl) => dollar_ttl = Some(ttl),
                     Err(e) => parsed.problems.push((line, format!("$TTL: {e}"))),
                 }
-                continue;
-            }
-            "$INCLUDE" if !starts_blank => {
+            } else if first.eq_ignore_ascii_case("$INCLUDE") {
                 parsed.problems.push((
                     line,
                     "$INCLUDE is not supported in fragments: every *.zone file is loaded on its own, so put the records in a file of their own".into(),
                 ));
-                continue;
-            }
-            directive if directive.starts_with('$') && !starts_blank => {
+            } else {
                 parsed
                     .problems
                     .push((line, format!("unknown directive `{first}`")));
-                continue;
             }
-            _ => {}
+            continue;
         }
-        let (owner_name, record_text) = if starts_blank {
+        let (owner_text, record_text) = if starts_blank {
             match &owner {
                 Some(name) => (name.clone(), body),
                 None => {
@@ -182,16 +216,13 @@ pub fn parse(text: &str, zone: &Name) -> Parsed {
                     continue;
                 }
             }
+        } else if first == "@" {
+            (origin_text.clone(), rest)
+        } else if first.ends_with('.') {
+            (first.to_string(), rest)
         } else {
-            match absolute(first, &origin) {
-                Ok(name) => (name, rest),
-                Err(e) => {
-                    parsed.problems.push((line, e));
-                    continue;
-                }
-            }
+            (format!("{first}.{origin_text}"), rest)
         };
-        owner = Some(owner_name.clone());
 
         // An explicit TTL becomes the default for later records without one
         // (RFC 1035), unless $TTL is set (RFC 2308).
@@ -205,23 +236,64 @@ pub fn parse(text: &str, zone: &Name) -> Parsed {
             last_ttl = explicit_ttl;
         }
 
-        let one = format!("$TTL {default_ttl}\n{owner_name} {record_text}\n");
-        match Parser::new(one.as_str(), None, Some(origin.clone())).parse() {
-            Ok((_, sets)) => {
-                for record in sets
-                    .into_values()
-                    .flat_map(|set| set.records_without_rrsigs().cloned().collect::<Vec<_>>())
-                {
-                    match check(&record, zone) {
-                        Ok(()) => parsed.records.push(LineRecord { record, line }),
-                        Err(e) => parsed.problems.push((line, e)),
-                    }
+        // Built by hand: this runs once per record, and format! costs twice as much.
+        let mut ttl_text = itoa::Buffer::new();
+        let ttl_text = ttl_text.format(default_ttl);
+        let mut one =
+            String::with_capacity(24 + origin_text.len() + owner_text.len() + record_text.len());
+        for part in [
+            "$ORIGIN ",
+            &origin_text,
+            "\n$TTL ",
+            ttl_text,
+            "\n",
+            &owner_text,
+            " ",
+            record_text,
+            "\n",
+        ] {
+            one.push_str(part);
+        }
+        owner = Some(owner_text);
+        if let Some(records) = previous.remove(&one) {
+            // Seen before, and it passed the checks then: the zone is the same.
+            parsed
+                .records
+                .extend(records.iter().map(|record| LineRecord {
+                    record: record.clone(),
+                    line,
+                }));
+            cache.insert(one, records);
+            continue;
+        }
+        let records: Vec<Record> = match Parser::new(one.as_str(), None, None).parse() {
+            Ok((_, sets)) => sets
+                .into_values()
+                .flat_map(|set| set.records_without_rrsigs().cloned().collect::<Vec<_>>())
+                .collect(),
+            Err(e) => {
+                parsed.problems.push((line, e.to_string()));
+                continue;
+            }
+        };
+        let mut all_good = true;
+        for record in &records {
+            match check(record, zone) {
+                Ok(()) => parsed.records.push(LineRecord {
+                    record: record.clone(),
+                    line,
+                }),
+                Err(e) => {
+                    all_good = false;
+                    parsed.problems.push((line, e));
                 }
             }
-            Err(e) => parsed.problems.push((line, e.to_string())),
+        }
+        if all_good {
+            cache.insert(one, records);
         }
     }
-    parsed
+    (parsed, cache)
 }
 
 /// Per-record rules that need no other record.

@@ -152,6 +152,7 @@ impl Watcher {
         statics: watch::Sender<Arc<StaticZone>>,
         rescan_every: Duration,
     ) -> std::io::Result<thread::JoinHandle<()>> {
+        let mut current = statics.borrow().clone();
         let Watcher {
             requests: own_sender,
             inbox,
@@ -199,9 +200,11 @@ impl Watcher {
                 let rescan = loader.rescan(&force, force_all, &Live(views.load()));
                 log_rescan(&rescan, started.elapsed());
                 if rescan.changed {
-                    let zone_data = StaticZone::build(&zone, loader.set());
+                    let zone_data = current.update(&zone, loader.set(), &rescan.changed_names);
+                    let zone_data = Arc::new(zone_data);
+                    current = zone_data.clone();
                     debug!(elapsed_us = started.elapsed().as_micros(), "static zone rebuilt");
-                    if statics.send(Arc::new(zone_data)).is_err() {
+                    if statics.send(zone_data).is_err() {
                         break;
                     }
                 }

@@ -34,6 +34,10 @@ use crate::fragments::{FragmentSet, Location};
 use crate::intake::wire::{DEFAULT_WEIGHT, Proto};
 use crate::registry::{Instance, Registry};
 
+/// Maps keyed by owner name. ahash: several times faster than SipHash on
+/// names, and still seeded per process against collision flooding.
+pub type NameMap<V> = HashMap<LowerName, V, ahash::RandomState>;
+
 /// One record of an RRset, with what load spreading needs to order it.
 #[derive(Debug, Clone)]
 pub struct Member {
@@ -43,7 +47,9 @@ pub struct Member {
     pub priority: u16,
     /// RFC 2782 weight.
     pub weight: u16,
-    /// Address records of the target (SRV, MX, NS), for the additional section.
+    /// Address records of the target, for the additional section, when known
+    /// at build time (live SRV). Static SRV, MX and NS targets are looked up
+    /// when answering, so an edited address is never stale in the glue.
     pub glue: Vec<Record>,
 }
 
@@ -154,10 +160,10 @@ impl Node {
     }
 }
 
-/// Adds every missing name between each owner and the apex to `nodes`,
-/// unless `elsewhere` already has it.
+/// Adds every missing name between each owner and the apex to `nodes`
+/// (the live layer), unless `elsewhere` (the static layer) has it.
 fn add_empty_non_terminals(
-    nodes: &mut HashMap<LowerName, Node>,
+    nodes: &mut NameMap<Node>,
     apex: &Name,
     elsewhere: impl Fn(&LowerName) -> bool,
 ) {
@@ -176,87 +182,143 @@ fn add_empty_non_terminals(
     }
 }
 
-/// Fills each SRV, MX and NS member's glue with its target's in-zone
-/// addresses, found through `lookup`.
-fn attach_glue<'n>(node: &mut Node, lookup: impl Fn(&LowerName) -> Option<&'n Node>) {
-    for set in &mut node.rrsets {
-        for member in &mut set.members {
-            let target = match &member.record.data {
-                RData::SRV(srv) => &srv.target,
-                RData::MX(mx) => &mx.exchange,
-                RData::NS(ns) => &ns.0,
-                _ => continue,
-            };
-            if let Some(target_node) = lookup(&LowerName::from(target)) {
-                member.glue = [RecordType::A, RecordType::AAAA]
-                    .iter()
-                    .filter_map(|t| target_node.rrset(*t))
-                    .flat_map(|s| s.members.iter().map(|m| m.record.clone()))
-                    .collect();
-            }
-        }
-    }
-}
-
 /// The zone's data from fragments: built when a fragment changes, shared by
-/// every view until the next change.
-#[derive(Debug, Default)]
+/// every view until the next change. Updated by patching only the names
+/// that changed ([`StaticZone::update`]), so a one-line edit of a big file
+/// costs a copy of the name index, not a rebuild of every node.
+#[derive(Debug, Default, Clone)]
 pub struct StaticZone {
-    nodes: HashMap<LowerName, Node>,
+    nodes: NameMap<Arc<Node>>,
+    /// For each name with data below it: how many names with data lie
+    /// strictly below. A name whose count drops to 0 and that holds no data
+    /// itself stops existing (an empty non-terminal only lives while
+    /// something lies below it).
+    below: NameMap<u32>,
     /// Owners of NS records below the apex: delegation points.
-    delegations: HashSet<LowerName>,
+    delegations: HashSet<LowerName, ahash::RandomState>,
     /// Names heartbeats may not take, with why: CNAME owners and delegated
     /// subtrees, with the fragment line that claims them.
-    claims: HashMap<LowerName, (&'static str, Location)>,
+    claims: NameMap<(&'static str, Location)>,
 }
 
 impl StaticZone {
-    /// Builds the static layer of `zone` from `fragments`.
+    /// Builds the static layer of `zone` from every record of `fragments`.
     pub fn build(zone: &Name, fragments: &FragmentSet) -> StaticZone {
-        let apex = LowerName::from(zone);
-        let mut grouped: HashMap<(LowerName, RecordType), Vec<Member>> = HashMap::new();
-        let mut claims = HashMap::new();
-        let mut delegations = HashSet::new();
+        let mut grouped: NameMap<Vec<(Location, &Record)>> = NameMap::default();
         for (location, line_record) in fragments.records() {
-            let record = &line_record.record;
-            let owner = LowerName::from(&record.name);
-            match record.record_type() {
+            grouped
+                .entry(LowerName::from(&line_record.record.name))
+                .or_default()
+                .push((location, &line_record.record));
+        }
+        let mut zone_data = StaticZone::default();
+        zone_data.nodes.reserve(grouped.len());
+        for (name, records) in grouped {
+            zone_data.patch(zone, name, records);
+        }
+        zone_data
+    }
+
+    /// A copy of `self` with the names in `changed` rebuilt from `fragments`.
+    pub fn update(
+        &self,
+        zone: &Name,
+        fragments: &FragmentSet,
+        changed: &HashSet<LowerName, ahash::RandomState>,
+    ) -> StaticZone {
+        let mut zone_data = self.clone();
+        for name in changed {
+            let records = fragments
+                .records_at(name)
+                .map(|(l, r)| (l, &r.record))
+                .collect();
+            zone_data.patch(zone, name.clone(), records);
+        }
+        zone_data
+    }
+
+    /// Replaces everything at `name` with `records` (none: the name goes,
+    /// unless names below it keep it as an empty non-terminal).
+    fn patch(&mut self, zone: &Name, name: LowerName, records: Vec<(Location, &Record)>) {
+        let apex = LowerName::from(zone);
+        let had_data = self.nodes.get(&name).is_some_and(|n| !n.rrsets.is_empty());
+        self.claims.remove(&name);
+        self.delegations.remove(&name);
+        let mut by_type: Vec<(RecordType, Vec<Member>)> = Vec::new();
+        for (location, record) in records {
+            let rtype = record.record_type();
+            match rtype {
                 RecordType::CNAME => {
-                    claims.insert(owner.clone(), ("a CNAME", location));
+                    self.claims.insert(name.clone(), ("a CNAME", location));
                 }
-                RecordType::NS if owner != apex => {
-                    delegations.insert(owner.clone());
-                    claims.insert(owner.clone(), ("a delegation", location));
+                RecordType::NS if name != apex => {
+                    self.delegations.insert(name.clone());
+                    self.claims.insert(name.clone(), ("a delegation", location));
                 }
                 _ => {}
             }
-            grouped
-                .entry((owner, record.record_type()))
-                .or_default()
-                .push(Member::plain(record.clone()));
-        }
-        let mut nodes: HashMap<LowerName, Node> = HashMap::new();
-        for ((owner, rtype), members) in grouped {
-            nodes.entry(owner).or_default().extend(rtype, members);
-        }
-        add_empty_non_terminals(&mut nodes, zone, |_| false);
-        let names: Vec<LowerName> = nodes.keys().cloned().collect();
-        for name in names {
-            if let Some(mut node) = nodes.remove(&name) {
-                attach_glue(&mut node, |target| nodes.get(target));
-                nodes.insert(name, node);
+            match by_type.iter_mut().find(|(t, _)| *t == rtype) {
+                Some((_, members)) => members.push(Member::plain(record.clone())),
+                None => by_type.push((rtype, vec![Member::plain(record.clone())])),
             }
         }
-        StaticZone {
-            nodes,
-            delegations,
-            claims,
+        let has_data = !by_type.is_empty();
+        if has_data {
+            let mut node = Node::default();
+            for (rtype, members) in by_type {
+                node.extend(rtype, members);
+            }
+            self.nodes.insert(name.clone(), Arc::new(node));
+        } else if self.below.contains_key(&name) {
+            self.nodes.insert(name.clone(), Arc::new(Node::default()));
+        } else {
+            self.nodes.remove(&name);
+        }
+        match (had_data, has_data) {
+            (false, true) => self.count_below(zone, &name, true),
+            (true, false) => self.count_below(zone, &name, false),
+            _ => {}
+        }
+    }
+
+    /// Counts a name with data in (or out of) each ancestor below the apex,
+    /// creating and removing empty non-terminals as counts rise from and
+    /// fall to zero.
+    fn count_below(&mut self, zone: &Name, name: &LowerName, added: bool) {
+        let apex_labels = zone.num_labels();
+        if name.num_labels() <= apex_labels + 1 {
+            return;
+        }
+        let mut ancestor = Name::from(name.clone()).base_name();
+        while ancestor.num_labels() > apex_labels {
+            let key = LowerName::from(&ancestor);
+            let count = self.below.entry(key.clone()).or_insert(0);
+            if added {
+                *count += 1;
+                self.nodes
+                    .entry(key)
+                    .or_insert_with(|| Arc::new(Node::default()));
+            } else {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    self.below.remove(&key);
+                    if self.nodes.get(&key).is_some_and(|n| n.rrsets.is_empty()) {
+                        self.nodes.remove(&key);
+                    }
+                }
+            }
+            ancestor = ancestor.base_name();
         }
     }
 
     /// The node at `name`, if fragments define it.
     pub fn node(&self, name: &LowerName) -> Option<&Node> {
-        self.nodes.get(name)
+        self.nodes.get(name).map(AsRef::as_ref)
+    }
+
+    /// Number of names (empty non-terminals included).
+    pub fn name_count(&self) -> usize {
+        self.nodes.len()
     }
 
     /// True when fragments claim any name (CNAME or delegation).
@@ -304,9 +366,9 @@ pub struct View {
     /// Data from the fragments.
     pub statics: Arc<StaticZone>,
     /// Names from the apex and the registry (with static data merged in).
-    live: HashMap<LowerName, Node>,
+    live: NameMap<Node>,
     /// Owner names created by heartbeats, for fragment validation.
-    live_owners: HashSet<LowerName>,
+    live_owners: HashSet<LowerName, ahash::RandomState>,
 }
 
 impl View {
@@ -338,8 +400,8 @@ impl View {
     ) -> View {
         let mut builder = LiveBuilder {
             config,
-            nodes: HashMap::new(),
-            owners: HashSet::new(),
+            nodes: NameMap::default(),
+            owners: HashSet::default(),
         };
         let apex = &config.zone;
         let soa = soa_record(config, serial, config.soa_ttl);
@@ -388,12 +450,6 @@ impl View {
             }
         }
         add_empty_non_terminals(&mut nodes, apex, |n| statics.node(n).is_some());
-        // The apex NS set now includes the fragments' NS records: give every
-        // NS target its address.
-        if let Some(mut apex_node) = nodes.remove(&LowerName::from(apex)) {
-            attach_glue(&mut apex_node, |t| nodes.get(t).or_else(|| statics.node(t)));
-            nodes.insert(LowerName::from(apex), apex_node);
-        }
 
         View {
             origin: LowerName::from(apex),
@@ -448,8 +504,8 @@ pub fn child_name(labels: &[&str], zone: &Name) -> Option<Name> {
 /// Collects the live layer's RRsets by name.
 struct LiveBuilder<'c> {
     config: &'c ServeConfig,
-    nodes: HashMap<LowerName, Node>,
-    owners: HashSet<LowerName>,
+    nodes: NameMap<Node>,
+    owners: HashSet<LowerName, ahash::RandomState>,
 }
 
 impl LiveBuilder<'_> {

@@ -1,0 +1,309 @@
+//! Zone fragment benchmark: start-up load of 100,000 records, and how soon
+//! an edit is answered over DNS.
+//!
+//! Run with `cargo bench --bench fragments`. It starts the real `beacon`
+//! binary on loopback port 0 with generated fragments in a temporary
+//! folder, edits them the ways editors do, and after each write asks over
+//! UDP, without pause, until the answer shows the change. The time from the
+//! end of the write to that answer is the edit latency. Where
+//! `named-checkzone` (Debian bind9-utils) is installed, it loads the same
+//! 100,000 records in the same run, as a yardstick for the load figure.
+//!
+//! Bounded: every wait gives up after 10 s, every loop has a fixed count,
+//! and the server is killed at the end.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, UdpSocket};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::str::FromStr;
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::{Message, MessageType, OpCode, Query};
+use hickory_proto::rr::{Name, RecordType};
+
+const BEACON: &str = env!("CARGO_BIN_EXE_beacon");
+const RECORDS: usize = 100_000;
+const EDITS_PER_KIND: usize = 100;
+
+struct Server {
+    child: Child,
+    dns: SocketAddr,
+    load_ms: f64,
+    start_ms: f64,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
+    let start = line.find(&format!("{name}="))? + name.len() + 1;
+    line[start..].split_whitespace().next()
+}
+
+fn start(dir: &Path) -> Server {
+    let began = Instant::now();
+    let mut child = Command::new(BEACON)
+        .args([
+            "serve",
+            "--dns",
+            "127.0.0.1:0",
+            "--heartbeat",
+            "127.0.0.1:0",
+            "--zones",
+        ])
+        .arg(dir)
+        .env("RUST_LOG", "warn,beacon::server=info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start beacon");
+    let stderr = child.stderr.take().expect("piped");
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut load_ms = f64::NAN;
+    loop {
+        let Ok(line) = rx.recv_timeout(Duration::from_secs(30)) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("beacon did not start");
+        };
+        if line.contains("zone fragments loaded") {
+            load_ms = field(&line, "elapsed_ms")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(f64::NAN);
+        }
+        if line.contains(" listening ") {
+            let dns = field(&line, "dns_udp")
+                .and_then(|v| v.parse().ok())
+                .expect("dns address");
+            return Server {
+                child,
+                dns,
+                load_ms,
+                start_ms: began.elapsed().as_secs_f64() * 1000.0,
+            };
+        }
+    }
+}
+
+/// The A record of `name` as text, or "" when there is none.
+fn ask(socket: &UdpSocket, server: SocketAddr, name: &Name, id: u16) -> String {
+    let mut msg = Message::new(id, MessageType::Query, OpCode::Query);
+    msg.add_query(Query::query(name.clone(), RecordType::A));
+    socket
+        .send_to(&msg.to_vec().expect("encode"), server)
+        .expect("send");
+    let mut buf = [0u8; 4096];
+    loop {
+        let Ok((len, _)) = socket.recv_from(&mut buf) else {
+            return String::new();
+        };
+        let Ok(reply) = Message::from_vec(&buf[..len]) else {
+            continue;
+        };
+        if reply.metadata.id == id {
+            return reply
+                .answers
+                .first()
+                .map(|r| r.data.to_string())
+                .unwrap_or_default();
+        }
+    }
+}
+
+/// Milliseconds from now until `name` answers `expected`.
+fn wait_for(server: SocketAddr, name: &str, expected: &str) -> f64 {
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let name = Name::from_str(name).expect("name");
+    let began = Instant::now();
+    let mut id = 0u16;
+    while began.elapsed() < Duration::from_secs(10) {
+        id = id.wrapping_add(1);
+        if ask(&socket, server, &name, id) == expected {
+            return began.elapsed().as_secs_f64() * 1000.0;
+        }
+    }
+    panic!("{name} never answered {expected:?}");
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn summary(label: &str, mut samples: Vec<f64>) -> String {
+    samples.sort_by(f64::total_cmp);
+    format!(
+        "| {label} | {} | {:.1} | {:.1} | {:.1} |",
+        samples.len(),
+        percentile(&samples, 50.0),
+        percentile(&samples, 99.0),
+        samples.last().copied().unwrap_or(f64::NAN)
+    )
+}
+
+/// `count` A records named `h<first>`.. in `$ORIGIN`-relative form.
+fn records(first: usize, count: usize) -> String {
+    let mut text = String::with_capacity(count * 32);
+    text.push_str("$TTL 300\n");
+    for i in first..first + count {
+        let _ = writeln!(
+            text,
+            "h{i} IN A 10.{}.{}.{}",
+            (i >> 16) & 255,
+            (i >> 8) & 255,
+            i & 255
+        );
+    }
+    text
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    // Skip when run as a test (`cargo test --benches` passes no --bench).
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let base = tempfile::tempdir().expect("temp dir");
+
+    // 1. Start-up load: 100 files of 1,000 records, and one file of 100,000.
+    let many = base.path().join("many");
+    fs::create_dir(&many).expect("mkdir");
+    for f in 0..100 {
+        fs::write(
+            many.join(format!("part{f:03}.zone")),
+            records(f * 1000, 1000),
+        )
+        .expect("write");
+    }
+    let one = base.path().join("one");
+    fs::create_dir(&one).expect("mkdir");
+    fs::write(one.join("big.zone"), records(0, RECORDS)).expect("write");
+
+    println!("## Start-up load of {RECORDS} A records (median of 3 starts)\n");
+    println!("| layout | load (ms, reported by the server) | start to listening (ms) |");
+    println!("| --- | --- | --- |");
+    for (label, dir) in [("100 files × 1,000", &many), ("1 file × 100,000", &one)] {
+        let runs: Vec<(f64, f64)> = (0..3)
+            .map(|_| {
+                let server = start(dir);
+                wait_for(server.dns, "h99999.svc.internal.", "10.1.134.159");
+                (server.load_ms, server.start_ms)
+            })
+            .collect();
+        println!(
+            "| {label} | {:.0} | {:.0} |",
+            median(runs.iter().map(|r| r.0).collect()),
+            median(runs.iter().map(|r| r.1).collect())
+        );
+    }
+    if Command::new("named-checkzone").arg("-v").output().is_ok() {
+        let zone = base.path().join("peer.zone");
+        let mut text = String::from(
+            "$ORIGIN svc.internal.\n@ 300 IN SOA ns hostmaster 1 60 10 86400 5\n@ 300 IN NS ns\nns 300 IN A 127.0.0.1\n",
+        );
+        text.push_str(&records(0, RECORDS));
+        fs::write(&zone, text).expect("write");
+        let runs: Vec<f64> = (0..3)
+            .map(|_| {
+                let began = Instant::now();
+                let ok = Command::new("named-checkzone")
+                    .args(["-q", "svc.internal"])
+                    .arg(&zone)
+                    .status()
+                    .is_ok_and(|s| s.success());
+                assert!(ok, "named-checkzone rejected the peer zone");
+                began.elapsed().as_secs_f64() * 1000.0
+            })
+            .collect();
+        println!(
+            "| peer: named-checkzone, 1 file × 100,000 (whole process) | {:.0} | |",
+            median(runs)
+        );
+    }
+
+    // 2. Edit latency with 100,000 records loaded.
+    let server = start(&many);
+    let small = many.join("edit.zone");
+    let mut in_place = Vec::new();
+    let mut renamed = Vec::new();
+    let mut created = Vec::new();
+    let mut deleted = Vec::new();
+    for i in 0..EDITS_PER_KIND {
+        let octet = i % 250 + 1;
+        fs::write(&small, format!("edit A 10.200.0.{octet}\n")).expect("write");
+        in_place.push(wait_for(
+            server.dns,
+            "edit.svc.internal.",
+            &format!("10.200.0.{octet}"),
+        ));
+
+        let temp = many.join(".edit.zone.tmp");
+        fs::write(&temp, format!("edit A 10.201.0.{octet}\n")).expect("write");
+        fs::rename(&temp, &small).expect("rename");
+        renamed.push(wait_for(
+            server.dns,
+            "edit.svc.internal.",
+            &format!("10.201.0.{octet}"),
+        ));
+
+        fs::remove_file(&small).expect("remove");
+        deleted.push(wait_for(server.dns, "edit.svc.internal.", ""));
+
+        fs::write(&small, format!("edit A 10.202.0.{octet}\n")).expect("write");
+        created.push(wait_for(
+            server.dns,
+            "edit.svc.internal.",
+            &format!("10.202.0.{octet}"),
+        ));
+    }
+    println!("\n## Edit to answer, with {RECORDS} records loaded (ms)\n");
+    println!("| edit | samples | p50 | p99 | max |");
+    println!("| --- | --- | --- | --- | --- |");
+    println!("{}", summary("write in place", in_place));
+    println!("{}", summary("write temp + rename", renamed));
+    println!("{}", summary("delete", deleted));
+    println!("{}", summary("create", created));
+    drop(server);
+
+    // 3. One line changed in a 100,000-record file.
+    let server = start(&one);
+    let big = one.join("big.zone");
+    let original = fs::read_to_string(&big).expect("read");
+    let mut samples = Vec::new();
+    for i in 0..20 {
+        let text = original.replacen(
+            "h50000 IN A 10.0.195.80",
+            &format!("h50000 IN A 10.99.0.{}", i + 1),
+            1,
+        );
+        fs::write(&big, text).expect("write");
+        samples.push(wait_for(
+            server.dns,
+            "h50000.svc.internal.",
+            &format!("10.99.0.{}", i + 1),
+        ));
+    }
+    println!("{}", summary("one line of a 100,000-record file", samples));
+}
