@@ -203,3 +203,43 @@ fn quick_start_and_transcripts_run_as_written() {
     server.await_reply("web.svc.internal.", RecordType::A, |m| m.answers.is_empty());
     server.wait_for_log("deregistered service=web instance=web-1");
 }
+
+/// The fragment shown in the README is the repository's `zones/db.zone`,
+/// which the transcripts above query.
+#[test]
+fn readme_fragment_is_the_served_example() {
+    let shown = blocks("zone");
+    assert_eq!(shown.len(), 1, "one zone block");
+    let file = std::fs::read_to_string("zones/db.zone").expect("zones/db.zone");
+    assert_eq!(shown[0].join("\n") + "\n", file);
+}
+
+/// The README's example error is what `beacon check` and the server say
+/// when that example breaks.
+#[test]
+fn readme_error_example_is_what_check_prints() {
+    let warn = blocks("text")
+        .into_iter()
+        .flatten()
+        .find(|l| l.contains("WARN"))
+        .expect("the WARN example in a text block");
+    let base = tempfile::tempdir().expect("temp dir");
+    let zones = base.path().join("zones");
+    std::fs::create_dir(&zones).expect("mkdir");
+    let broken = std::fs::read_to_string("zones/db.zone")
+        .expect("zones/db.zone")
+        .replace("IN A     10.1.0.12\n", "IN A     10.1.0.300\n");
+    std::fs::write(zones.join("db.zone"), broken).expect("write");
+    let out = Command::new(BEACON)
+        .arg("check")
+        .arg(&zones)
+        .output()
+        .expect("check");
+    assert!(!out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let problem = stdout.lines().next().expect("a problem line");
+    assert!(
+        warn.contains(problem),
+        "README shows {warn:?}, check printed {problem:?}"
+    );
+}

@@ -284,9 +284,8 @@ pub struct Loader {
     /// Signature of the failing version of each file that failed, so the
     /// same broken version is not parsed and reported again.
     failed: BTreeMap<PathBuf, Signature>,
-    /// Owner name → what the set holds there. Canonical order keeps every
-    /// subtree contiguous, which the delegation checks need.
-    index: BTreeMap<LowerName, Owner>,
+    /// Owner name → what the set holds there.
+    index: HashMap<LowerName, Owner, ahash::RandomState>,
     /// How many NS records below the apex the index holds.
     delegations: usize,
     /// Per file, the parsed entries of its last read, so an edit re-parses
@@ -308,7 +307,7 @@ impl Loader {
             zone,
             set: FragmentSet::default(),
             failed: BTreeMap::new(),
-            index: BTreeMap::new(),
+            index: HashMap::default(),
             delegations: 0,
             caches: BTreeMap::new(),
         }
@@ -693,9 +692,10 @@ impl Loader {
                 report(*line, format!("delegating {name} would hide {what}"));
             }
             // What other files hold below the new delegation.
-            for (below, owner) in self.index.range((*name).clone()..) {
+            // A scan of every name: new delegations are rare.
+            for (below, owner) in &self.index {
                 if !name.zone_of(below) {
-                    break;
+                    continue;
                 }
                 for (t, p) in owner {
                     let glue = below != *name && matches!(t, RecordType::A | RecordType::AAAA);

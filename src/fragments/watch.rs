@@ -19,7 +19,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use hickory_proto::rr::{LowerName, Name};
-use notify_debouncer_full::notify::RecursiveMode;
+use notify_debouncer_full::notify::event::{MetadataKind, ModifyKind};
+use notify_debouncer_full::notify::{EventKind, RecursiveMode};
 use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, new_debouncer};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
@@ -80,6 +81,16 @@ pub fn log_rescan(rescan: &Rescan, elapsed: Duration) {
     }
 }
 
+/// True for events that may change what a file holds. Opening and reading
+/// files (our own loads included) also raise events; reacting to those
+/// would reload forever.
+fn changes_content(kind: &EventKind) -> bool {
+    !matches!(
+        kind,
+        EventKind::Access(_) | EventKind::Modify(ModifyKind::Metadata(MetadataKind::AccessTime))
+    )
+}
+
 type FolderWatch = Debouncer<notify_debouncer_full::notify::RecommendedWatcher, RecommendedCache>;
 
 fn start_watching(dir: &Path, requests: &mpsc::Sender<Request>) -> Option<FolderWatch> {
@@ -87,7 +98,15 @@ fn start_watching(dir: &Path, requests: &mpsc::Sender<Request>) -> Option<Folder
     let handler = move |result: DebounceEventResult| {
         let request = match result {
             Ok(events) => {
-                Request::Changed(events.into_iter().flat_map(|e| e.event.paths).collect())
+                let paths: HashSet<PathBuf> = events
+                    .into_iter()
+                    .filter(|e| changes_content(&e.event.kind))
+                    .flat_map(|e| e.event.paths)
+                    .collect();
+                if paths.is_empty() {
+                    return;
+                }
+                Request::Changed(paths)
             }
             // The watcher lost track (queue overflow, …): re-check everything.
             Err(_) => Request::Changed(HashSet::new()),
