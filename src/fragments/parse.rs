@@ -15,6 +15,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::rc::Rc;
 
 use hickory_proto::rr::{DNSClass, Name, Record, RecordType};
 use hickory_proto::serialize::txt::{Parser, parse_ttl};
@@ -38,6 +39,9 @@ pub struct Parsed {
     pub records: Vec<LineRecord>,
     /// Problems as (line, message); any problem rejects the whole file.
     pub problems: Vec<(u32, String)>,
+    /// Owner names of entries that are new or gone since the cached version
+    /// (every name, without a cache): the only names whose records can differ.
+    pub changed_names: Vec<Name>,
 }
 
 /// Parsed records of entries seen before, keyed by the exact text handed to
@@ -165,15 +169,15 @@ pub fn parse_cached(text: &str, zone: &Name, mut previous: EntryCache) -> (Parse
     let mut parsed = Parsed::default();
     let mut cache = EntryCache::default();
     let mut origin = zone.clone();
-    let mut origin_text = origin.to_string();
+    let mut origin_text: Rc<str> = Rc::from(origin.to_string());
     let mut dollar_ttl: Option<u32> = None;
     let mut last_ttl: Option<u32> = None;
-    // The previous owner as written (relative to the origin then in force,
-    // kept absolute), for entries with a blank owner.
-    let mut owner: Option<String> = None;
-    let mut entries_text = entries(text, &mut parsed.problems);
+    // The previous owner as written, with the origin then in force, for
+    // entries with a blank owner.
+    let mut owner: Option<(&str, Rc<str>)> = None;
+    let entries_text = entries(text, &mut parsed.problems);
     parsed.records.reserve(entries_text.len());
-    for entry in entries_text.drain(..) {
+    for entry in &entries_text {
         let line = entry.line;
         let starts_blank = entry.text.starts_with([' ', '\t']);
         let body = entry.text.trim();
@@ -184,7 +188,7 @@ pub fn parse_cached(text: &str, zone: &Name, mut previous: EntryCache) -> (Parse
                 match absolute(rest.trim(), &origin) {
                     Ok(name) => {
                         origin = name;
-                        origin_text = origin.to_string();
+                        origin_text = Rc::from(origin.to_string());
                     }
                     Err(e) => parsed.problems.push((line, format!("$ORIGIN: {e}"))),
                 }
@@ -205,9 +209,9 @@ pub fn parse_cached(text: &str, zone: &Name, mut previous: EntryCache) -> (Parse
             }
             continue;
         }
-        let (owner_text, record_text) = if starts_blank {
+        let ((owner_token, owner_origin), record_text) = if starts_blank {
             match &owner {
-                Some(name) => (name.clone(), body),
+                Some(previous) => (previous.clone(), body),
                 None => {
                     parsed.problems.push((
                         line,
@@ -216,12 +220,8 @@ pub fn parse_cached(text: &str, zone: &Name, mut previous: EntryCache) -> (Parse
                     continue;
                 }
             }
-        } else if first == "@" {
-            (origin_text.clone(), rest)
-        } else if first.ends_with('.') {
-            (first.to_string(), rest)
         } else {
-            (format!("{first}.{origin_text}"), rest)
+            ((first, origin_text.clone()), rest)
         };
 
         // An explicit TTL becomes the default for later records without one
@@ -239,22 +239,25 @@ pub fn parse_cached(text: &str, zone: &Name, mut previous: EntryCache) -> (Parse
         // Built by hand: this runs once per record, and format! costs twice as much.
         let mut ttl_text = itoa::Buffer::new();
         let ttl_text = ttl_text.format(default_ttl);
-        let mut one =
-            String::with_capacity(24 + origin_text.len() + owner_text.len() + record_text.len());
-        for part in [
-            "$ORIGIN ",
-            &origin_text,
-            "\n$TTL ",
-            ttl_text,
-            "\n",
-            &owner_text,
-            " ",
-            record_text,
-            "\n",
-        ] {
+        // The owner made absolute by hand (text, not Name, to stay cheap).
+        let owner_parts: [&str; 3] = match owner_token {
+            "@" => [&owner_origin, "", ""],
+            t if t.ends_with('.') => [t, "", ""],
+            t => [t, ".", &owner_origin],
+        };
+        let mut one = String::with_capacity(
+            32 + origin_text.len() + 2 * owner_origin.len() + record_text.len(),
+        );
+        for part in ["$ORIGIN ", &origin_text, "\n$TTL ", ttl_text, "\n"] {
             one.push_str(part);
         }
-        owner = Some(owner_text);
+        for part in owner_parts {
+            one.push_str(part);
+        }
+        for part in [" ", record_text, "\n"] {
+            one.push_str(part);
+        }
+        owner = Some((owner_token, owner_origin.clone()));
         if let Some(records) = previous.remove(&one) {
             // Seen before, and it passed the checks then: the zone is the same.
             parsed
@@ -276,6 +279,9 @@ pub fn parse_cached(text: &str, zone: &Name, mut previous: EntryCache) -> (Parse
                 continue;
             }
         };
+        parsed
+            .changed_names
+            .extend(records.iter().map(|r| r.name.clone()));
         let mut all_good = true;
         for record in &records {
             match check(record, zone) {
@@ -293,6 +299,10 @@ pub fn parse_cached(text: &str, zone: &Name, mut previous: EntryCache) -> (Parse
             cache.insert(one, records);
         }
     }
+    // Entries of the previous version that are gone.
+    parsed
+        .changed_names
+        .extend(previous.into_values().flatten().map(|r| r.name));
     (parsed, cache)
 }
 

@@ -321,6 +321,30 @@ impl StaticZone {
         self.nodes.len()
     }
 
+    /// Every name and record as sorted text, for comparing two builds.
+    #[cfg(test)]
+    pub(crate) fn dump(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .nodes
+            .iter()
+            .flat_map(|(name, node)| {
+                let records: Vec<String> = node
+                    .rrsets
+                    .iter()
+                    .flat_map(|s| s.members.iter().map(|m| m.record.to_string()))
+                    .collect();
+                if records.is_empty() {
+                    vec![format!("{name} (empty non-terminal)")]
+                } else {
+                    records
+                }
+            })
+            .collect();
+        out.extend(self.claims.keys().map(|k| format!("claim {k}")));
+        out.sort();
+        out
+    }
+
     /// True when fragments claim any name (CNAME or delegation).
     pub fn has_claims(&self) -> bool {
         !self.claims.is_empty()
