@@ -96,6 +96,27 @@ async fn bind_dns(addr: SocketAddr) -> Result<(UdpSocket, TcpListener), ServeErr
     ))
 }
 
+/// Receive buffer asked for on the heartbeat socket: a burst of heartbeats
+/// (a fleet restarting) must wait in the kernel while a view is rebuilt,
+/// not be dropped. The kernel may grant less (net.core.rmem_max).
+const HEARTBEAT_RECV_BUFFER: usize = 8 * 1024 * 1024;
+
+/// Binds the heartbeat socket with a large receive buffer.
+fn bind_heartbeat(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    // Best effort: the kernel caps it at net.core.rmem_max.
+    if let Err(error) = socket.set_recv_buffer_size(HEARTBEAT_RECV_BUFFER) {
+        tracing::warn!(%error, "cannot enlarge the heartbeat receive buffer");
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    UdpSocket::from_std(socket.into())
+}
+
 /// Runs the server until `shutdown` is cancelled.
 ///
 /// # Errors
@@ -103,14 +124,12 @@ async fn bind_dns(addr: SocketAddr) -> Result<(UdpSocket, TcpListener), ServeErr
 pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(), ServeError> {
     let config = Arc::new(config);
     let (dns_udp, dns_tcp) = bind_dns(config.dns).await?;
-    let heartbeat = UdpSocket::bind(config.heartbeat)
-        .await
-        .map_err(|source| ServeError::Bind {
-            what: "heartbeats",
-            addr: config.heartbeat,
-            flag: "--heartbeat",
-            source,
-        })?;
+    let heartbeat = bind_heartbeat(config.heartbeat).map_err(|source| ServeError::Bind {
+        what: "heartbeats",
+        addr: config.heartbeat,
+        flag: "--heartbeat",
+        source,
+    })?;
     let local = |r: io::Result<SocketAddr>, fallback| r.unwrap_or(fallback);
     let bound = Bound {
         dns_udp: local(dns_udp.local_addr(), config.dns),

@@ -3,7 +3,9 @@
 //! Takes each decoded request from hickory's UDP and TCP loops; produces the
 //! reply through hickory's response handle. Per request it loads one view
 //! snapshot, checks the header (opcode, question count, EDNS version,
-//! class), calls [`resolve`], and builds the message. It never logs per query
+//! class), calls [`resolve`], makes sure a UDP reply fits (dropping the
+//! additional section, or else setting TC with no records but the OPT), and
+//! builds the message. It never logs per query
 //! above DEBUG, never locks and never touches the disk.
 
 use std::iter;
@@ -15,7 +17,10 @@ use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseI
 use hickory_server::zone_handler::MessageResponseBuilder;
 use tracing::debug;
 
-use super::resolve;
+use hickory_proto::serialize::binary::BinEncoder;
+use hickory_server::net::xfer::Protocol;
+
+use super::{Resolution, resolve};
 use crate::view::publish::ViewHandle;
 
 /// Largest UDP payload we offer (RFC 9715 / DNS flag day 2020: 1232 bytes
@@ -85,9 +90,23 @@ impl RequestHandler for DnsHandler {
         }
 
         let view = self.views.load();
-        let resolution = resolve(&view, query.name(), query.query_type());
+        let mut resolution = resolve(&view, query.name(), query.query_type());
         metadata.response_code = resolution.rcode;
         metadata.authoritative = resolution.authoritative;
+        match fit(request, edns.as_ref(), metadata, &resolution) {
+            Fit::All => {}
+            // RFC 2181 §9: additional data is optional; leave it out
+            // rather than set TC.
+            Fit::WithoutAdditionals => resolution.additionals.clear(),
+            // Not even the answer fits: TC with no records (never a partial
+            // RRset) but with the OPT record, so the client retries over TCP
+            // knowing our EDNS support.
+            Fit::Nothing => {
+                metadata.truncation = true;
+                let response = builder.build_no_records(metadata);
+                return send(&mut response_handle, response, metadata).await;
+            }
+        }
         let response = builder.build(
             metadata,
             resolution.answers,
@@ -96,6 +115,50 @@ impl RequestHandler for DnsHandler {
             resolution.additionals,
         );
         send(&mut response_handle, response, metadata).await
+    }
+}
+
+/// How much of a resolution fits in one reply.
+#[derive(Debug, PartialEq, Eq)]
+enum Fit {
+    All,
+    WithoutAdditionals,
+    Nothing,
+}
+
+/// Encodes trial replies to see what fits the UDP payload limit (the
+/// client's EDNS size as clamped, or 512 bytes without EDNS). TCP fits all.
+fn fit(
+    request: &Request,
+    edns: Option<&Edns>,
+    metadata: Metadata,
+    resolution: &Resolution<'_>,
+) -> Fit {
+    if request.protocol() != Protocol::Udp {
+        return Fit::All;
+    }
+    let limit = edns.map_or(512, Edns::max_payload);
+    let fits = |additionals: usize| {
+        let mut buffer = Vec::with_capacity(usize::from(limit));
+        let mut encoder = BinEncoder::new(&mut buffer);
+        encoder.set_max_size(limit);
+        let trial = MessageResponseBuilder::new(&request.queries, edns).build(
+            metadata,
+            resolution.answers.iter().copied(),
+            resolution.authorities.iter().copied(),
+            iter::empty(),
+            resolution.additionals[..additionals].iter().copied(),
+        );
+        trial
+            .destructive_emit(&mut encoder)
+            .is_ok_and(|info| !info.truncation)
+    };
+    if fits(resolution.additionals.len()) {
+        Fit::All
+    } else if !resolution.additionals.is_empty() && fits(0) {
+        Fit::WithoutAdditionals
+    } else {
+        Fit::Nothing
     }
 }
 

@@ -129,8 +129,11 @@ pub fn resolve<'v>(view: &'v View, qname: &LowerName, qtype: RecordType) -> Reso
             return resolution;
         };
         let found = if qtype == RecordType::ANY {
-            node.rrsets.iter().for_each(|set| resolution.add(set, view));
-            !node.rrsets.is_empty()
+            // RFC 8482: one RRset is a complete answer to ANY.
+            node.rrsets
+                .first()
+                .inspect(|set| resolution.add(set, view))
+                .is_some()
         } else if let Some(set) = node.rrset(qtype) {
             resolution.add(set, view);
             true
