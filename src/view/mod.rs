@@ -26,7 +26,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use hickory_proto::rr::rdata::{A, AAAA, NS, SOA, SRV};
+use hickory_proto::rr::rdata::{A, AAAA, NS, PTR, SOA, SRV, TXT};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 
 use crate::config::{SOA_EXPIRE, SOA_REFRESH, SOA_RETRY, ServeConfig};
@@ -426,6 +426,7 @@ impl View {
             config,
             nodes: NameMap::default(),
             owners: HashSet::default(),
+            service_types: Vec::new(),
         };
         let apex = &config.zone;
         let soa = soa_record(config, serial, config.soa_ttl);
@@ -459,6 +460,7 @@ impl View {
         for (service, instances) in registry.services() {
             builder.service(service, instances, &statics);
         }
+        builder.browsing();
         let LiveBuilder {
             mut nodes, owners, ..
         } = builder;
@@ -530,6 +532,9 @@ struct LiveBuilder<'c> {
     config: &'c ServeConfig,
     nodes: NameMap<Node>,
     owners: HashSet<LowerName, ahash::RandomState>,
+    /// `_<service>._<proto>` names with browsable instances, for
+    /// `_services._dns-sd._udp`.
+    service_types: Vec<Name>,
 }
 
 impl LiveBuilder<'_> {
@@ -555,8 +560,16 @@ impl LiveBuilder<'_> {
         let zone = self.config.zone.clone();
         let service_name = self.child(&[service]);
         let answer_ttl = self.config.answer_ttl;
+        let service_label = format!("_{service}");
+        // `_<service>._tcp` and `_<service>._udp`: SRV for clients, PTR for
+        // DNS-SD browsers; `None` where a fragment claims the name.
+        let type_names: [Option<Name>; 2] = [Proto::Tcp, Proto::Udp].map(|proto| {
+            let name = self.child(&[&service_label, &format!("_{}", proto.as_str())]);
+            statics.claim(&name, &zone).is_none().then_some(name)
+        });
         let mut by_family: [Vec<Member>; 2] = [Vec::new(), Vec::new()];
         let mut srv: [Vec<Member>; 2] = [Vec::new(), Vec::new()];
+        let mut browse: [Vec<Member>; 2] = [Vec::new(), Vec::new()];
         for (id, instance) in instances {
             let ttl = answer_ttl.min(instance.ttl);
             let instance_name = self.child(&[id, service]);
@@ -568,8 +581,61 @@ impl LiveBuilder<'_> {
             self.owners.insert(LowerName::from(&instance_name));
             self.node(&instance_name)
                 .extend(rtype, vec![Member::plain(address.clone())]);
+            let proto = usize::from(instance.proto == Proto::Udp);
+            let srv_data = RData::SRV(SRV::new(
+                instance.priority,
+                instance.weight,
+                instance.port,
+                instance_name.clone(),
+            ));
+
+            // DNS-SD (RFC 6763): `<instance>._<service>._<proto>` has SRV
+            // and TXT (the metadata; one empty string when there is none),
+            // also while draining, like the instance's own name.
+            let dnssd_name = type_names[proto]
+                .as_ref()
+                .and_then(|t| t.prepend_label(id).ok())
+                .filter(|n| statics.claim(n, &zone).is_none());
+            let mut browse_glue = Vec::new();
+            if let Some(dnssd_name) = &dnssd_name {
+                let dnssd_srv = Record::from_rdata(dnssd_name.clone(), ttl, srv_data.clone());
+                let strings: Vec<String> = if instance.meta.is_empty() {
+                    vec![String::new()]
+                } else {
+                    instance
+                        .meta
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect()
+                };
+                let txt =
+                    Record::from_rdata(dnssd_name.clone(), ttl, RData::TXT(TXT::new(strings)));
+                self.owners.insert(LowerName::from(dnssd_name));
+                let node = self.node(dnssd_name);
+                node.extend(
+                    RecordType::SRV,
+                    vec![Member {
+                        record: dnssd_srv.clone(),
+                        priority: instance.priority,
+                        weight: instance.weight,
+                        glue: vec![address.clone()],
+                    }],
+                );
+                node.extend(RecordType::TXT, vec![Member::plain(txt.clone())]);
+                // RFC 6763 §12.1: a PTR answer carries the SRV, the TXT and
+                // the target's address.
+                browse_glue = vec![dnssd_srv, txt, address.clone()];
+            }
             if instance.draining {
                 continue;
+            }
+            if let Some(dnssd_name) = dnssd_name {
+                browse[proto].push(Member {
+                    record: Record::from_rdata(Name::root(), ttl, RData::PTR(PTR(dnssd_name))),
+                    priority: 0,
+                    weight: 0,
+                    glue: browse_glue,
+                });
             }
             let family = usize::from(rtype == RecordType::AAAA);
             let mut service_address = address.clone();
@@ -580,18 +646,8 @@ impl LiveBuilder<'_> {
                 weight: instance.weight,
                 glue: Vec::new(),
             });
-            let srv_record = Record::from_rdata(
-                Name::root(), // owner set in rrset_at
-                ttl,
-                RData::SRV(SRV::new(
-                    instance.priority,
-                    instance.weight,
-                    instance.port,
-                    instance_name,
-                )),
-            );
-            srv[usize::from(instance.proto == Proto::Udp)].push(Member {
-                record: srv_record,
+            srv[proto].push(Member {
+                record: Record::from_rdata(Name::root(), ttl, srv_data),
                 priority: instance.priority,
                 weight: instance.weight,
                 glue: vec![address],
@@ -603,16 +659,42 @@ impl LiveBuilder<'_> {
                 self.rrset_at(&service_name, family, members);
             }
         }
-        for (proto, members) in [Proto::Tcp, Proto::Udp].into_iter().zip(srv) {
-            if members.is_empty() {
+        for ((type_name, srv_members), ptr_members) in type_names.into_iter().zip(srv).zip(browse) {
+            let Some(type_name) = type_name else { continue };
+            if srv_members.is_empty() {
                 continue;
             }
-            let owner = self.child(&[&format!("_{service}"), &format!("_{}", proto.as_str())]);
-            if statics.claim(&owner, &zone).is_some() {
-                continue;
+            self.owners.insert(LowerName::from(&type_name));
+            self.rrset_at(&type_name, RecordType::SRV, srv_members);
+            if !ptr_members.is_empty() {
+                self.rrset_at(&type_name, RecordType::PTR, ptr_members);
+                self.service_types.push(type_name);
             }
-            self.owners.insert(LowerName::from(&owner));
-            self.rrset_at(&owner, RecordType::SRV, members);
+        }
+    }
+
+    /// DNS-SD browsing entry points (RFC 6763 §9 and §11): the list of
+    /// service types, and the browsing domains, which point at the zone.
+    fn browsing(&mut self) {
+        let zone = self.config.zone.clone();
+        let ttl = self.config.answer_ttl;
+        let types: Vec<Member> = std::mem::take(&mut self.service_types)
+            .into_iter()
+            .map(|t| Member::plain(Record::from_rdata(Name::root(), ttl, RData::PTR(PTR(t)))))
+            .collect();
+        if let Some(services) = child_name(&["_services", "_dns-sd", "_udp"], &zone) {
+            self.rrset_at(&services, RecordType::PTR, types);
+        }
+        for label in ["b", "lb"] {
+            if let Some(domain) = child_name(&[label, "_dns-sd", "_udp"], &zone) {
+                let ptr = Record::from_rdata(
+                    domain.clone(),
+                    self.config.soa_ttl,
+                    RData::PTR(PTR(zone.clone())),
+                );
+                self.node(&domain)
+                    .extend(RecordType::PTR, vec![Member::plain(ptr)]);
+            }
         }
     }
 
