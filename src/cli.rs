@@ -91,6 +91,10 @@ pub struct ServeArgs {
     /// changes the file watcher misses; fractions allowed).
     #[arg(long, value_name = "SECS", default_value = "30", value_parser = parse_seconds)]
     pub rescan: Duration,
+    /// Reverse zone to serve PTR records in for live instances' addresses,
+    /// such as 10.in-addr.arpa or 8.b.d.0.1.0.0.2.ip6.arpa (repeatable).
+    #[arg(long, value_name = "NAME", value_parser = config::parse_domain)]
+    pub reverse_zone: Vec<Name>,
 }
 
 impl ServeArgs {
@@ -119,6 +123,7 @@ impl ServeArgs {
         cfg.soa_minimum = self.soa_minimum;
         cfg.tcp_idle = self.tcp_idle;
         cfg.rescan = self.rescan;
+        cfg.reverse_zones = self.reverse_zone;
         cfg.validate()?;
         Ok(cfg)
     }

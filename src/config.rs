@@ -65,6 +65,8 @@ pub struct ServeConfig {
     pub tcp_idle: u64,
     /// Time between full rescans of the zones folder.
     pub rescan: std::time::Duration,
+    /// Reverse zones served with PTR records for live instances.
+    pub reverse_zones: Vec<Name>,
 }
 
 /// A setting that cannot be used, with what to do about it.
@@ -141,6 +143,7 @@ impl ServeConfig {
             soa_minimum: DEFAULT_SOA_MINIMUM,
             tcp_idle: DEFAULT_TCP_IDLE,
             rescan: crate::fragments::watch::DEFAULT_RESCAN,
+            reverse_zones: Vec::new(),
         }
     }
 
@@ -207,6 +210,36 @@ impl ServeConfig {
         }
         if self.soa_ttl > 86_400 || self.soa_minimum > 86_400 {
             return Err(invalid("--soa-ttl/--soa-minimum", "at most 86400 s"));
+        }
+        let in_addr = parse_domain("in-addr.arpa").map_err(|e| invalid("--reverse-zone", e))?;
+        let ip6 = parse_domain("ip6.arpa").map_err(|e| invalid("--reverse-zone", e))?;
+        for reverse in &self.reverse_zones {
+            if !(in_addr.zone_of(reverse) || ip6.zone_of(reverse)) {
+                return Err(invalid(
+                    "--reverse-zone",
+                    format!(
+                        "{reverse} is not under in-addr.arpa. or ip6.arpa. (for 10.0.0.0/8 use 10.in-addr.arpa)"
+                    ),
+                ));
+            }
+            if reverse.zone_of(&self.zone) || self.zone.zone_of(reverse) {
+                return Err(invalid(
+                    "--reverse-zone",
+                    format!("{reverse} overlaps the zone {}", self.zone),
+                ));
+            }
+            if self
+                .reverse_zones
+                .iter()
+                .filter(|other| other.zone_of(reverse) || reverse.zone_of(other))
+                .count()
+                > 1
+            {
+                return Err(invalid(
+                    "--reverse-zone",
+                    format!("{reverse} overlaps another reverse zone"),
+                ));
+            }
         }
         if self.rescan.is_zero() {
             return Err(invalid("--rescan", "must be more than 0 seconds"));

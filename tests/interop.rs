@@ -94,7 +94,7 @@ echo "nameserver 127.0.0.1" > "$tmp/resolv.conf"
 echo "hosts: files dns" > "$tmp/nsswitch.conf"
 mount --bind "$tmp/resolv.conf" /etc/resolv.conf
 mount --bind "$tmp/nsswitch.conf" /etc/nsswitch.conf
-"$BEACON" serve --dns 127.0.0.1:53 --heartbeat 127.0.0.1:5301 2>"$tmp/log" &
+"$BEACON" serve --dns 127.0.0.1:53 --heartbeat 127.0.0.1:5301 --reverse-zone 10.in-addr.arpa 2>"$tmp/log" &
 server=$!
 for _ in $(seq 100); do grep -q listening "$tmp/log" && break; sleep 0.05; done
 "$BEACON" beat --once --service web --port 80 --instance a --addr 10.0.0.1 2>/dev/null
@@ -104,6 +104,7 @@ echo "== hosts"; getent hosts web.svc.internal
 echo "== ahosts"; getent ahosts web.svc.internal
 echo "== ahostsv4"; getent ahostsv4 web.svc.internal
 echo "== instance"; getent hosts a.web.svc.internal
+echo "== reverse"; getent hosts 10.0.0.1
 echo "== missing"; getent hosts nope.svc.internal; echo "exit=$?"
 "$BEACON" beat --once --state down --service web --port 80 --instance a 2>/dev/null
 sleep 0.2
@@ -162,6 +163,10 @@ fn glibc_resolver_finds_services_through_resolv_conf() {
     );
     assert_eq!(
         sorted_lines(&section(&stdout, "instance").join("\n")),
+        ["10.0.0.1 a.web.svc.internal"]
+    );
+    assert_eq!(
+        sorted_lines(&section(&stdout, "reverse").join("\n")),
         ["10.0.0.1 a.web.svc.internal"]
     );
     assert_eq!(section(&stdout, "missing"), ["exit=2"], "{stdout}");

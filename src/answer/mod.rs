@@ -18,7 +18,7 @@ pub mod rotate;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{LowerName, RData, Record, RecordType};
 
-use crate::view::{Node, RrSet, View};
+use crate::view::{Node, ReverseZone, RrSet, View};
 
 /// Longest CNAME chain followed inside the zone.
 pub const MAX_CNAME_CHAIN: usize = 8;
@@ -82,6 +82,34 @@ impl<'v> Resolution<'v> {
     }
 }
 
+/// Answers from a reverse zone: PTR, its SOA and NS, negative answers.
+fn resolve_reverse<'v>(
+    view: &'v View,
+    zone: &'v ReverseZone,
+    qname: &LowerName,
+    qtype: RecordType,
+) -> Resolution<'v> {
+    let mut resolution = Resolution {
+        authoritative: true,
+        ..Resolution::default()
+    };
+    let Some(node) = zone.node(qname) else {
+        resolution.rcode = ResponseCode::NXDomain;
+        resolution.authorities.push(&zone.negative_soa);
+        return resolution;
+    };
+    let set = if qtype == RecordType::ANY {
+        node.rrsets.first()
+    } else {
+        node.rrset(qtype)
+    };
+    match set {
+        Some(set) => resolution.add(set, view),
+        None => resolution.authorities.push(&zone.negative_soa),
+    }
+    resolution
+}
+
 /// The delegation point at or above `qname`, if a fragment delegates it.
 fn delegation<'v>(view: &'v View, qname: &LowerName, qtype: RecordType) -> Option<&'v Node> {
     if !view.statics.has_delegations() {
@@ -102,7 +130,10 @@ fn delegation<'v>(view: &'v View, qname: &LowerName, qtype: RecordType) -> Optio
 /// Answers `qtype` at `qname` (lower case) from `view`.
 pub fn resolve<'v>(view: &'v View, qname: &LowerName, qtype: RecordType) -> Resolution<'v> {
     if !view.origin.zone_of(qname) {
-        return Resolution::refused();
+        return match view.reverse.iter().find(|zone| zone.origin.zone_of(qname)) {
+            Some(zone) => resolve_reverse(view, zone, qname, qtype),
+            None => Resolution::refused(),
+        };
     }
     let mut resolution = Resolution {
         authoritative: true,

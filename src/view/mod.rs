@@ -378,6 +378,24 @@ impl StaticZone {
     }
 }
 
+/// A reverse zone (`in-addr.arpa`, `ip6.arpa`): PTR records from live
+/// instances' addresses to their names, rebuilt with the live layer.
+#[derive(Debug)]
+pub struct ReverseZone {
+    /// The reverse zone's apex.
+    pub origin: LowerName,
+    /// Its SOA, with the negative-caching TTL.
+    pub negative_soa: Record,
+    nodes: NameMap<Node>,
+}
+
+impl ReverseZone {
+    /// The node at `name`, if the name exists.
+    pub fn node(&self, name: &LowerName) -> Option<&Node> {
+        self.nodes.get(name)
+    }
+}
+
 /// One immutable snapshot of the served zone.
 #[derive(Debug)]
 pub struct View {
@@ -393,6 +411,8 @@ pub struct View {
     live: NameMap<Node>,
     /// Owner names created by heartbeats, for fragment validation.
     live_owners: HashSet<LowerName, ahash::RandomState>,
+    /// The reverse zones served, each with PTR records for live instances.
+    pub reverse: Vec<ReverseZone>,
 }
 
 impl View {
@@ -427,6 +447,7 @@ impl View {
             nodes: NameMap::default(),
             owners: HashSet::default(),
             service_types: Vec::new(),
+            addresses: Vec::new(),
         };
         let apex = &config.zone;
         let soa = soa_record(config, serial, config.soa_ttl);
@@ -461,6 +482,7 @@ impl View {
             builder.service(service, instances, &statics);
         }
         builder.browsing();
+        let reverse = builder.reverse_zones(serial);
         let LiveBuilder {
             mut nodes, owners, ..
         } = builder;
@@ -484,13 +506,18 @@ impl View {
             statics,
             live: nodes,
             live_owners: owners,
+            reverse,
         }
     }
 }
 
 fn soa_record(config: &ServeConfig, serial: u32, ttl: u32) -> Record {
+    soa_record_at(&config.zone, config, serial, ttl)
+}
+
+fn soa_record_at(apex: &Name, config: &ServeConfig, serial: u32, ttl: u32) -> Record {
     Record::from_rdata(
-        config.zone.clone(),
+        apex.clone(),
         ttl,
         RData::SOA(SOA::new(
             config.primary_ns.clone(),
@@ -535,6 +562,8 @@ struct LiveBuilder<'c> {
     /// `_<service>._<proto>` names with browsable instances, for
     /// `_services._dns-sd._udp`.
     service_types: Vec<Name>,
+    /// (address, instance name, TTL) of every live instance, for PTR.
+    addresses: Vec<(IpAddr, Name, u32)>,
 }
 
 impl LiveBuilder<'_> {
@@ -578,6 +607,8 @@ impl LiveBuilder<'_> {
             }
             let address = address_record(&instance_name, ttl, instance.addr);
             let rtype = record_type_of(instance.addr);
+            self.addresses
+                .push((instance.addr, instance_name.clone(), ttl));
             self.owners.insert(LowerName::from(&instance_name));
             self.node(&instance_name)
                 .extend(rtype, vec![Member::plain(address.clone())]);
@@ -671,6 +702,48 @@ impl LiveBuilder<'_> {
                 self.service_types.push(type_name);
             }
         }
+    }
+
+    /// The reverse zones, with a PTR for each live instance whose address
+    /// falls inside one (several instances on one address: several PTRs).
+    fn reverse_zones(&mut self, serial: u32) -> Vec<ReverseZone> {
+        let config = self.config;
+        config
+            .reverse_zones
+            .iter()
+            .map(|apex| {
+                let mut nodes = NameMap::<Node>::default();
+                let soa = soa_record_at(apex, config, serial, config.soa_ttl);
+                let ns = Record::from_rdata(
+                    apex.clone(),
+                    config.soa_ttl,
+                    RData::NS(NS(config.primary_ns.clone())),
+                );
+                let top = nodes.entry(LowerName::from(apex)).or_default();
+                top.extend(RecordType::SOA, vec![Member::plain(soa)]);
+                top.extend(RecordType::NS, vec![Member::plain(ns)]);
+                for (addr, name, ttl) in &self.addresses {
+                    let reverse_name = Name::from(*addr);
+                    if apex.zone_of(&reverse_name) {
+                        let ptr = Record::from_rdata(
+                            reverse_name.clone(),
+                            *ttl,
+                            RData::PTR(PTR(name.clone())),
+                        );
+                        nodes
+                            .entry(LowerName::from(&reverse_name))
+                            .or_default()
+                            .extend(RecordType::PTR, vec![Member::plain(ptr)]);
+                    }
+                }
+                add_empty_non_terminals(&mut nodes, apex, |_| false);
+                ReverseZone {
+                    origin: LowerName::from(apex),
+                    negative_soa: soa_record_at(apex, config, serial, config.negative_ttl()),
+                    nodes,
+                }
+            })
+            .collect()
     }
 
     /// DNS-SD browsing entry points (RFC 6763 §9 and §11): the list of
