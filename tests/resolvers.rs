@@ -1,0 +1,145 @@
+//! Caching resolvers in front of beacon, configured with the README's own
+//! snippets: Unbound with a stub-zone, dnsmasq with a per-domain server.
+
+mod common;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{TestServer, have_tool, query_udp, question, rdatas, wait_until};
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
+
+const README: &str = include_str!("../README.md");
+
+/// The README's fenced block of `lang`, with the quick-start port replaced.
+fn snippet(lang: &str, dns: SocketAddr) -> String {
+    let start = README
+        .find(&format!("```{lang}\n"))
+        .unwrap_or_else(|| panic!("no {lang} block"))
+        + lang.len()
+        + 4;
+    let end = start + README[start..].find("```").expect("closing fence");
+    README[start..end].replace("5300", &dns.port().to_string())
+}
+
+fn free_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// Kills the resolver on drop.
+struct Resolver(Child);
+
+impl Drop for Resolver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn beacon_with_web() -> TestServer {
+    let server = TestServer::start(&[]);
+    server.beat("beacon/1 service=web instance=w1 port=8080 addr=10.0.0.1");
+    server.await_reply("web.svc.internal.", RecordType::A, |m| {
+        !m.answers.is_empty()
+    });
+    server
+}
+
+/// A query with RD set, as stub resolvers send to a caching resolver.
+fn recursive(name: &str, rtype: RecordType) -> hickory_proto::op::Message {
+    let mut q = question(name, rtype, true);
+    q.metadata.recursion_desired = true;
+    q
+}
+
+fn check_through(resolver: SocketAddr) {
+    let ready = wait_until(Duration::from_secs(10), || {
+        let socket = UdpSocket::bind("127.0.0.1:0").ok()?;
+        socket
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .ok()?;
+        let q = recursive("web.svc.internal.", RecordType::A);
+        socket.send_to(&q.to_vec().ok()?, resolver).ok()?;
+        let mut buf = [0u8; 1500];
+        socket.recv_from(&mut buf).ok().map(|_| ())
+    });
+    assert!(ready.is_some(), "resolver at {resolver} never answered");
+    let a = query_udp(resolver, &recursive("web.svc.internal.", RecordType::A));
+    assert_eq!(rdatas(&a.answers), ["10.0.0.1"], "{a:?}");
+    let srv = query_udp(
+        resolver,
+        &recursive("_web._tcp.svc.internal.", RecordType::SRV),
+    );
+    assert_eq!(rdatas(&srv.answers), ["0 1 8080 w1.web.svc.internal."]);
+    let nx = query_udp(resolver, &recursive("nope.svc.internal.", RecordType::A));
+    assert_eq!(nx.metadata.response_code, ResponseCode::NXDomain);
+}
+
+#[test]
+fn unbound_with_the_readme_stub_zone() {
+    if !have_tool("unbound") {
+        return;
+    }
+    let server = beacon_with_web();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let config = format!(
+        "server:\n    interface: 127.0.0.1@{port}\n    port: {port}\n    do-daemonize: no\n    use-syslog: no\n    logfile: \"\"\n    username: \"\"\n    chroot: \"\"\n    directory: \"{dir}\"\n    pidfile: \"\"\n    access-control: 127.0.0.0/8 allow\n{readme}",
+        dir = dir.path().display(),
+        readme = snippet("unbound", server.dns)
+    );
+    let path = dir.path().join("unbound.conf");
+    std::fs::write(&path, config).expect("write");
+    let check = Command::new("unbound-checkconf").arg(&path).output();
+    if let Ok(out) = check {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    let child = Command::new("unbound")
+        .args(["-d", "-c"])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start unbound");
+    let _unbound = Resolver(child);
+    check_through(SocketAddr::from(([127, 0, 0, 1], port)));
+}
+
+#[test]
+fn dnsmasq_with_the_readme_server_line() {
+    if !have_tool("dnsmasq") {
+        return;
+    }
+    let server = beacon_with_web();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("dnsmasq.conf");
+    std::fs::write(&path, snippet("dnsmasq", server.dns)).expect("write");
+    let port = free_port();
+    let child = Command::new("dnsmasq")
+        .arg("--no-daemon")
+        .arg(format!("--port={port}"))
+        .args([
+            "--listen-address=127.0.0.1",
+            "--bind-interfaces",
+            "--no-resolv",
+            "--no-hosts",
+            "--user=root",
+        ])
+        .arg(format!("--conf-file={}", path.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start dnsmasq");
+    let _dnsmasq = Resolver(child);
+    check_through(SocketAddr::from(([127, 0, 0, 1], port)));
+}
