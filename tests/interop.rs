@@ -172,3 +172,90 @@ fn glibc_resolver_finds_services_through_resolv_conf() {
     assert_eq!(section(&stdout, "missing"), ["exit=2"], "{stdout}");
     assert_eq!(section(&stdout, "after-down"), ["exit=2"], "{stdout}");
 }
+
+/// kdig reads every record type beacon serves, over UDP and over TCP.
+#[test]
+fn kdig_reads_every_served_type_over_udp_and_tcp() {
+    if !have_tool("kdig") {
+        return;
+    }
+    let zones = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        zones.path().join("types.zone"),
+        "$TTL 60\n\
+         mail MX 10 mx1\n\
+         mx1 A 10.3.0.1\n\
+         @ CAA 0 issue \"example.net\"\n\
+         txt TXT \"a=1\" \"b=2\"\n\
+         alias CNAME web\n\
+         ptr PTR web.svc.internal.\n\
+         lab NS ns1.lab\n\
+         ns1.lab A 10.5.0.53\n",
+    )
+    .expect("write");
+    let dir = zones.path().to_str().expect("path").to_string();
+    let server = TestServer::start(&["--zones", &dir, "--reverse-zone", "10.in-addr.arpa"]);
+    server.beat("beacon/1 service=web instance=a port=8080 addr=10.0.0.1 meta.k=v");
+    server.beat("beacon/1 service=web instance=b port=8080 addr=2001:db8::2");
+    server.await_reply("_web._tcp.svc.internal.", RecordType::PTR, |m| {
+        m.answers.len() == 2
+    });
+    let at = format!("@{}", server.dns.ip());
+    let port = server.dns.port().to_string();
+    let cases: &[(&str, &str, &str)] = &[
+        ("web.svc.internal", "A", "10.0.0.1"),
+        ("web.svc.internal", "AAAA", "2001:db8::2"),
+        (
+            "_web._tcp.svc.internal",
+            "SRV",
+            "0 1 8080 a.web.svc.internal.",
+        ),
+        ("_web._tcp.svc.internal", "PTR", "a._web._tcp.svc.internal."),
+        ("a._web._tcp.svc.internal", "TXT", "\"k=v\""),
+        (
+            "svc.internal",
+            "SOA",
+            "ns.svc.internal. hostmaster.svc.internal.",
+        ),
+        ("svc.internal", "NS", "ns.svc.internal."),
+        ("svc.internal", "CAA", "0 issue \"example.net\""),
+        ("mail.svc.internal", "MX", "10 mx1.svc.internal."),
+        ("txt.svc.internal", "TXT", "\"a=1\" \"b=2\""),
+        ("alias.svc.internal", "CNAME", "web.svc.internal."),
+        ("ptr.svc.internal", "PTR", "web.svc.internal."),
+        ("1.0.0.10.in-addr.arpa", "PTR", "a.web.svc.internal."),
+    ];
+    for transport in ["+notcp", "+tcp"] {
+        for (name, rtype, expected) in cases {
+            let out = Command::new("kdig")
+                .args([&at, "-p", &port, transport, *name, *rtype])
+                .output()
+                .expect("kdig");
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(out.status.success(), "{name} {rtype} {transport}: {text}");
+            assert!(
+                text.contains("status: NOERROR"),
+                "{name} {rtype} {transport}: {text}"
+            );
+            assert!(
+                text.contains(expected),
+                "{name} {rtype} {transport}: {expected} not in {text}"
+            );
+            assert!(
+                !text.contains("WARNING"),
+                "{name} {rtype} {transport}: {text}"
+            );
+        }
+        // A referral: no AA, the delegation in the authority section.
+        let out = Command::new("kdig")
+            .args([&at, "-p", &port, transport, "host.lab.svc.internal", "A"])
+            .output()
+            .expect("kdig");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("AUTHORITY SECTION") && text.contains("ns1.lab.svc.internal."),
+            "{text}"
+        );
+        assert!(!text.contains("Flags: qr aa"), "{text}");
+    }
+}
