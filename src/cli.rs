@@ -95,6 +95,15 @@ pub struct ServeArgs {
     /// such as 10.in-addr.arpa or 8.b.d.0.1.0.0.2.ip6.arpa (repeatable).
     #[arg(long, value_name = "NAME", value_parser = config::parse_domain)]
     pub reverse_zone: Vec<Name>,
+    /// Upstream DNS server for every name outside our zones (repeatable,
+    /// tried in order). Without it such names are REFUSED. Never taken
+    /// from the system's resolv.conf.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub forward: Vec<SocketAddr>,
+    /// Network whose clients may use forwarding (repeatable)
+    /// [default: 127.0.0.0/8 and ::1/128].
+    #[arg(long, value_name = "CIDR")]
+    pub forward_allow: Vec<ipnet::IpNet>,
 }
 
 impl ServeArgs {
@@ -124,6 +133,10 @@ impl ServeArgs {
         cfg.tcp_idle = self.tcp_idle;
         cfg.rescan = self.rescan;
         cfg.reverse_zones = self.reverse_zone;
+        cfg.forward = self.forward;
+        if !self.forward_allow.is_empty() {
+            cfg.forward_allow = self.forward_allow;
+        }
         cfg.validate()?;
         Ok(cfg)
     }

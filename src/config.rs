@@ -36,6 +36,17 @@ pub const SOA_EXPIRE: i32 = 86_400;
 /// Idle time after which a TCP connection is closed, in seconds.
 pub const DEFAULT_TCP_IDLE: u64 = 10;
 
+/// Networks allowed to use forwarding by default: loopback only, so that
+/// beacon is never an open resolver.
+pub fn default_forward_allow() -> Vec<ipnet::IpNet> {
+    vec![
+        ipnet::IpNet::V4(ipnet::Ipv4Net::new(Ipv4Addr::new(127, 0, 0, 0), 8).unwrap_or_default()),
+        ipnet::IpNet::V6(
+            ipnet::Ipv6Net::new(std::net::Ipv6Addr::LOCALHOST, 128).unwrap_or_default(),
+        ),
+    ]
+}
+
 /// Everything `beacon serve` needs, validated.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
@@ -67,6 +78,10 @@ pub struct ServeConfig {
     pub rescan: std::time::Duration,
     /// Reverse zones served with PTR records for live instances.
     pub reverse_zones: Vec<Name>,
+    /// Upstreams for names outside our zones (none: REFUSED).
+    pub forward: Vec<SocketAddr>,
+    /// Clients whose questions may be forwarded.
+    pub forward_allow: Vec<ipnet::IpNet>,
 }
 
 /// A setting that cannot be used, with what to do about it.
@@ -144,6 +159,8 @@ impl ServeConfig {
             tcp_idle: DEFAULT_TCP_IDLE,
             rescan: crate::fragments::watch::DEFAULT_RESCAN,
             reverse_zones: Vec::new(),
+            forward: Vec::new(),
+            forward_allow: default_forward_allow(),
         }
     }
 
@@ -238,6 +255,16 @@ impl ServeConfig {
                 return Err(invalid(
                     "--reverse-zone",
                     format!("{reverse} overlaps another reverse zone"),
+                ));
+            }
+        }
+        for upstream in &self.forward {
+            if *upstream == self.dns || upstream.port() == 0 {
+                return Err(invalid(
+                    "--forward",
+                    format!(
+                        "{upstream} is beacon itself or has no port: forwarding there would loop or go nowhere"
+                    ),
                 ));
             }
         }

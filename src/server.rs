@@ -22,6 +22,7 @@ use std::collections::HashSet;
 
 use tokio::signal::unix::{SignalKind, signal};
 
+use crate::answer::forward::Forwarder;
 use crate::answer::handler::DnsHandler;
 use crate::config::ServeConfig;
 use crate::fragments::watch::{self, Request};
@@ -185,7 +186,9 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
     let intake = Intake::new(heartbeat, registry, publisher, statics_rx);
     let intake_task = tokio::spawn(intake.run(shutdown.clone()));
 
-    let mut dns = Server::new(DnsHandler::new(views));
+    let forwarder = (!config.forward.is_empty())
+        .then(|| Forwarder::new(config.forward.clone(), config.forward_allow.clone()));
+    let mut dns = Server::new(DnsHandler::new(views, forwarder));
     dns.register_socket(dns_udp);
     dns.register_listener(
         dns_tcp,

@@ -94,9 +94,13 @@ echo "nameserver 127.0.0.1" > "$tmp/resolv.conf"
 echo "hosts: files dns" > "$tmp/nsswitch.conf"
 mount --bind "$tmp/resolv.conf" /etc/resolv.conf
 mount --bind "$tmp/nsswitch.conf" /etc/nsswitch.conf
-"$BEACON" serve --dns 127.0.0.1:53 --heartbeat 127.0.0.1:5301 --reverse-zone 10.in-addr.arpa 2>"$tmp/log" &
+# A second server for another zone, reached only through forwarding.
+"$BEACON" serve --zone other.internal --dns 127.0.0.2:53 --heartbeat 127.0.0.2:5301 --zones /nonexistent 2>"$tmp/log2" &
+upstream=$!
+"$BEACON" serve --dns 127.0.0.1:53 --heartbeat 127.0.0.1:5301 --reverse-zone 10.in-addr.arpa --forward 127.0.0.2:53 2>"$tmp/log" &
 server=$!
-for _ in $(seq 100); do grep -q listening "$tmp/log" && break; sleep 0.05; done
+for _ in $(seq 100); do grep -q listening "$tmp/log" && grep -q listening "$tmp/log2" && break; sleep 0.05; done
+"$BEACON" beat --once --service db --port 5432 --instance d1 --addr 10.9.0.1 --server 127.0.0.2:5301 2>/dev/null
 "$BEACON" beat --once --service web --port 80 --instance a --addr 10.0.0.1 2>/dev/null
 "$BEACON" beat --once --service web --port 80 --instance b --addr 2001:db8::2 2>/dev/null
 sleep 0.2
@@ -105,11 +109,12 @@ echo "== ahosts"; getent ahosts web.svc.internal
 echo "== ahostsv4"; getent ahostsv4 web.svc.internal
 echo "== instance"; getent hosts a.web.svc.internal
 echo "== reverse"; getent hosts 10.0.0.1
+echo "== forwarded"; getent hosts db.other.internal
 echo "== missing"; getent hosts nope.svc.internal; echo "exit=$?"
 "$BEACON" beat --once --state down --service web --port 80 --instance a 2>/dev/null
 sleep 0.2
 echo "== after-down"; getent ahostsv4 web.svc.internal; echo "exit=$?"
-kill "$server"; wait "$server"
+kill "$server" "$upstream"; wait "$server" "$upstream"
 echo "== end"
 "#;
 
@@ -168,6 +173,10 @@ fn glibc_resolver_finds_services_through_resolv_conf() {
     assert_eq!(
         sorted_lines(&section(&stdout, "reverse").join("\n")),
         ["10.0.0.1 a.web.svc.internal"]
+    );
+    assert_eq!(
+        sorted_lines(&section(&stdout, "forwarded").join("\n")),
+        ["10.9.0.1 db.other.internal"]
     );
     assert_eq!(section(&stdout, "missing"), ["exit=2"], "{stdout}");
     assert_eq!(section(&stdout, "after-down"), ["exit=2"], "{stdout}");

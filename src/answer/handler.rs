@@ -20,6 +20,7 @@ use tracing::debug;
 use hickory_proto::serialize::binary::BinEncoder;
 use hickory_server::net::xfer::Protocol;
 
+use super::forward::Forwarder;
 use super::{Resolution, resolve};
 use crate::view::publish::ViewHandle;
 
@@ -27,16 +28,18 @@ use crate::view::publish::ViewHandle;
 /// avoids IP fragmentation on common paths).
 pub const MAX_UDP_PAYLOAD: u16 = 1232;
 
-/// Answers queries from the current view.
+/// Answers queries from the current view, and forwards the rest when
+/// upstreams are configured.
 #[derive(Debug, Clone)]
 pub struct DnsHandler {
     views: ViewHandle,
+    forwarder: Option<Forwarder>,
 }
 
 impl DnsHandler {
     /// A handler serving whatever `views` holds at the time of each query.
-    pub fn new(views: ViewHandle) -> Self {
-        DnsHandler { views }
+    pub fn new(views: ViewHandle, forwarder: Option<Forwarder>) -> Self {
+        DnsHandler { views, forwarder }
     }
 }
 
@@ -91,6 +94,38 @@ impl RequestHandler for DnsHandler {
 
         let view = self.views.load();
         let mut resolution = resolve(&view, query.name(), query.query_type());
+        let outside = resolution.rcode == ResponseCode::Refused && !resolution.authoritative;
+        // Names outside our zones: forward, for allowed clients asking for
+        // recursion; the reply's records live in `upstream`.
+        let upstream = match &self.forwarder {
+            Some(forwarder)
+                if outside
+                    && request.metadata.recursion_desired
+                    && forwarder.allows(request.src().ip()) =>
+            {
+                match forwarder.forward(request.as_slice()).await {
+                    Ok(reply) => Some(reply),
+                    Err(error) => {
+                        debug!(%error, "forwarding failed");
+                        metadata.response_code = ResponseCode::ServFail;
+                        metadata.recursion_available = true;
+                        let response = builder.build_no_records(metadata);
+                        return send(&mut response_handle, response, metadata).await;
+                    }
+                }
+            }
+            _ => None,
+        };
+        if let Some(reply) = &upstream {
+            metadata.recursion_available = true;
+            resolution = Resolution {
+                rcode: reply.metadata.response_code,
+                authoritative: false,
+                answers: reply.answers.iter().collect(),
+                authorities: reply.authorities.iter().collect(),
+                additionals: reply.additionals.iter().collect(),
+            };
+        }
         metadata.response_code = resolution.rcode;
         metadata.authoritative = resolution.authoritative;
         match fit(request, edns.as_ref(), metadata, &resolution) {

@@ -12,6 +12,7 @@
 //! delegation from a fragment with a referral (AA clear, the NS set in the
 //! authority section, glue in the additional section).
 
+pub mod forward;
 pub mod handler;
 pub mod rotate;
 
