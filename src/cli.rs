@@ -104,6 +104,9 @@ pub struct ServeArgs {
     /// [default: 127.0.0.0/8 and ::1/128].
     #[arg(long, value_name = "CIDR")]
     pub forward_allow: Vec<ipnet::IpNet>,
+    /// Largest UDP reply offered to EDNS clients, in bytes (512 to 4096).
+    #[arg(long, value_name = "BYTES", default_value_t = crate::answer::handler::DEFAULT_MAX_UDP_PAYLOAD)]
+    pub max_udp_payload: u16,
 }
 
 impl ServeArgs {
@@ -134,6 +137,7 @@ impl ServeArgs {
         cfg.rescan = self.rescan;
         cfg.reverse_zones = self.reverse_zone;
         cfg.forward = self.forward;
+        cfg.max_udp_payload = self.max_udp_payload;
         if !self.forward_allow.is_empty() {
             cfg.forward_allow = self.forward_allow;
         }

@@ -82,6 +82,8 @@ pub struct ServeConfig {
     pub forward: Vec<SocketAddr>,
     /// Clients whose questions may be forwarded.
     pub forward_allow: Vec<ipnet::IpNet>,
+    /// Largest UDP reply offered to EDNS clients.
+    pub max_udp_payload: u16,
 }
 
 /// A setting that cannot be used, with what to do about it.
@@ -161,6 +163,7 @@ impl ServeConfig {
             reverse_zones: Vec::new(),
             forward: Vec::new(),
             forward_allow: default_forward_allow(),
+            max_udp_payload: crate::answer::handler::DEFAULT_MAX_UDP_PAYLOAD,
         }
     }
 
@@ -267,6 +270,15 @@ impl ServeConfig {
                     ),
                 ));
             }
+        }
+        if !(512..=4096).contains(&self.max_udp_payload) {
+            return Err(invalid(
+                "--max-udp-payload",
+                format!(
+                    "{} bytes is outside 512..=4096 (1232 avoids fragmentation)",
+                    self.max_udp_payload
+                ),
+            ));
         }
         if self.rescan.is_zero() {
             return Err(invalid("--rescan", "must be more than 0 seconds"));

@@ -188,7 +188,7 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
 
     let forwarder = (!config.forward.is_empty())
         .then(|| Forwarder::new(config.forward.clone(), config.forward_allow.clone()));
-    let mut dns = Server::new(DnsHandler::new(views, forwarder));
+    let mut dns = Server::new(DnsHandler::new(views, forwarder, config.max_udp_payload));
     dns.register_socket(dns_udp);
     dns.register_listener(
         dns_tcp,

@@ -182,10 +182,10 @@ fn glibc_resolver_finds_services_through_resolv_conf() {
     assert_eq!(section(&stdout, "after-down"), ["exit=2"], "{stdout}");
 }
 
-/// kdig reads every record type beacon serves, over UDP and over TCP.
+/// dig and kdig read every record type beacon serves, over UDP and TCP.
 #[test]
-fn kdig_reads_every_served_type_over_udp_and_tcp() {
-    if !have_tool("kdig") {
+fn dig_and_kdig_read_every_served_type_over_udp_and_tcp() {
+    if !(have_tool("kdig") && have_tool("dig")) {
         return;
     }
     let zones = tempfile::tempdir().expect("temp dir");
@@ -235,25 +235,31 @@ fn kdig_reads_every_served_type_over_udp_and_tcp() {
         ("1.0.0.10.in-addr.arpa", "PTR", "a.web.svc.internal."),
     ];
     for transport in ["+notcp", "+tcp"] {
-        for (name, rtype, expected) in cases {
-            let out = Command::new("kdig")
-                .args([&at, "-p", &port, transport, *name, *rtype])
-                .output()
-                .expect("kdig");
-            let text = String::from_utf8_lossy(&out.stdout);
-            assert!(out.status.success(), "{name} {rtype} {transport}: {text}");
-            assert!(
-                text.contains("status: NOERROR"),
-                "{name} {rtype} {transport}: {text}"
-            );
-            assert!(
-                text.contains(expected),
-                "{name} {rtype} {transport}: {expected} not in {text}"
-            );
-            assert!(
-                !text.contains("WARNING"),
-                "{name} {rtype} {transport}: {text}"
-            );
+        for tool in ["kdig", "dig"] {
+            for (name, rtype, expected) in cases {
+                let out = Command::new(tool)
+                    .args([&at, "-p", &port, transport, *name, *rtype])
+                    .output()
+                    .expect("run");
+                let text = String::from_utf8_lossy(&out.stdout);
+                assert!(
+                    out.status.success(),
+                    "{tool} {name} {rtype} {transport}: {text}"
+                );
+                assert!(
+                    text.contains("status: NOERROR"),
+                    "{tool} {name} {rtype} {transport}: {text}"
+                );
+                assert!(
+                    text.contains(expected),
+                    "{tool} {name} {rtype} {transport}: {expected} not in {text}"
+                );
+                assert!(
+                    !text.contains("WARNING: Message"),
+                    "{tool} {name} {rtype} {transport}: {text}"
+                );
+                assert!(!text.contains(";; WARNING: malformed"), "{tool}: {text}");
+            }
         }
         // A referral: no AA, the delegation in the authority section.
         let out = Command::new("kdig")

@@ -162,4 +162,19 @@ fn the_payload_size_is_clamped_to_1232() {
     msg.set_edns(edns);
     let reply = query_udp(server.dns, &msg);
     assert_eq!(reply.edns.as_ref().map(Edns::max_payload), Some(1232));
+    // Configurable; and a client offering less gets what it offered.
+    let bigger = TestServer::start(&["--max-udp-payload", "4096"]);
+    let reply = query_udp(bigger.dns, &msg);
+    assert_eq!(reply.edns.as_ref().map(Edns::max_payload), Some(4096));
+    let mut small = question("svc.internal.", RecordType::SOA, false);
+    let mut edns = Edns::new();
+    edns.set_max_payload(800);
+    small.set_edns(edns);
+    assert_eq!(
+        query_udp(server.dns, &small)
+            .edns
+            .as_ref()
+            .map(Edns::max_payload),
+        Some(800)
+    );
 }

@@ -36,19 +36,32 @@ fn zonemaster_finds_no_error_that_applies() {
         .expect("run unshare");
     let stdout = String::from_utf8_lossy(&out.stdout);
     if !stdout.contains("zonemaster-exit=") {
-        assert!(std::env::var_os("CI").is_none(), "could not run zonemaster:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "could not run zonemaster:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         eprintln!("skipping: cannot create a network namespace here");
         return;
     }
     assert!(stdout.contains("zonemaster-exit=0"), "{stdout}");
-    assert!(stdout.contains("ZONE"), "zonemaster ran no zone tests:\n{stdout}");
+    assert!(
+        stdout.contains("ZONE"),
+        "zonemaster ran no zone tests:\n{stdout}"
+    );
     let failing: BTreeSet<&str> = stdout
         .lines()
         .filter(|l| l.contains(" ERROR ") || l.contains(" CRITICAL "))
         .filter_map(|l| l.split_whitespace().nth(2))
         .collect();
-    let unexpected: Vec<&&str> = failing.iter().filter(|t| !NOT_APPLICABLE.contains(t)).collect();
-    assert!(unexpected.is_empty(), "new ERROR/CRITICAL results {unexpected:?}:\n{stdout}");
+    let unexpected: Vec<&&str> = failing
+        .iter()
+        .filter(|t| !NOT_APPLICABLE.contains(t))
+        .collect();
+    assert!(
+        unexpected.is_empty(),
+        "new ERROR/CRITICAL results {unexpected:?}:\n{stdout}"
+    );
     let readme = include_str!("../README.md");
     for testcase in NOT_APPLICABLE {
         assert!(readme.contains(testcase), "README must explain {testcase}");

@@ -24,9 +24,9 @@ use super::forward::Forwarder;
 use super::{Resolution, resolve};
 use crate::view::publish::ViewHandle;
 
-/// Largest UDP payload we offer (RFC 9715 / DNS flag day 2020: 1232 bytes
+/// Default largest UDP payload we offer (DNS flag day 2020: 1232 bytes
 /// avoids IP fragmentation on common paths).
-pub const MAX_UDP_PAYLOAD: u16 = 1232;
+pub const DEFAULT_MAX_UDP_PAYLOAD: u16 = 1232;
 
 /// Answers queries from the current view, and forwards the rest when
 /// upstreams are configured.
@@ -34,22 +34,28 @@ pub const MAX_UDP_PAYLOAD: u16 = 1232;
 pub struct DnsHandler {
     views: ViewHandle,
     forwarder: Option<Forwarder>,
+    max_udp_payload: u16,
 }
 
 impl DnsHandler {
-    /// A handler serving whatever `views` holds at the time of each query.
-    pub fn new(views: ViewHandle, forwarder: Option<Forwarder>) -> Self {
-        DnsHandler { views, forwarder }
+    /// A handler serving whatever `views` holds at the time of each query,
+    /// offering UDP clients at most `max_udp_payload` bytes.
+    pub fn new(views: ViewHandle, forwarder: Option<Forwarder>, max_udp_payload: u16) -> Self {
+        DnsHandler {
+            views,
+            forwarder,
+            max_udp_payload,
+        }
     }
 }
 
 /// The OPT record of a reply: version 0, the client's payload size clamped
-/// to `512..=MAX_UDP_PAYLOAD`.
-fn reply_edns(request: &Request) -> Option<Edns> {
+/// to `512..=max`.
+fn reply_edns(request: &Request, max: u16) -> Option<Edns> {
     request.edns.as_ref().map(|client| {
         let mut edns = Edns::new();
         edns.set_version(0);
-        edns.set_max_payload(client.max_payload().clamp(512, MAX_UDP_PAYLOAD));
+        edns.set_max_payload(client.max_payload().clamp(512, max));
         edns
     })
 }
@@ -75,7 +81,7 @@ impl RequestHandler for DnsHandler {
         request: &Request,
         mut response_handle: R,
     ) -> ResponseInfo {
-        let edns = reply_edns(request);
+        let edns = reply_edns(request, self.max_udp_payload);
         let builder = MessageResponseBuilder::new(&request.queries, edns.as_ref());
         let mut metadata = Metadata::response_from_request(&request.metadata);
 

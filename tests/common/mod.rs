@@ -271,13 +271,21 @@ pub fn exchange_raw(server: SocketAddr, bytes: &[u8], timeout: Duration) -> Opti
 }
 
 /// Sends `msg` over UDP and parses the reply, checking its ID.
+///
+/// A datagram with another ID is skipped, as a real client does: a fresh
+/// socket may reuse the port of an earlier one whose reply comes late.
 pub fn query_udp(server: SocketAddr, msg: &Message) -> Message {
     let bytes = msg.to_vec().expect("encode query");
     for _ in 0..3 {
-        if let Some(reply) = exchange_raw(server, &bytes, Duration::from_secs(2)) {
-            let reply = Message::from_vec(&reply).expect("decode reply");
-            assert_eq!(reply.metadata.id, msg.metadata.id, "reply ID must match");
-            return reply;
+        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        socket.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
+        socket.send_to(&bytes, server).expect("send");
+        let mut buf = vec![0u8; 65_535];
+        while let Ok((len, from)) = socket.recv_from(&mut buf) {
+            if from != server || len < 2 || buf[..2] != msg.metadata.id.to_be_bytes() {
+                continue;
+            }
+            return Message::from_vec(&buf[..len]).expect("decode reply");
         }
     }
     panic!("no UDP reply from {server}");
