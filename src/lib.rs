@@ -1,13 +1,16 @@
 //! beacon: an authoritative DNS server for service discovery.
 //!
 //! Service instances announce themselves with small UDP heartbeats; beacon
-//! keeps each one while its heartbeats keep coming and answers A, AAAA and
-//! SRV queries for them, rotating the answers so clients spread their load.
+//! keeps each one while its heartbeats keep coming and answers A, AAAA, SRV
+//! and DNS-SD queries for them, rotating the answers so clients spread their
+//! load. Zone fragments (master files in a watched folder) add static data.
 //!
 //! # Data flow
 //!
 //! ```text
-//! heartbeat datagrams ─▶ intake ─▶ registry ─▶ view (published snapshot) ─▶ answer ─▶ DNS replies
+//! heartbeat datagrams ─▶ intake ─▶ registry ─┐
+//!                                            ├─▶ view (published snapshot) ─▶ answer ─▶ DNS replies
+//! zone files ─▶ fragments (loader, watcher) ─┘                                  └─▶ forward (names outside our zones)
 //! ```
 //!
 //! # Layout
@@ -16,10 +19,13 @@
 //!
 //! - [`intake`]: the heartbeat socket task; [`intake::wire`] decodes datagrams.
 //! - [`registry`]: live instances and their lease deadlines.
+//! - [`fragments`]: zone files parsed with line numbers, checked, and
+//!   reloaded by [`fragments::watch`] when they change.
 //! - [`view`]: the immutable snapshot the answering path reads, and
 //!   [`view::publish`], which swaps it atomically.
 //! - [`answer`]: pure question → records ([`answer::resolve`]), load spreading
-//!   ([`answer::rotate`]), and the hickory-server bridge ([`answer::handler`]).
+//!   ([`answer::rotate`]), forwarding ([`answer::forward`]) and the
+//!   hickory-server bridge ([`answer::handler`]).
 //! - [`server`]: binds the sockets and runs the tasks.
 //!
 //! Around them: [`config`] (validated settings and defaults), [`cli`] (the

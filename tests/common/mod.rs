@@ -278,7 +278,9 @@ pub fn query_udp(server: SocketAddr, msg: &Message) -> Message {
     let bytes = msg.to_vec().expect("encode query");
     for _ in 0..3 {
         let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
-        socket.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
+        socket
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .expect("timeout");
         socket.send_to(&bytes, server).expect("send");
         let mut buf = vec![0u8; 65_535];
         while let Ok((len, from)) = socket.recv_from(&mut buf) {
