@@ -162,23 +162,9 @@ for t in sorted(str(p.target) for p in r.resolve("_services._dns-sd._udp." + zon
 
 #[test]
 fn dnspython_browses_end_to_end() {
-    let python = if std::path::Path::new("/usr/bin/python3").exists() {
-        "/usr/bin/python3"
-    } else {
-        "python3"
-    };
-    let has_dnspython = Command::new(python)
-        .args(["-c", "import dns.resolver"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !has_dnspython {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "dnspython is required when CI is set (Debian python3-dnspython)"
-        );
-        eprintln!("skipping: dnspython is not installed");
+    let Some(python) = common::python_with("dns.resolver") else {
         return;
-    }
+    };
     let server = server_with_services();
     let out = Command::new(python)
         .args([

@@ -12,6 +12,18 @@ use common::{BEACON, TestServer, assert_status, rdatas, signal, wait_until};
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 
+/// Runs `beacon beat --once` with `args` against `server`.
+fn beat_once(server: &TestServer, args: &[&str]) {
+    let status = Command::new(BEACON)
+        .args(["beat", "--once"])
+        .args(args)
+        .args(["--server", &server.heartbeat.to_string()])
+        .stderr(Stdio::null())
+        .status()
+        .expect("run beat");
+    assert!(status.success(), "beat --once {args:?}: {status}");
+}
+
 fn has_answer(server: &TestServer, name: &str, rtype: RecordType) -> bool {
     !server.query(name, rtype).answers.is_empty()
 }
@@ -159,18 +171,15 @@ fn beat_registers_and_sends_down_on_sigterm() {
 #[test]
 fn beat_once_sends_one_heartbeat_and_exits() {
     let server = TestServer::start(&[]);
-    let status = Command::new(BEACON)
-        .args([
-            "beat",
-            "--once",
+    beat_once(
+        &server,
+        &[
             "--service",
             "cron",
             "--port",
             "1",
             "--instance",
             "c1",
-        ])
-        .args([
             "--meta",
             "team=ops",
             "--weight",
@@ -179,20 +188,15 @@ fn beat_once_sends_one_heartbeat_and_exits() {
             "2",
             "--proto",
             "udp",
-        ])
-        .args(["--server", &server.heartbeat.to_string()])
-        .stderr(Stdio::null())
-        .status()
-        .expect("run beat");
-    assert!(status.success());
+        ],
+    );
     let srv = server.await_reply("_cron._udp.svc.internal.", RecordType::SRV, |m| {
         !m.answers.is_empty()
     });
     assert_eq!(rdatas(&srv.answers), ["2 3 1 c1.cron.svc.internal."]);
-    let status = Command::new(BEACON)
-        .args([
-            "beat",
-            "--once",
+    beat_once(
+        &server,
+        &[
             "--state",
             "down",
             "--service",
@@ -201,12 +205,8 @@ fn beat_once_sends_one_heartbeat_and_exits() {
             "1",
             "--instance",
             "c1",
-        ])
-        .args(["--server", &server.heartbeat.to_string()])
-        .stderr(Stdio::null())
-        .status()
-        .expect("run beat");
-    assert!(status.success());
+        ],
+    );
     server.await_reply("_cron._udp.svc.internal.", RecordType::SRV, |m| {
         m.answers.is_empty()
     });

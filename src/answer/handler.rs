@@ -100,12 +100,11 @@ impl RequestHandler for DnsHandler {
 
         let view = self.views.load();
         let mut resolution = resolve(&view, query.name(), query.query_type());
-        let outside = resolution.rcode == ResponseCode::Refused && !resolution.authoritative;
         // Names outside our zones: forward, for allowed clients asking for
         // recursion; the reply's records live in `upstream`.
         let upstream = match &self.forwarder {
             Some(forwarder)
-                if outside
+                if resolution.outside_zones
                     && request.metadata.recursion_desired
                     && forwarder.allows(request.src().ip()) =>
             {
@@ -130,6 +129,7 @@ impl RequestHandler for DnsHandler {
                 answers: reply.answers.iter().collect(),
                 authorities: reply.authorities.iter().collect(),
                 additionals: reply.additionals.iter().collect(),
+                outside_zones: true,
             };
         }
         metadata.response_code = resolution.rcode;

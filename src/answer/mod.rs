@@ -38,12 +38,16 @@ pub struct Resolution<'v> {
     pub authorities: Vec<&'v Record>,
     /// Additional section: addresses of SRV, MX and NS targets.
     pub additionals: Vec<&'v Record>,
+    /// True when the name lies outside every zone served here (the
+    /// question may then be forwarded).
+    pub outside_zones: bool,
 }
 
 impl<'v> Resolution<'v> {
     fn refused() -> Self {
         Resolution {
             rcode: ResponseCode::Refused,
+            outside_zones: true,
             ..Resolution::default()
         }
     }

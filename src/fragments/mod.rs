@@ -263,8 +263,6 @@ impl LiveNames for NoLiveNames {
 /// What a rescan did.
 #[derive(Debug, Default)]
 pub struct Rescan {
-    /// True when the set changed (files loaded, replaced or removed).
-    pub changed: bool,
     /// Files loaded or reloaded, with their record counts.
     pub loaded: Vec<(Arc<str>, usize)>,
     /// Files removed from the set because they are gone.
@@ -281,9 +279,9 @@ pub struct Loader {
     dir: PathBuf,
     zone: Name,
     set: FragmentSet,
-    /// Signature of the failing version of each file that failed, so the
-    /// same broken version is not parsed and reported again.
-    failed: BTreeMap<PathBuf, Signature>,
+    /// What was last reported for each file that failed, so the same broken
+    /// version is not parsed and reported again.
+    failed: BTreeMap<PathBuf, Failure>,
     /// Owner name → what the set holds there.
     index: HashMap<LowerName, Owner, ahash::RandomState>,
     /// How many NS records below the apex the index holds.
@@ -293,10 +291,26 @@ pub struct Loader {
     caches: BTreeMap<PathBuf, parse::EntryCache>,
 }
 
+/// The last failure reported for one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Failure {
+    /// This version of the file did not load.
+    Version(Signature),
+    /// The path could not be used at all, for this reason.
+    Unusable(String),
+}
+
 /// What the folder scan found for one path.
 enum Found {
     File(Signature),
     Unusable(String),
+}
+
+impl Rescan {
+    /// True when served data changed (some owner name's records differ).
+    pub fn changed(&self) -> bool {
+        !self.changed_names.is_empty()
+    }
 }
 
 impl Loader {
@@ -400,7 +414,6 @@ impl Loader {
             rescan.changed_names.extend(names);
             self.caches.remove(&path);
             rescan.removed.push(self.display(&path));
-            rescan.changed = true;
         }
         self.failed.retain(|p, _| found.contains_key(p));
 
@@ -409,15 +422,12 @@ impl Loader {
             match what {
                 Found::Unusable(message) => {
                     // Report once per distinct state.
-                    let marker = Signature {
-                        len: u64::MAX,
-                        mtime_ns: 0,
-                        ctime_ns: 0,
-                        inode: 0,
-                    };
-                    if self.failed.get(&path) != Some(&marker) || force_all || force.contains(&path)
+                    let failure = Failure::Unusable(message.clone());
+                    if self.failed.get(&path) != Some(&failure)
+                        || force_all
+                        || force.contains(&path)
                     {
-                        self.failed.insert(path, marker);
+                        self.failed.insert(path, failure);
                         rescan.problems.push(Problem {
                             file,
                             line: None,
@@ -427,8 +437,8 @@ impl Loader {
                 }
                 Found::File(signature) => {
                     let current = self.set.files.get(&path).map(|f| f.signature);
-                    let unchanged =
-                        current == Some(signature) || self.failed.get(&path) == Some(&signature);
+                    let unchanged = current == Some(signature)
+                        || self.failed.get(&path) == Some(&Failure::Version(signature));
                     if unchanged && !force_all && !force.contains(&path) {
                         continue;
                     }
@@ -438,11 +448,10 @@ impl Loader {
                             rescan.loaded.push((file, fragment.records.len()));
                             self.reindex(&path, &names, Some(&fragment));
                             self.set.files.insert(path, Arc::new(fragment));
-                            rescan.changed |= !names.is_empty();
                             rescan.changed_names.extend(names);
                         }
                         Err(problems) => {
-                            self.failed.insert(path, signature);
+                            self.failed.insert(path, Failure::Version(signature));
                             rescan.problems.extend(problems);
                         }
                     }

@@ -218,7 +218,7 @@ impl Watcher {
                 let started = Instant::now();
                 let rescan = loader.rescan(&force, force_all, &Live(views.load()));
                 log_rescan(&rescan, started.elapsed());
-                if rescan.changed {
+                if rescan.changed() {
                     let zone_data = current.update(&zone, loader.set(), &rescan.changed_names);
                     let zone_data = Arc::new(zone_data);
                     current = zone_data.clone();

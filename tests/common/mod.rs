@@ -351,3 +351,23 @@ pub fn have_tool(tool: &str) -> bool {
     }
     found
 }
+
+/// A Python interpreter that can import `module` (Debian's python3 first,
+/// where Debian's python3-* packages live). Under CI a missing one is a
+/// failure, not a skip.
+pub fn python_with(module: &str) -> Option<&'static str> {
+    let found = ["/usr/bin/python3", "python3"].into_iter().find(|python| {
+        Command::new(python)
+            .args(["-c", &format!("import {module}")])
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "python3 with {module} is required when CI is set (see .ci/run)"
+        );
+        eprintln!("skipping: no python3 with {module}");
+    }
+    found
+}
