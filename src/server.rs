@@ -113,6 +113,17 @@ fn bind_heartbeat(addr: SocketAddr) -> io::Result<UdpSocket> {
     if let Err(error) = socket.set_recv_buffer_size(HEARTBEAT_RECV_BUFFER) {
         tracing::warn!(%error, "cannot enlarge the heartbeat receive buffer");
     }
+    // Linux reports twice what it granted; below a quarter of the request
+    // the cap is net.core.rmem_max, and bursts may be dropped.
+    match socket.recv_buffer_size() {
+        Ok(granted) if granted < HEARTBEAT_RECV_BUFFER / 4 => tracing::warn!(
+            granted,
+            wanted = HEARTBEAT_RECV_BUFFER,
+            "heartbeat receive buffer is small; bursts of heartbeats may be dropped \
+             (raise it with: sysctl -w net.core.rmem_max={HEARTBEAT_RECV_BUFFER})"
+        ),
+        _ => {}
+    }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     UdpSocket::from_std(socket.into())

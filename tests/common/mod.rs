@@ -148,6 +148,28 @@ impl TestServer {
         found.unwrap_or_else(|| panic!("no acceptable reply for {name} {rtype}; last: {last:?}"))
     }
 
+    /// Sends `datagrams`, re-sending them (as real senders do every
+    /// interval) until `name` A answers with one record per datagram.
+    /// Heartbeats are UDP: a busy machine may drop or delay some.
+    pub fn beat_until_all(&self, name: &str, datagrams: &[String]) {
+        for _round in 0..10 {
+            for datagram in datagrams {
+                self.beat(datagram);
+            }
+            let complete = wait_until(Duration::from_secs(2), || {
+                let tcp = query_tcp(self.dns, &question(name, RecordType::A, true));
+                (tcp.answers.len() == datagrams.len()).then_some(())
+            });
+            if complete.is_some() {
+                return;
+            }
+        }
+        panic!(
+            "{} instances of {name} never all registered",
+            datagrams.len()
+        );
+    }
+
     /// The current SOA serial.
     pub fn serial(&self) -> u32 {
         let reply = self.query("svc.internal.", RecordType::SOA);
