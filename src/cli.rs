@@ -107,6 +107,23 @@ pub struct ServeArgs {
     /// Largest UDP reply offered to EDNS clients, in bytes (512 to 4096).
     #[arg(long, value_name = "BYTES", default_value_t = crate::answer::handler::DEFAULT_MAX_UDP_PAYLOAD)]
     pub max_udp_payload: u16,
+    /// UDP answering threads, each with its own SO_REUSEPORT socket
+    /// [default: the CPUs this process may run on].
+    #[arg(long, value_name = "N")]
+    pub udp_workers: Option<usize>,
+    /// Answer common UDP queries from pre-encoded replies (`off`: every
+    /// query takes the general path; for comparison and debugging).
+    #[arg(long, value_name = "on|off", default_value = "on", value_parser = parse_switch)]
+    pub fast_path: bool,
+}
+
+/// `on` or `off`.
+fn parse_switch(value: &str) -> Result<bool, String> {
+    match value {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        other => Err(format!("{other:?} is neither on nor off")),
+    }
 }
 
 impl ServeArgs {
@@ -138,6 +155,10 @@ impl ServeArgs {
         cfg.reverse_zones = self.reverse_zone;
         cfg.forward = self.forward;
         cfg.max_udp_payload = self.max_udp_payload;
+        if let Some(workers) = self.udp_workers {
+            cfg.udp_workers = workers;
+        }
+        cfg.fast_path = self.fast_path;
         if !self.forward_allow.is_empty() {
             cfg.forward_allow = self.forward_allow;
         }

@@ -84,6 +84,19 @@ pub struct ServeConfig {
     pub forward_allow: Vec<ipnet::IpNet>,
     /// Largest UDP reply offered to EDNS clients.
     pub max_udp_payload: u16,
+    /// UDP answering threads (one SO_REUSEPORT socket each).
+    pub udp_workers: usize,
+    /// Whether common UDP queries are answered from pre-encoded replies.
+    pub fast_path: bool,
+}
+
+/// Most UDP workers allowed: beyond the CPU count they only add switching.
+pub const MAX_UDP_WORKERS: usize = 256;
+
+/// One UDP worker per CPU this process may run on (a `taskset` or cgroup
+/// limit counts).
+fn default_udp_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
 }
 
 /// A setting that cannot be used, with what to do about it.
@@ -164,6 +177,8 @@ impl ServeConfig {
             forward: Vec::new(),
             forward_allow: default_forward_allow(),
             max_udp_payload: crate::answer::handler::DEFAULT_MAX_UDP_PAYLOAD,
+            udp_workers: default_udp_workers(),
+            fast_path: true,
         }
     }
 
@@ -277,6 +292,15 @@ impl ServeConfig {
                 format!(
                     "{} bytes is outside 512..=4096 (1232 avoids fragmentation)",
                     self.max_udp_payload
+                ),
+            ));
+        }
+        if !(1..=MAX_UDP_WORKERS).contains(&self.udp_workers) {
+            return Err(invalid(
+                "--udp-workers",
+                format!(
+                    "{} is outside 1..={MAX_UDP_WORKERS} (one per CPU is usual)",
+                    self.udp_workers
                 ),
             ));
         }

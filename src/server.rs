@@ -3,8 +3,8 @@
 //! Takes a validated [`ServeConfig`] and a shutdown token; produces a running
 //! server: the first load of the zone fragments, the fragment watcher
 //! thread (reloading on change, on a periodic rescan and on SIGHUP), the
-//! heartbeat intake task and hickory's UDP and TCP DNS loops, joined by one
-//! published view. It logs every bound address in one stable
+//! heartbeat intake task, the UDP answering workers and hickory's TCP DNS
+//! loop, joined by one published view. It logs every bound address in one stable
 //! line (`listening dns_udp=… dns_tcp=… heartbeat=…`) that scripts and tests
 //! read to find ports chosen by the system.
 
@@ -24,6 +24,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::answer::forward::Forwarder;
 use crate::answer::handler::DnsHandler;
+use crate::answer::udp;
 use crate::config::ServeConfig;
 use crate::fragments::watch::{self, Request};
 use crate::fragments::{Loader, NoLiveNames};
@@ -70,7 +71,10 @@ pub struct Bound {
 
 /// Binds DNS on UDP and TCP at the same port. With port 0 the UDP port is
 /// chosen first and TCP follows it; if that TCP port is taken, try again.
-async fn bind_dns(addr: SocketAddr) -> Result<(UdpSocket, TcpListener), ServeError> {
+async fn bind_dns(
+    addr: SocketAddr,
+    udp_workers: usize,
+) -> Result<(Vec<std::net::UdpSocket>, TcpListener), ServeError> {
     let bind_error = |what, source| ServeError::Bind {
         what,
         addr,
@@ -80,11 +84,12 @@ async fn bind_dns(addr: SocketAddr) -> Result<(UdpSocket, TcpListener), ServeErr
     let attempts = if addr.port() == 0 { 16 } else { 1 };
     let mut last_error = None;
     for _ in 0..attempts {
-        let udp = UdpSocket::bind(addr)
-            .await
-            .map_err(|e| bind_error("DNS over UDP", e))?;
+        let udp =
+            udp::bind_reuseport(addr, udp_workers).map_err(|e| bind_error("DNS over UDP", e))?;
         let udp_addr = udp
-            .local_addr()
+            .first()
+            .ok_or_else(|| io::Error::other("no UDP socket"))
+            .and_then(std::net::UdpSocket::local_addr)
             .map_err(|e| bind_error("DNS over UDP", e))?;
         match TcpListener::bind(udp_addr).await {
             Ok(tcp) => return Ok((udp, tcp)),
@@ -135,7 +140,7 @@ fn bind_heartbeat(addr: SocketAddr) -> io::Result<UdpSocket> {
 /// [`ServeError`] when a socket cannot be bound or the DNS loop fails.
 pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(), ServeError> {
     let config = Arc::new(config);
-    let (dns_udp, dns_tcp) = bind_dns(config.dns).await?;
+    let (dns_udp, dns_tcp) = bind_dns(config.dns, config.udp_workers).await?;
     let heartbeat = bind_heartbeat(config.heartbeat).map_err(|source| ServeError::Bind {
         what: "heartbeats",
         addr: config.heartbeat,
@@ -144,7 +149,7 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
     })?;
     let local = |r: io::Result<SocketAddr>, fallback| r.unwrap_or(fallback);
     let bound = Bound {
-        dns_udp: local(dns_udp.local_addr(), config.dns),
+        dns_udp: local(dns_tcp.local_addr(), config.dns),
         dns_tcp: local(dns_tcp.local_addr(), config.dns),
         heartbeat: local(heartbeat.local_addr(), config.heartbeat),
     };
@@ -199,8 +204,16 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
 
     let forwarder = (!config.forward.is_empty())
         .then(|| Forwarder::new(config.forward.clone(), config.forward_allow.clone()));
-    let mut dns = Server::new(DnsHandler::new(views, forwarder, config.max_udp_payload));
-    dns.register_socket(dns_udp);
+    let handler = DnsHandler::new(views.clone(), forwarder, config.max_udp_payload);
+    let udp_workers = udp::Workers::start(
+        dns_udp,
+        &views,
+        &handler,
+        config.max_udp_payload,
+        config.fast_path,
+    )
+    .map_err(|e| ServeError::Dns(format!("cannot start the UDP workers: {e}")))?;
+    let mut dns = Server::new(handler);
     dns.register_listener(
         dns_tcp,
         Duration::from_secs(config.tcp_idle),
@@ -220,6 +233,12 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
     let _ = fragment_requests.send(Request::Stop);
     drop(fragment_thread);
     let result = dns.shutdown_gracefully().await;
+    if tokio::task::spawn_blocking(move || udp_workers.stop())
+        .await
+        .is_err()
+    {
+        tracing::error!("stopping the UDP workers failed");
+    }
     // The intake task watches the same token; a panic there is a bug worth
     // reporting but does not change how we exit.
     if let Err(error) = intake_task.await {

@@ -51,7 +51,10 @@ fn a_burst_of_garbage_heartbeats_changes_nothing() {
     assert_eq!(rdatas(&reply.answers), ["10.0.0.1"]);
     assert_eq!(server.serial(), serial);
     // Rate-limited: one warning line, not one per datagram.
-    let warns = server.log().matches("dropped a malformed heartbeat").count();
+    let warns = server
+        .log()
+        .matches("dropped a malformed heartbeat")
+        .count();
     assert_eq!(warns, 1, "{}", server.log());
     // And new heartbeats still get in.
     server.beat("beacon/1 service=web instance=b port=80 addr=10.0.0.2");

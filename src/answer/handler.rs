@@ -9,15 +9,20 @@
 //! above DEBUG, never locks and never touches the disk.
 
 use std::iter;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
 
-use hickory_proto::op::{Edns, Header, HeaderCounts, Metadata, OpCode, ResponseCode};
+use hickory_proto::op::{
+    Edns, Header, HeaderCounts, Message, MessageType, Metadata, OpCode, ResponseCode,
+};
 use hickory_proto::rr::{DNSClass, Record};
-use hickory_server::net::runtime::Time;
+use hickory_server::net::NetError;
+use hickory_server::net::runtime::{Time, TokioTime};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
 use tracing::debug;
 
-use hickory_proto::serialize::binary::BinEncoder;
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncoder};
 use hickory_server::net::xfer::Protocol;
 
 use super::forward::Forwarder;
@@ -46,6 +51,62 @@ impl DnsHandler {
             forwarder,
             max_udp_payload,
         }
+    }
+}
+
+impl DnsHandler {
+    /// Answers one raw UDP datagram through the general path: the same
+    /// handling hickory-server's own UDP loop gives it (responses are
+    /// ignored, undecodable queries get FORMERR), for the datagrams the fast
+    /// path leaves to us. `None` means no reply is sent.
+    pub async fn answer_datagram(&self, bytes: Vec<u8>, src: SocketAddr) -> Option<Vec<u8>> {
+        let header = Header::read(&mut BinDecoder::new(&bytes)).ok()?;
+        if header.metadata.message_type == MessageType::Response {
+            // Never answer a response: that is how reflection loops start.
+            return None;
+        }
+        let capture = Capture::default();
+        match Request::from_bytes(bytes, src, Protocol::Udp) {
+            Ok(request) => {
+                self.handle_request::<_, TokioTime>(&request, capture.clone())
+                    .await;
+            }
+            Err(error) => {
+                debug!(%src, %error, "undecodable query");
+                let mut metadata = Metadata::response_from_request(&header.metadata);
+                metadata.response_code = ResponseCode::FormErr;
+                let mut message =
+                    Message::new(metadata.id, MessageType::Response, metadata.op_code);
+                message.metadata = metadata;
+                return message.to_vec().ok();
+            }
+        }
+        capture.0.get().cloned()
+    }
+}
+
+/// A response handler that keeps the encoded reply instead of sending it.
+#[derive(Clone, Default)]
+struct Capture(Arc<OnceLock<Vec<u8>>>);
+
+#[async_trait::async_trait]
+impl ResponseHandler for Capture {
+    async fn send_response<'a>(
+        &mut self,
+        response: hickory_server::zone_handler::MessageResponse<
+            '_,
+            'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+        >,
+    ) -> Result<ResponseInfo, NetError> {
+        let mut bytes = Vec::with_capacity(512);
+        // `fit` has already made the reply fit the client's payload size.
+        let info = response.destructive_emit(&mut BinEncoder::new(&mut bytes))?;
+        let _ = self.0.set(bytes);
+        Ok(info)
     }
 }
 
@@ -130,6 +191,7 @@ impl RequestHandler for DnsHandler {
                 authorities: reply.authorities.iter().collect(),
                 additionals: reply.additionals.iter().collect(),
                 outside_zones: true,
+                ..Resolution::default()
             };
         }
         metadata.response_code = resolution.rcode;

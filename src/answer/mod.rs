@@ -12,14 +12,16 @@
 //! delegation from a fragment with a referral (AA clear, the NS set in the
 //! authority section, glue in the additional section).
 
+pub mod fast;
 pub mod forward;
 pub mod handler;
 pub mod rotate;
+pub mod udp;
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{LowerName, RData, Record, RecordType};
 
-use crate::view::{Node, ReverseZone, RrSet, View};
+use crate::view::{Member, Node, ReverseZone, RrSet, View};
 
 /// Longest CNAME chain followed inside the zone.
 pub const MAX_CNAME_CHAIN: usize = 8;
@@ -41,6 +43,9 @@ pub struct Resolution<'v> {
     /// True when the name lies outside every zone served here (the
     /// question may then be forwarded).
     pub outside_zones: bool,
+    /// List members in stored order and leave the rotation cursors alone
+    /// (the fast path encodes an RRset once and rotates it per reply).
+    stored_order: bool,
 }
 
 impl<'v> Resolution<'v> {
@@ -53,38 +58,56 @@ impl<'v> Resolution<'v> {
     }
 
     fn add(&mut self, set: &'v RrSet, view: &'v View) {
-        for member in rotate::order(set) {
+        let members = if self.stored_order {
+            set.members.iter().collect()
+        } else {
+            rotate::order(set)
+        };
+        for member in members {
             self.answers.push(&member.record);
-            self.glue(&member.glue, &member.record, view);
+            glue(member, view, &mut self.additionals);
         }
     }
+}
 
-    /// The addresses of a record's target (SRV, MX, NS) for the additional
-    /// section: prebuilt glue if any, else whatever the zone holds there.
-    fn glue(&mut self, prebuilt: &'v [Record], record: &'v Record, view: &'v View) {
-        if !prebuilt.is_empty() {
-            self.additionals.extend(prebuilt.iter());
-            return;
-        }
-        let target = match &record.data {
-            RData::SRV(srv) => &srv.target,
-            RData::MX(mx) => &mx.exchange,
-            RData::NS(ns) => &ns.0,
-            _ => return,
-        };
-        let target = LowerName::from(target);
-        if !view.origin.zone_of(&target) {
-            return;
-        }
-        if let Some(node) = view.node(&target) {
-            for rtype in [RecordType::A, RecordType::AAAA] {
-                if let Some(set) = node.rrset(rtype) {
-                    self.additionals
-                        .extend(set.members.iter().map(|m| &m.record));
-                }
+/// The addresses of a member's target (SRV, MX, NS) for the additional
+/// section: prebuilt glue if any, else whatever the zone holds there.
+pub fn glue<'v>(member: &'v Member, view: &'v View, out: &mut Vec<&'v Record>) {
+    if !member.glue.is_empty() {
+        out.extend(member.glue.iter());
+        return;
+    }
+    let target = match &member.record.data {
+        RData::SRV(srv) => &srv.target,
+        RData::MX(mx) => &mx.exchange,
+        RData::NS(ns) => &ns.0,
+        _ => return,
+    };
+    let target = LowerName::from(target);
+    if !view.origin.zone_of(&target) {
+        return;
+    }
+    if let Some(node) = view.node(&target) {
+        for rtype in [RecordType::A, RecordType::AAAA] {
+            if let Some(set) = node.rrset(rtype) {
+                out.extend(set.members.iter().map(|m| &m.record));
             }
         }
     }
+}
+
+/// The RRset that a plain positive answer for `qtype` at `qname` comes
+/// from (no CNAME, no referral), in the zone or a reverse zone.
+pub fn direct_rrset<'v>(view: &'v View, qname: &LowerName, qtype: RecordType) -> Option<&'v RrSet> {
+    let node = if view.origin.zone_of(qname) {
+        view.node(qname)
+    } else {
+        view.reverse
+            .iter()
+            .find(|zone| zone.origin.zone_of(qname))
+            .and_then(|zone| zone.node(qname))
+    };
+    node.and_then(|n| n.rrset(qtype))
 }
 
 /// Answers from a reverse zone: PTR, its SOA and NS, negative answers.
@@ -93,9 +116,11 @@ fn resolve_reverse<'v>(
     zone: &'v ReverseZone,
     qname: &LowerName,
     qtype: RecordType,
+    stored_order: bool,
 ) -> Resolution<'v> {
     let mut resolution = Resolution {
         authoritative: true,
+        stored_order,
         ..Resolution::default()
     };
     let Some(node) = zone.node(qname) else {
@@ -134,14 +159,25 @@ fn delegation<'v>(view: &'v View, qname: &LowerName, qtype: RecordType) -> Optio
 
 /// Answers `qtype` at `qname` (lower case) from `view`.
 pub fn resolve<'v>(view: &'v View, qname: &LowerName, qtype: RecordType) -> Resolution<'v> {
+    resolve_in_order(view, qname, qtype, false)
+}
+
+/// [`resolve`], with RRsets in stored order (`stored_order`) or rotated.
+pub(crate) fn resolve_in_order<'v>(
+    view: &'v View,
+    qname: &LowerName,
+    qtype: RecordType,
+    stored_order: bool,
+) -> Resolution<'v> {
     if !view.origin.zone_of(qname) {
         return match view.reverse.iter().find(|zone| zone.origin.zone_of(qname)) {
-            Some(zone) => resolve_reverse(view, zone, qname, qtype),
+            Some(zone) => resolve_reverse(view, zone, qname, qtype, stored_order),
             None => Resolution::refused(),
         };
     }
     let mut resolution = Resolution {
         authoritative: true,
+        stored_order,
         ..Resolution::default()
     };
     let mut name = qname.clone();
@@ -153,7 +189,7 @@ pub fn resolve<'v>(view: &'v View, qname: &LowerName, qtype: RecordType) -> Reso
                 if let Some(ns) = cut.rrset(RecordType::NS) {
                     for member in &ns.members {
                         resolution.authorities.push(&member.record);
-                        resolution.glue(&member.glue, &member.record, view);
+                        glue(member, view, &mut resolution.additionals);
                     }
                 }
             }

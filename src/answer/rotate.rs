@@ -20,32 +20,51 @@
 
 use crate::view::{Member, Policy, RrSet};
 
+/// What ordering needs to know about an RRset member: its RFC 2782
+/// priority and weight. Members of the view and the fast path's
+/// pre-encoded records both have them.
+pub trait Ranked {
+    /// Lower comes first.
+    fn priority(&self) -> u16;
+    /// Share of first places within a priority.
+    fn weight(&self) -> u16;
+}
+
+impl Ranked for Member {
+    fn priority(&self) -> u16 {
+        self.priority
+    }
+    fn weight(&self) -> u16 {
+        self.weight
+    }
+}
+
 /// The members of `set` in the order this answer should list them.
 pub fn order(set: &RrSet) -> Vec<&Member> {
-    let members = &set.members;
-    match set.policy {
-        Policy::Fixed => members.iter().collect(),
-        Policy::RoundRobin => {
-            let mut out = Vec::with_capacity(members.len());
-            rotated_into(members, set.next_offset(), &mut out);
-            out
-        }
+    order_by(&set.members, set.policy, set.cursor.next())
+}
+
+/// `items` (sorted by priority) in the order one answer should list them,
+/// under `policy`, with `offset` taken from the RRset's cursor.
+pub fn order_by<T: Ranked>(items: &[T], policy: Policy, offset: usize) -> Vec<&T> {
+    let mut out = Vec::with_capacity(items.len());
+    match policy {
+        Policy::Fixed => out.extend(items.iter()),
+        Policy::RoundRobin => rotated_into(items, offset, &mut out),
         Policy::Weighted => {
-            let offset = set.next_offset();
-            let mut out = Vec::with_capacity(members.len());
-            for group in members.chunk_by(|a, b| a.priority == b.priority) {
-                if group.windows(2).all(|w| w[0].weight == w[1].weight) {
+            for group in items.chunk_by(|a, b| a.priority() == b.priority()) {
+                if group.windows(2).all(|w| w[0].weight() == w[1].weight()) {
                     rotated_into(group, offset, &mut out);
                 } else {
                     weighted_into(group, &mut out, |lo, hi| fastrand::u32(lo..=hi));
                 }
             }
-            out
         }
     }
+    out
 }
 
-fn rotated_into<'a>(members: &'a [Member], offset: usize, out: &mut Vec<&'a Member>) {
+fn rotated_into<'a, T>(members: &'a [T], offset: usize, out: &mut Vec<&'a T>) {
     if members.is_empty() {
         return;
     }
@@ -55,23 +74,23 @@ fn rotated_into<'a>(members: &'a [Member], offset: usize, out: &mut Vec<&'a Memb
 
 /// RFC 2782 weighted ordering of one priority group; `pick(lo, hi)` returns
 /// a uniform random number in `lo..=hi` (injectable for tests).
-fn weighted_into<'a>(
-    group: &'a [Member],
-    out: &mut Vec<&'a Member>,
+fn weighted_into<'a, T: Ranked>(
+    group: &'a [T],
+    out: &mut Vec<&'a T>,
     mut pick: impl FnMut(u32, u32) -> u32,
 ) {
     // Zero weights first, as the RFC asks; otherwise stored order.
-    let mut remaining: Vec<&Member> = group.iter().filter(|m| m.weight == 0).collect();
-    remaining.extend(group.iter().filter(|m| m.weight != 0));
+    let mut remaining: Vec<&T> = group.iter().filter(|m| m.weight() == 0).collect();
+    remaining.extend(group.iter().filter(|m| m.weight() != 0));
     while !remaining.is_empty() {
-        let sum: u32 = remaining.iter().map(|m| u32::from(m.weight)).sum();
-        let lowest = if remaining[0].weight == 0 { 0 } else { 1 };
+        let sum: u32 = remaining.iter().map(|m| u32::from(m.weight())).sum();
+        let lowest = if remaining[0].weight() == 0 { 0 } else { 1 };
         let target = pick(lowest.min(sum), sum);
         let mut running = 0;
         let chosen = remaining
             .iter()
             .position(|m| {
-                running += u32::from(m.weight);
+                running += u32::from(m.weight());
                 running >= target
             })
             .unwrap_or(remaining.len() - 1);

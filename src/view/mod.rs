@@ -88,9 +88,32 @@ pub struct RrSet {
     pub members: Vec<Member>,
     /// How answers order the members.
     pub policy: Policy,
-    /// Where the next rotation starts. Starts at a random point, so that
-    /// frequent view rebuilds do not keep favouring the first member.
-    cursor: AtomicUsize,
+    /// Where the next rotation starts.
+    pub cursor: Cursor,
+}
+
+/// An RRset's rotation cursor, shared by the general answering path and the
+/// pre-encoded answers of the fast path, so both take turns from one count.
+/// Fixed RRsets (one member, or a type that does not rotate) have none and
+/// cost no allocation: most names hold exactly one record.
+#[derive(Debug, Clone, Default)]
+pub struct Cursor(Option<Arc<AtomicUsize>>);
+
+impl Cursor {
+    /// A cursor starting at a random point below `len`, so that frequent
+    /// view rebuilds do not keep favouring the first member.
+    fn starting_below(len: usize) -> Self {
+        Cursor(Some(Arc::new(AtomicUsize::new(fastrand::usize(
+            ..len.max(1),
+        )))))
+    }
+
+    /// Takes the next rotation offset (wrapping); always 0 for fixed sets.
+    pub fn next(&self) -> usize {
+        self.0
+            .as_ref()
+            .map_or(0, |c| c.fetch_add(1, Ordering::Relaxed))
+    }
 }
 
 /// Types whose answers rotate for load spreading.
@@ -104,27 +127,21 @@ impl RrSet {
         let uniform = members
             .windows(2)
             .all(|w| (w[0].priority, w[0].weight) == (w[1].priority, w[1].weight));
-        let policy = match (rotate, uniform) {
+        let policy = match (rotate && members.len() > 1, uniform) {
             (false, _) => Policy::Fixed,
             (true, true) => Policy::RoundRobin,
             (true, false) => Policy::Weighted,
         };
-        let start = if members.is_empty() {
-            0
-        } else {
-            fastrand::usize(..members.len())
+        let cursor = match policy {
+            Policy::Fixed => Cursor::default(),
+            _ => Cursor::starting_below(members.len()),
         };
         RrSet {
             rtype,
             members,
             policy,
-            cursor: AtomicUsize::new(start),
+            cursor,
         }
-    }
-
-    /// Takes the next rotation offset (wrapping), for round-robin ordering.
-    pub fn next_offset(&self) -> usize {
-        self.cursor.fetch_add(1, Ordering::Relaxed)
     }
 }
 

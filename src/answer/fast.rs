@@ -1,0 +1,542 @@
+//! Pre-encoded answers: the UDP fast path.
+//!
+//! Takes one raw query datagram and the current [`View`]; produces the
+//! reply's bytes when the query has the common shape, or `None` to leave the
+//! datagram to the general path ([`super::handler`]). The common shape: a
+//! standard query with one question of class IN, no EDNS or EDNS version 0
+//! without the DO bit, for a name in our zones whose answer is one plain
+//! RRset (rotated as usual) or a negative answer (NXDOMAIN, NODATA), and
+//! whose reply fits the client's payload size. Everything else (ANY, CNAME
+//! chains, referrals, forwarding, truncation, odd headers) stays on the
+//! general path, which gives the same answers more slowly.
+//!
+//! The records come from the general path's own `resolve`, encoded once
+//! per view by hickory-proto, and are kept per worker thread in a hash map
+//! keyed by the lower-cased wire name and type. A reply is then the query's
+//! header and question (echoed byte for byte, so the client's letter case
+//! survives) followed by copies of those bytes in this answer's rotation
+//! order. Owner names are compressed against the question, whose position
+//! never changes, so the pieces can be put in any order.
+//!
+//! It never locks, never waits, never touches the disk and, on a hit, never
+//! allocates (except for RFC 2782 weighted ordering). The rotation cursor is
+//! the RRset's own, shared with the general path.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::Arc;
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::{LowerName, Name, Record, RecordType};
+use hickory_proto::serialize::binary::NameEncoding;
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
+
+use super::rotate::{Ranked, order_by};
+use super::{direct_rrset, glue, resolve_in_order};
+use crate::view::{Cursor, Policy, View};
+
+/// Cached answers per worker thread before the cache starts over; bounds
+/// the memory a flood of distinct names can take.
+const MAX_CACHED_ANSWERS: usize = 100_000;
+
+/// Cached bytes per worker thread before the cache starts over.
+const MAX_CACHED_BYTES: usize = 64 * 1024 * 1024;
+
+/// Header length, and where the question (and so its name) starts.
+const HEADER_LEN: usize = 12;
+
+/// The EDNS OPT record type.
+const OPT: u16 = 41;
+
+/// The EDNS Client Subnet option, which hickory parses (and may reject).
+const OPTION_CLIENT_SUBNET: u16 = 8;
+
+/// A query parsed just far enough to answer it.
+struct Parsed {
+    /// Length of the question section (name, type, class).
+    question_len: usize,
+    /// The question type.
+    qtype: u16,
+    /// The client's EDNS payload size, if it sent EDNS.
+    edns_payload: Option<u16>,
+}
+
+/// Parses `datagram` if it has the fast path's shape, writing the
+/// lower-cased question name and type to `key`.
+fn parse(datagram: &[u8], key: &mut Vec<u8>) -> Option<Parsed> {
+    let header = datagram.get(..HEADER_LEN)?;
+    // QR clear, opcode QUERY, TC clear.
+    if header[2] & 0xFA != 0 {
+        return None;
+    }
+    let count = |at: usize| u16::from_be_bytes([header[at], header[at + 1]]);
+    let additionals = count(10);
+    if count(4) != 1 || count(6) != 0 || count(8) != 0 || additionals > 1 {
+        return None;
+    }
+    // The name: plain labels (queries never compress), at most 255 bytes.
+    let mut at = HEADER_LEN;
+    loop {
+        let len = usize::from(*datagram.get(at)?);
+        if len == 0 {
+            at += 1;
+            break;
+        }
+        if len > 63 {
+            return None;
+        }
+        at += len + 1;
+        if at - HEADER_LEN > 254 {
+            return None;
+        }
+    }
+    let fixed = datagram.get(at..at + 4)?;
+    let qtype = u16::from_be_bytes([fixed[0], fixed[1]]);
+    if u16::from_be_bytes([fixed[2], fixed[3]]) != 1 {
+        return None; // not class IN
+    }
+    let question_end = at + 4;
+    let edns_payload = if additionals == 1 {
+        Some(parse_opt(datagram.get(question_end..)?)?)
+    } else if datagram.len() == question_end {
+        None
+    } else {
+        return None; // trailing bytes
+    };
+    key.clear();
+    // Length bytes are below 64, so lower-casing leaves them alone.
+    key.extend(datagram[HEADER_LEN..at].iter().map(u8::to_ascii_lowercase));
+    key.extend_from_slice(&fixed[..2]);
+    Some(Parsed {
+        question_len: question_end - HEADER_LEN,
+        qtype,
+        edns_payload,
+    })
+}
+
+/// Parses an OPT record that is all that is left of the query: version 0,
+/// DO clear, options well formed. Returns the client's payload size.
+fn parse_opt(record: &[u8]) -> Option<u16> {
+    let fixed = record.get(..11)?;
+    if fixed[0] != 0 || u16::from_be_bytes([fixed[1], fixed[2]]) != OPT {
+        return None;
+    }
+    // Extended rcode, version, then the flags (DO is the top bit).
+    if fixed[5] != 0 || fixed[6] != 0 || fixed[7] & 0x80 != 0 {
+        return None;
+    }
+    let payload = u16::from_be_bytes([fixed[3], fixed[4]]);
+    let rdlen = usize::from(u16::from_be_bytes([fixed[9], fixed[10]]));
+    let mut options = record.get(11..)?;
+    if options.len() != rdlen {
+        return None;
+    }
+    while !options.is_empty() {
+        let head = options.get(..4)?;
+        let code = u16::from_be_bytes([head[0], head[1]]);
+        let len = usize::from(u16::from_be_bytes([head[2], head[3]]));
+        if code == OPTION_CLIENT_SUBNET {
+            return None;
+        }
+        options = options.get(4 + len..)?;
+    }
+    Some(payload)
+}
+
+/// One member of an RRset, encoded: its answer record and its glue.
+#[derive(Debug)]
+struct EncodedMember {
+    priority: u16,
+    weight: u16,
+    answer: Range<usize>,
+    glue: Range<usize>,
+}
+
+impl Ranked for EncodedMember {
+    fn priority(&self) -> u16 {
+        self.priority
+    }
+    fn weight(&self) -> u16 {
+        self.weight
+    }
+}
+
+/// The answer to one name and type, ready to copy into replies.
+#[derive(Debug)]
+struct Encoded {
+    authoritative: bool,
+    rcode: u8,
+    policy: Policy,
+    cursor: Cursor,
+    members: Vec<EncodedMember>,
+    authority: Range<usize>,
+    authority_count: u16,
+    glue_count: u16,
+    /// Length of everything after the question, without the OPT record.
+    sections_len: usize,
+    bytes: Vec<u8>,
+}
+
+/// What the cache knows about a name and type.
+#[derive(Debug)]
+enum Entry {
+    /// The general path answers it.
+    General,
+    /// Pre-encoded.
+    Ready(Encoded),
+}
+
+/// The fast path of one worker thread: its cache and the view it is for.
+#[derive(Debug)]
+pub struct FastPath {
+    view: Option<Arc<View>>,
+    cache: HashMap<Box<[u8]>, Entry, ahash::RandomState>,
+    cached_bytes: usize,
+    max_udp_payload: u16,
+    key: Vec<u8>,
+}
+
+impl FastPath {
+    /// A fast path offering UDP clients at most `max_udp_payload` bytes.
+    pub fn new(max_udp_payload: u16) -> Self {
+        FastPath {
+            view: None,
+            cache: HashMap::default(),
+            cached_bytes: 0,
+            max_udp_payload,
+            key: Vec::with_capacity(260),
+        }
+    }
+
+    /// Writes the reply to `datagram` from `view` into `out` and returns
+    /// true, or returns false to leave the datagram to the general path.
+    pub fn answer(&mut self, view: &Arc<View>, datagram: &[u8], out: &mut Vec<u8>) -> bool {
+        let Some(query) = parse(datagram, &mut self.key) else {
+            return false;
+        };
+        // ANY, zone transfers, meta types: the general path.
+        if matches!(query.qtype, 41 | 249..=255) {
+            return false;
+        }
+        if !self.view.as_ref().is_some_and(|v| Arc::ptr_eq(v, view)) {
+            self.cache.clear();
+            self.cached_bytes = 0;
+            self.view = Some(view.clone());
+        }
+        if !self.cache.contains_key(self.key.as_slice()) {
+            if self.cache.len() >= MAX_CACHED_ANSWERS || self.cached_bytes >= MAX_CACHED_BYTES {
+                self.cache.clear();
+                self.cached_bytes = 0;
+            }
+            let entry = encode(view, &self.key, query.qtype);
+            if let Entry::Ready(encoded) = &entry {
+                self.cached_bytes += encoded.bytes.len() + self.key.len();
+            }
+            self.cache
+                .insert(self.key.clone().into_boxed_slice(), entry);
+        }
+        let Some(Entry::Ready(encoded)) = self.cache.get(self.key.as_slice()) else {
+            return false;
+        };
+        let limit = match query.edns_payload {
+            Some(payload) => usize::from(payload.clamp(512, self.max_udp_payload)),
+            None => 512,
+        };
+        let question_end = HEADER_LEN + query.question_len;
+        let opt_len = if query.edns_payload.is_some() { 11 } else { 0 };
+        if question_end + encoded.sections_len + opt_len > limit {
+            return false; // the general path decides what to leave out
+        }
+        assemble(
+            encoded,
+            datagram,
+            question_end,
+            query.edns_payload.map(|_| limit),
+            out,
+        );
+        true
+    }
+}
+
+/// Writes one reply: the query's header and question, then `encoded`.
+fn assemble(
+    encoded: &Encoded,
+    datagram: &[u8],
+    question_end: usize,
+    edns_payload: Option<usize>,
+    out: &mut Vec<u8>,
+) {
+    out.clear();
+    out.extend_from_slice(&datagram[..2]);
+    // QR, AA as resolved, RD copied; CD copied, the rcode.
+    out.push(0x80 | if encoded.authoritative { 0x04 } else { 0 } | (datagram[2] & 0x01));
+    out.push((datagram[3] & 0x10) | encoded.rcode);
+    let members = u16::try_from(encoded.members.len()).unwrap_or(u16::MAX);
+    let additionals = encoded.glue_count + u16::from(edns_payload.is_some());
+    for count in [1, members, encoded.authority_count, additionals] {
+        out.extend_from_slice(&count.to_be_bytes());
+    }
+    out.extend_from_slice(&datagram[HEADER_LEN..question_end]);
+    let bytes = &encoded.bytes;
+    let n = encoded.members.len();
+    match encoded.policy {
+        Policy::Fixed | Policy::RoundRobin => {
+            let offset = if n == 0 { 0 } else { encoded.cursor.next() % n };
+            let order = (offset..n).chain(0..offset);
+            for i in order.clone() {
+                out.extend_from_slice(&bytes[encoded.members[i].answer.clone()]);
+            }
+            out.extend_from_slice(&bytes[encoded.authority.clone()]);
+            for i in order {
+                out.extend_from_slice(&bytes[encoded.members[i].glue.clone()]);
+            }
+        }
+        Policy::Weighted => {
+            let order = order_by(&encoded.members, encoded.policy, encoded.cursor.next());
+            for member in &order {
+                out.extend_from_slice(&bytes[member.answer.clone()]);
+            }
+            out.extend_from_slice(&bytes[encoded.authority.clone()]);
+            for member in &order {
+                out.extend_from_slice(&bytes[member.glue.clone()]);
+            }
+        }
+    }
+    if let Some(payload) = edns_payload {
+        // OPT: root owner, our payload size, version 0, no flags, no options.
+        out.extend_from_slice(&[0, 0, 41]);
+        out.extend_from_slice(&u16::try_from(payload).unwrap_or(512).to_be_bytes());
+        out.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+    }
+}
+
+/// Resolves `key` (lower-cased wire name and type) through the general
+/// path's `resolve` and encodes the result, if it has a shape the fast
+/// path serves.
+fn encode(view: &View, key: &[u8], qtype: u16) -> Entry {
+    let wire_name = &key[..key.len() - 2];
+    let Ok(name) = Name::read(&mut BinDecoder::new(wire_name)) else {
+        return Entry::General;
+    };
+    let qname = LowerName::from(&name);
+    let rtype = RecordType::from(qtype);
+    let resolution = resolve_in_order(view, &qname, rtype, true);
+    let rcode = match resolution.rcode {
+        ResponseCode::NoError => 0,
+        ResponseCode::NXDomain => 3,
+        _ => return Entry::General,
+    };
+    if resolution.outside_zones || !resolution.authoritative {
+        return Entry::General;
+    }
+    let mut encoded = Encoded {
+        authoritative: true,
+        rcode,
+        policy: Policy::Fixed,
+        cursor: Cursor::default(),
+        members: Vec::new(),
+        authority: 0..0,
+        authority_count: 0,
+        glue_count: 0,
+        sections_len: 0,
+        bytes: Vec::with_capacity(256),
+    };
+    let bytes = &mut encoded.bytes;
+    if resolution.answers.is_empty() {
+        if !resolution.additionals.is_empty() {
+            return Entry::General;
+        }
+        for record in &resolution.authorities {
+            if encode_record(record, wire_name, bytes).is_none() {
+                return Entry::General;
+            }
+        }
+        encoded.authority = 0..bytes.len();
+        encoded.authority_count = u16::try_from(resolution.authorities.len()).unwrap_or(0);
+    } else {
+        // A plain answer: every record from the one RRset at the name.
+        let Some(set) = direct_rrset(view, &qname, rtype) else {
+            return Entry::General;
+        };
+        let plain = resolution.authorities.is_empty()
+            && resolution.answers.len() == set.members.len()
+            && resolution
+                .answers
+                .iter()
+                .all(|r| r.record_type() == rtype && LowerName::from(&r.name) == qname);
+        if !plain {
+            return Entry::General;
+        }
+        let mut glue_records = Vec::new();
+        for member in &set.members {
+            let start = bytes.len();
+            if encode_record(&member.record, wire_name, bytes).is_none() {
+                return Entry::General;
+            }
+            let answer = start..bytes.len();
+            glue_records.clear();
+            glue(member, view, &mut glue_records);
+            for record in &glue_records {
+                if encode_record(record, wire_name, bytes).is_none() {
+                    return Entry::General;
+                }
+            }
+            let glue_count = u16::try_from(glue_records.len()).unwrap_or(u16::MAX);
+            encoded.glue_count = encoded.glue_count.saturating_add(glue_count);
+            encoded.members.push(EncodedMember {
+                priority: member.priority,
+                weight: member.weight,
+                glue: answer.end..bytes.len(),
+                answer,
+            });
+        }
+        encoded.authority = bytes.len()..bytes.len();
+        encoded.policy = set.policy;
+        encoded.cursor = set.cursor.clone();
+    }
+    encoded.sections_len = encoded.bytes.len();
+    Entry::Ready(encoded)
+}
+
+/// Appends `record` to `out`: rdata as hickory-proto encodes it without
+/// compression, the owner name compressed against the question name
+/// (`question`, lower-cased wire form at offset 12 of every reply).
+fn encode_record(record: &Record, question: &[u8], out: &mut Vec<u8>) -> Option<()> {
+    let mut wire = Vec::with_capacity(64);
+    let mut encoder = BinEncoder::new(&mut wire);
+    encoder.set_name_encoding(NameEncoding::Uncompressed);
+    record.emit(&mut encoder).ok()?;
+    let owner_len = name_len(&wire)?;
+    let owner = &wire[..owner_len];
+    let boundaries = label_starts(question);
+    let mut at = 0;
+    loop {
+        let suffix = &owner[at..];
+        if suffix.len() > 1 && suffix.len() <= question.len() {
+            let start = question.len() - suffix.len();
+            if boundaries.contains(&start) && question[start..].eq_ignore_ascii_case(suffix) {
+                out.extend_from_slice(&owner[..at]);
+                let pointer = 0xC000 | u16::try_from(HEADER_LEN + start).ok()?;
+                out.extend_from_slice(&pointer.to_be_bytes());
+                break;
+            }
+        }
+        let len = usize::from(owner[at]);
+        if len == 0 {
+            out.extend_from_slice(owner);
+            break;
+        }
+        at += len + 1;
+    }
+    out.extend_from_slice(&wire[owner_len..]);
+    Some(())
+}
+
+/// Length of the uncompressed wire name at the start of `wire`.
+fn name_len(wire: &[u8]) -> Option<usize> {
+    let mut at = 0;
+    loop {
+        let len = usize::from(*wire.get(at)?);
+        at += 1;
+        if len == 0 {
+            return Some(at);
+        }
+        if len > 63 {
+            return None;
+        }
+        at += len;
+    }
+}
+
+/// Offsets where each label of the wire name `name` starts.
+fn label_starts(name: &[u8]) -> Vec<usize> {
+    let mut starts = Vec::new();
+    let mut at = 0;
+    while let Some(&len) = name.get(at) {
+        if len == 0 {
+            break;
+        }
+        starts.push(at);
+        at += usize::from(len) + 1;
+    }
+    starts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query(name: &str, qtype: u16, extra: &[u8], arcount: u16) -> Vec<u8> {
+        let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0];
+        q.extend_from_slice(&arcount.to_be_bytes());
+        for label in name.split('.').filter(|l| !l.is_empty()) {
+            q.push(u8::try_from(label.len()).unwrap_or(0));
+            q.extend_from_slice(label.as_bytes());
+        }
+        q.push(0);
+        q.extend_from_slice(&qtype.to_be_bytes());
+        q.extend_from_slice(&[0, 1]);
+        q.extend_from_slice(extra);
+        q
+    }
+
+    const OPT_1232: [u8; 11] = [0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 0];
+
+    #[test]
+    fn common_queries_parse_and_lower_case_the_key() {
+        let mut key = Vec::new();
+        let parsed = parse(&query("Web.SVC.internal.", 1, &[], 0), &mut key).expect("parses");
+        assert_eq!(parsed.qtype, 1);
+        assert_eq!(parsed.edns_payload, None);
+        assert_eq!(&key[..4], b"\x03web");
+        let parsed = parse(&query("web.svc.internal.", 33, &OPT_1232, 1), &mut key).expect("edns");
+        assert_eq!(parsed.edns_payload, Some(1232));
+    }
+
+    #[test]
+    fn rare_shapes_are_left_to_the_general_path() {
+        let mut key = Vec::new();
+        let mut do_bit = OPT_1232;
+        do_bit[7] = 0x80;
+        let mut version1 = OPT_1232;
+        version1[6] = 1;
+        let mut response = query("a.", 1, &[], 0);
+        response[2] |= 0x80;
+        let mut notify = query("a.", 1, &[], 0);
+        notify[2] = 4 << 3;
+        let mut chaos = query("a.", 1, &[], 0);
+        let len = chaos.len();
+        chaos[len - 1] = 3;
+        let mut subnet = OPT_1232.to_vec();
+        subnet[10] = 8;
+        subnet.extend_from_slice(&[0, 8, 0, 4, 0, 1, 0, 0]);
+        for (what, datagram) in [
+            ("DO bit", query("a.", 1, &do_bit, 1)),
+            ("EDNS version 1", query("a.", 1, &version1, 1)),
+            ("a response", response),
+            ("NOTIFY", notify),
+            ("class CH", chaos),
+            ("client subnet", query("a.", 1, &subnet, 1)),
+            ("trailing bytes", query("a.", 1, &[0], 0)),
+            ("missing OPT", query("a.", 1, &[], 1)),
+            ("short", vec![0; 11]),
+        ] {
+            assert!(parse(&datagram, &mut key).is_none(), "{what}");
+        }
+    }
+
+    #[test]
+    fn owners_compress_against_the_question() {
+        let question = b"\x04_web\x04_tcp\x03svc\x08internal\x00";
+        let record = Record::from_rdata(
+            Name::from_ascii("i1.web.svc.internal.").expect("name"),
+            5,
+            hickory_proto::rr::RData::A(hickory_proto::rr::rdata::A::new(10, 0, 0, 1)),
+        );
+        let mut out = Vec::new();
+        encode_record(&record, question, &mut out).expect("encodes");
+        // "i1", "web", then a pointer to "svc.internal." at 12 + 10.
+        assert_eq!(&out[..9], b"\x02i1\x03web\xc0\x16");
+        assert_eq!(out.len(), 9 + 10 + 4);
+    }
+}

@@ -1,0 +1,277 @@
+//! The UDP answering loop: batched receive, answer, batched send.
+//!
+//! Takes datagrams from one or more SO_REUSEPORT sockets on the DNS
+//! address, one worker thread per socket; produces replies. Each worker
+//! receives up to [`BATCH`] datagrams with one `recvmmsg`, loads the
+//! current view once for the batch, answers what it can through its own
+//! [`FastPath`], and sends the replies with one `sendmmsg`. A datagram the
+//! fast path leaves alone goes to the general path ([`DnsHandler`]) on the
+//! Tokio runtime, which replies on its own; the worker never waits for it.
+//!
+//! The workers never lock, never touch the disk and never block on anything
+//! but their own socket. They check for shutdown between batches (the
+//! socket's receive timeout bounds how long that takes).
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use std::io::{IoSlice, IoSliceMut};
+
+use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg};
+use tracing::{debug, warn};
+
+use super::fast::FastPath;
+use super::handler::DnsHandler;
+use crate::view::publish::ViewHandle;
+
+/// Datagrams per `recvmmsg`/`sendmmsg`.
+pub const BATCH: usize = 32;
+
+/// Largest query we read; longer datagrams are dropped (no DNS client sends
+/// a query this long over UDP).
+const MAX_QUERY: usize = 4096;
+
+/// How often an idle worker looks at the shutdown flag.
+const IDLE_CHECK: Duration = Duration::from_millis(100);
+
+/// Binds `count` UDP sockets to `addr` with SO_REUSEPORT (port 0: the
+/// first one picks the port, the others join it), so the kernel spreads
+/// queries across the workers.
+///
+/// # Errors
+/// The socket error of the first bind that fails.
+pub fn bind_reuseport(addr: SocketAddr, count: usize) -> io::Result<Vec<UdpSocket>> {
+    let mut sockets = Vec::with_capacity(count);
+    let mut bind_to = addr;
+    for _ in 0..count.max(1) {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(bind_to),
+            socket2::Type::DGRAM,
+            Some(socket2::Protocol::UDP),
+        )?;
+        socket.set_reuse_port(true)?;
+        if bind_to.is_ipv6() {
+            socket.set_only_v6(true)?;
+        }
+        // Room for a burst of queries while the worker is busy; the kernel
+        // caps it at net.core.rmem_max.
+        let _ = socket.set_recv_buffer_size(4 * 1024 * 1024);
+        socket.bind(&bind_to.into())?;
+        let socket: UdpSocket = socket.into();
+        socket.set_read_timeout(Some(IDLE_CHECK))?;
+        bind_to = socket.local_addr()?;
+        sockets.push(socket);
+    }
+    Ok(sockets)
+}
+
+/// The running workers; [`Workers::stop`] ends them.
+#[derive(Debug)]
+pub struct Workers {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Workers {
+    /// Starts one worker per socket.
+    ///
+    /// # Errors
+    /// When a thread cannot be spawned.
+    pub fn start(
+        sockets: Vec<UdpSocket>,
+        views: &ViewHandle,
+        general: &DnsHandler,
+        max_udp_payload: u16,
+        fast_path: bool,
+    ) -> io::Result<Workers> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let runtime = tokio::runtime::Handle::current();
+        let mut threads = Vec::with_capacity(sockets.len());
+        for (index, socket) in sockets.into_iter().enumerate() {
+            let worker = Worker {
+                socket: Arc::new(socket),
+                views: views.clone(),
+                general: general.clone(),
+                runtime: runtime.clone(),
+                fast: fast_path.then(|| FastPath::new(max_udp_payload)),
+                stop: stop.clone(),
+            };
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("dns-udp-{index}"))
+                    .spawn(move || worker.run())?,
+            );
+        }
+        Ok(Workers { stop, threads })
+    }
+
+    /// Asks every worker to stop and waits until they have.
+    pub fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for thread in self.threads {
+            if thread.join().is_err() {
+                tracing::error!("a UDP worker panicked");
+            }
+        }
+    }
+}
+
+struct Worker {
+    socket: Arc<UdpSocket>,
+    views: ViewHandle,
+    general: DnsHandler,
+    runtime: tokio::runtime::Handle,
+    fast: Option<FastPath>,
+    stop: Arc<AtomicBool>,
+}
+
+/// Where one received datagram came from and how long it is.
+#[derive(Clone, Copy)]
+struct Received {
+    len: usize,
+    from: Option<SocketAddr>,
+    truncated: bool,
+}
+
+impl Worker {
+    fn run(mut self) {
+        let fd = self.socket.as_raw_fd();
+        let mut queries = vec![[0u8; MAX_QUERY]; BATCH];
+        let mut replies: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(512)).collect();
+        let mut received = [Received {
+            len: 0,
+            from: None,
+            truncated: false,
+        }; BATCH];
+        let mut receive_headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
+        let mut send_headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
+        let mut destinations: Vec<Option<SockaddrStorage>> = Vec::with_capacity(BATCH);
+        let mut ready: Vec<usize> = Vec::with_capacity(BATCH);
+        while !self.stop.load(Ordering::Relaxed) {
+            let count = {
+                let mut slices: Vec<[IoSliceMut<'_>; 1]> = queries
+                    .iter_mut()
+                    .map(|q| [IoSliceMut::new(&mut q[..])])
+                    .collect();
+                match recvmmsg(
+                    fd,
+                    &mut receive_headers,
+                    slices.iter_mut(),
+                    MsgFlags::MSG_WAITFORONE,
+                    None,
+                ) {
+                    Ok(results) => {
+                        let mut count = 0;
+                        for (slot, message) in received.iter_mut().zip(results) {
+                            *slot = Received {
+                                len: message.bytes,
+                                from: message.address.as_ref().and_then(socket_addr),
+                                truncated: message.flags.contains(MsgFlags::MSG_TRUNC),
+                            };
+                            count += 1;
+                        }
+                        count
+                    }
+                    Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => continue,
+                    Err(error) => {
+                        warn!(%error, "receiving DNS queries failed");
+                        std::thread::sleep(IDLE_CHECK);
+                        continue;
+                    }
+                }
+            };
+            let view = self.views.load();
+            ready.clear();
+            destinations.clear();
+            for (index, slot) in received[..count].iter().enumerate() {
+                let Some(from) = slot.from else { continue };
+                if slot.truncated || slot.len < 12 {
+                    debug!(%from, len = slot.len, "dropped an unusable datagram");
+                    continue;
+                }
+                let query = &queries[index][..slot.len];
+                let answered = self
+                    .fast
+                    .as_mut()
+                    .is_some_and(|fast| fast.answer(&view, query, &mut replies[index]));
+                if answered {
+                    ready.push(index);
+                    destinations.push(Some(SockaddrStorage::from(from)));
+                } else {
+                    self.hand_to_general(query.to_vec(), from);
+                }
+            }
+            drop(view);
+            self.send(fd, &mut send_headers, &replies, &ready, &destinations);
+        }
+    }
+
+    /// Sends the replies at `ready` (indices into `replies`) in one call,
+    /// looping over partial sends.
+    fn send(
+        &self,
+        fd: i32,
+        headers: &mut MultiHeaders<SockaddrStorage>,
+        replies: &[Vec<u8>],
+        ready: &[usize],
+        destinations: &[Option<SockaddrStorage>],
+    ) {
+        let mut sent = 0;
+        while sent < ready.len() {
+            let slices: Vec<[IoSlice<'_>; 1]> = ready[sent..]
+                .iter()
+                .map(|&i| [IoSlice::new(&replies[i])])
+                .collect();
+            match sendmmsg(
+                fd,
+                headers,
+                slices.iter(),
+                &destinations[sent..],
+                [],
+                MsgFlags::empty(),
+            ) {
+                Ok(results) => {
+                    let n = results.count();
+                    if n == 0 {
+                        break;
+                    }
+                    sent += n;
+                }
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(error) => {
+                    // One bad destination must not cost the rest their
+                    // replies: skip it and go on.
+                    debug!(%error, "sending a DNS reply failed");
+                    sent += 1;
+                }
+            }
+        }
+    }
+
+    /// Lets the general path answer `query` and send the reply itself.
+    fn hand_to_general(&self, query: Vec<u8>, from: SocketAddr) {
+        let general = self.general.clone();
+        let socket = self.socket.clone();
+        self.runtime.spawn(async move {
+            if let Some(reply) = general.answer_datagram(query, from).await
+                && let Err(error) = socket.send_to(&reply, from)
+            {
+                debug!(%error, %from, "sending a DNS reply failed");
+            }
+        });
+    }
+}
+
+fn socket_addr(address: &SockaddrStorage) -> Option<SocketAddr> {
+    if let Some(v4) = address.as_sockaddr_in() {
+        return Some(SocketAddr::from(std::net::SocketAddrV4::from(*v4)));
+    }
+    address
+        .as_sockaddr_in6()
+        .map(|v6| SocketAddr::from(std::net::SocketAddrV6::from(*v6)))
+}
