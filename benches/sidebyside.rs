@@ -1,0 +1,592 @@
+//! Side by side: beacon, Knot DNS and NSD serving the same data on one
+//! core each, under the same load from the project's own generator.
+//!
+//! Run: `cargo bench --bench sidebyside` (needs `apt-get install -y knot nsd`;
+//! dnsperf, if installed, gives a second opinion with `BENCH_DNSPERF=1`).
+//!
+//! The data: 200 services × 3 instances. beacon gets them as real
+//! heartbeats; Knot and NSD read the same names from a zone file: A records
+//! at `svcN`, SRV at `_svcN._tcp` with targets `iK.svcN` and their A
+//! records. The mix: 50% A for a service, 30% SRV, 10% A for an instance,
+//! 10% names that do not exist (NXDOMAIN). No EDNS, like dnsperf.
+//!
+//! The server runs on CPU 1 (every thread re-pinned after start, since Knot
+//! pins its own), the generator and the heartbeat sender on CPU 0. Servers
+//! alternate within each round (beacon, knot, nsd, beacon, …). During
+//! beacon's runs, heartbeats renew its instances at 10,000/s.
+//!
+//! Knobs (environment): BENCH_ROUNDS (3), BENCH_SECONDS (10),
+//! BENCH_MODES (udp,rate,tcp), BENCH_SERVERS (beacon,knot,nsd),
+//! BENCH_OUTSTANDING (200), BENCH_RATE (20000), BENCH_HEARTBEATS (10000).
+//! Everything listens on 127.0.0.1 and stops when the run ends.
+
+mod load;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use hickory_proto::rr::RecordType;
+use load::{Outcome, Question};
+
+const SERVICES: usize = 200;
+const INSTANCES: usize = 3;
+const ZONE: &str = "svc.internal.";
+const SERVER_CPU: usize = 1;
+const GENERATOR_CPU: usize = 0;
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn env_list(name: &str, default: &str) -> Vec<String> {
+    std::env::var(name)
+        .unwrap_or_else(|_| default.to_string())
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+fn address(service: usize, instance: usize) -> String {
+    format!("10.{}.{}.{}", service / 256, service % 256, instance + 1)
+}
+
+/// The zone file Knot and NSD serve: the same names beacon builds.
+fn zone_file() -> String {
+    let mut z = format!(
+        "$ORIGIN {ZONE}\n$TTL 5\n@ 60 IN SOA ns hostmaster 1 60 10 86400 5\n@ 60 IN NS ns\nns 60 IN A 127.0.0.1\n"
+    );
+    for s in 0..SERVICES {
+        for i in 0..INSTANCES {
+            let addr = address(s, i);
+            z.push_str(&format!("svc{s} IN A {addr}\n"));
+            z.push_str(&format!("i{i}.svc{s} IN A {addr}\n"));
+            z.push_str(&format!("_svc{s}._tcp IN SRV 0 1 8080 i{i}.svc{s}\n"));
+        }
+    }
+    z
+}
+
+/// 50% A for a service, 30% SRV, 10% A for an instance, 10% NXDOMAIN,
+/// interleaved and spread over the services.
+fn mix() -> Vec<Question> {
+    let mut mix = Vec::new();
+    for n in 0..2000 {
+        let s = (n * 7919) % SERVICES;
+        let q = match n % 10 {
+            0..=4 => Question::new(&format!("svc{s}.{ZONE}"), RecordType::A, 0),
+            5..=7 => Question::new(&format!("_svc{s}._tcp.{ZONE}"), RecordType::SRV, 0),
+            8 => Question::new(
+                &format!("i{}.svc{s}.{ZONE}", n % INSTANCES),
+                RecordType::A,
+                0,
+            ),
+            _ => Question::new(&format!("nothing{n}.{ZONE}"), RecordType::A, 3),
+        };
+        mix.push(q);
+    }
+    mix
+}
+
+/// A free loopback port for UDP and TCP.
+fn free_port() -> u16 {
+    loop {
+        let udp = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let port = udp.local_addr().expect("addr").port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+fn pin_self(cpu: usize) {
+    let mut set = nix::sched::CpuSet::new();
+    if set.set(cpu).is_ok() {
+        let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set);
+    }
+}
+
+/// Pins every thread of `pid` to `cpu`.
+fn pin_process(pid: u32, cpu: usize) {
+    let status = Command::new("taskset")
+        .args(["-a", "-p", "-c", &cpu.to_string(), &pid.to_string()])
+        .stdout(Stdio::null())
+        .status();
+    if !status.is_ok_and(|s| s.success()) {
+        eprintln!("warning: could not pin process {pid} to CPU {cpu}");
+    }
+}
+
+/// Busy and total jiffies of one CPU, from /proc/stat.
+fn cpu_jiffies(cpu: usize) -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let label = format!("cpu{cpu} ");
+    let Some(line) = stat.lines().find(|l| l.starts_with(&label)) else {
+        return (0, 0);
+    };
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    let total: u64 = fields.iter().take(8).sum();
+    let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
+    (total - idle, total)
+}
+
+/// A server process under test, stopped on drop.
+struct Server {
+    name: &'static str,
+    child: Child,
+    dns: SocketAddr,
+    heartbeat: Option<SocketAddr>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_until_answering(server: &Server, probe: &Question) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        let out = load::udp(
+            server.dns,
+            std::slice::from_ref(probe),
+            Duration::from_millis(50),
+            1,
+            None,
+        );
+        if out.answered > 0 && out.wrong == 0 {
+            return;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{} never answered {}", server.name, server.dns);
+}
+
+fn start_beacon(dir: &Path) -> Server {
+    let zones = dir.join("beacon-zones");
+    std::fs::create_dir_all(&zones).expect("zones dir");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_beacon"))
+        .args([
+            "serve",
+            "--dns",
+            "127.0.0.1:0",
+            "--heartbeat",
+            "127.0.0.1:0",
+        ])
+        .args(["--udp-workers", "1", "--max-instances", "10000"])
+        .arg("--zones")
+        .arg(&zones)
+        .env("RUST_LOG", "warn,beacon::server=info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start beacon");
+    let stderr = child.stderr.take().expect("piped");
+    let mut lines = BufReader::new(stderr).lines();
+    let line = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find(|l| l.contains(" listening "))
+        .expect("beacon reports its addresses");
+    // Keep draining its log so it never blocks on a full pipe.
+    thread::spawn(move || lines.for_each(drop));
+    let field = |key: &str| -> SocketAddr {
+        let start = line.find(&format!("{key}=")).expect("field") + key.len() + 1;
+        line[start..]
+            .split_whitespace()
+            .next()
+            .expect("value")
+            .parse()
+            .expect("address")
+    };
+    Server {
+        name: "beacon",
+        dns: field("dns_udp"),
+        heartbeat: Some(field("heartbeat")),
+        child,
+    }
+}
+
+fn heartbeat(service: usize, instance: usize) -> String {
+    format!(
+        "beacon/1 service=svc{service} instance=i{instance} port=8080 addr={} ttl=60",
+        address(service, instance)
+    )
+}
+
+fn register_all(server: &Server) {
+    let target = server.heartbeat.expect("beacon has a heartbeat port");
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let probe = Question::new(
+        &format!("_svc{}._tcp.{ZONE}", SERVICES - 1),
+        RecordType::SRV,
+        0,
+    );
+    for _round in 0..20 {
+        for s in 0..SERVICES {
+            for i in 0..INSTANCES {
+                let _ = socket.send_to(heartbeat(s, i).as_bytes(), target);
+            }
+            thread::sleep(Duration::from_micros(200));
+        }
+        thread::sleep(Duration::from_millis(200));
+        if load::udp(
+            server.dns,
+            std::slice::from_ref(&probe),
+            Duration::from_millis(50),
+            1,
+            None,
+        )
+        .answered
+            > 0
+        {
+            return;
+        }
+    }
+    panic!("beacon never registered all instances");
+}
+
+/// Renews beacon's instances at `rate` heartbeats a second until stopped.
+fn heartbeat_load(target: SocketAddr, rate: u64, stop: Arc<AtomicBool>) -> thread::JoinHandle<u64> {
+    thread::spawn(move || {
+        pin_self(GENERATOR_CPU);
+        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let beats: Vec<String> = (0..SERVICES)
+            .flat_map(|s| (0..INSTANCES).map(move |i| heartbeat(s, i)))
+            .collect();
+        let start = Instant::now();
+        let mut sent = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
+            while sent < due {
+                let beat = &beats[(sent as usize) % beats.len()];
+                let _ = socket.send_to(beat.as_bytes(), target);
+                sent += 1;
+            }
+            thread::sleep(Duration::from_millis(1));
+        }
+        sent
+    })
+}
+
+fn start_knot(dir: &Path, zone: &Path) -> Server {
+    let port = free_port();
+    let run = dir.join("knot");
+    std::fs::create_dir_all(run.join("db")).expect("knot dir");
+    let conf = format!(
+        "server:\n    rundir: \"{run}\"\n    listen: 127.0.0.1@{port}\n    udp-workers: 1\n    tcp-workers: 1\n    background-workers: 1\n\
+         database:\n    storage: \"{run}/db\"\n\
+         log:\n  - target: stderr\n    any: warning\n\
+         template:\n  - id: default\n    storage: \"{zones}\"\n    zonefile-sync: -1\n    journal-content: none\n    semantic-checks: off\n\
+         zone:\n  - domain: {ZONE}\n    file: \"{file}\"\n",
+        run = run.display(),
+        zones = zone.parent().expect("dir").display(),
+        file = zone.file_name().expect("name").to_string_lossy(),
+    );
+    let conf_path = run.join("knot.conf");
+    std::fs::write(&conf_path, conf).expect("knot.conf");
+    let child = Command::new("knotd")
+        .arg("-c")
+        .arg(&conf_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start knotd");
+    Server {
+        name: "knot",
+        child,
+        dns: SocketAddr::from(([127, 0, 0, 1], port)),
+        heartbeat: None,
+    }
+}
+
+fn start_nsd(dir: &Path, zone: &Path) -> Server {
+    let port = free_port();
+    let run = dir.join("nsd");
+    std::fs::create_dir_all(&run).expect("nsd dir");
+    let conf = format!(
+        "server:\n    ip-address: 127.0.0.1@{port}\n    do-ip6: no\n    server-count: 1\n    username: \"\"\n    chroot: \"\"\n\
+         \x20   zonesdir: \"{zones}\"\n    database: \"\"\n    zonelistfile: \"{run}/zone.list\"\n    xfrdfile: \"{run}/xfrd.state\"\n\
+         \x20   xfrdir: \"{run}\"\n    pidfile: \"{run}/nsd.pid\"\n    logfile: \"{run}/nsd.log\"\n    verbosity: 1\n    tcp-count: 1000\n\
+         \x20   # Debian's NSD has response-rate-limiting on: off for a load test\n    rrl-ratelimit: 0\n    rrl-whitelist-ratelimit: 0\n\
+         remote-control:\n    control-enable: no\n\
+         zone:\n    name: {ZONE}\n    zonefile: {file}\n",
+        run = run.display(),
+        zones = zone.parent().expect("dir").display(),
+        file = zone.file_name().expect("name").to_string_lossy(),
+    );
+    let conf_path = run.join("nsd.conf");
+    std::fs::write(&conf_path, conf).expect("nsd.conf");
+    let child = Command::new("nsd")
+        .args(["-d", "-c"])
+        .arg(&conf_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start nsd");
+    Server {
+        name: "nsd",
+        child,
+        dns: SocketAddr::from(([127, 0, 0, 1], port)),
+        heartbeat: None,
+    }
+}
+
+/// Every process (the server and its children, such as NSD's workers).
+fn process_tree(pid: u32) -> Vec<u32> {
+    let mut all = vec![pid];
+    let mut i = 0;
+    while i < all.len() {
+        let children = std::fs::read_to_string(format!("/proc/{p}/task/{p}/children", p = all[i]))
+            .unwrap_or_default();
+        all.extend(
+            children
+                .split_whitespace()
+                .filter_map(|c| c.parse::<u32>().ok()),
+        );
+        i += 1;
+    }
+    all
+}
+
+/// One measured run.
+struct Row {
+    server: &'static str,
+    mode: String,
+    outcome: Outcome,
+    server_busy: f64,
+    heartbeats: u64,
+}
+
+fn measure(server: &Server, mode: &str, mix: &[Question], seconds: u64, heartbeats: u64) -> Row {
+    let duration = Duration::from_secs(seconds);
+    let stop = Arc::new(AtomicBool::new(false));
+    let beats = match (server.heartbeat, heartbeats) {
+        (Some(target), rate) if rate > 0 => Some(heartbeat_load(target, rate, stop.clone())),
+        _ => None,
+    };
+    let (busy0, total0) = cpu_jiffies(SERVER_CPU);
+    let outcome = match mode {
+        "udp" => load::udp(
+            server.dns,
+            mix,
+            duration,
+            env_or("BENCH_OUTSTANDING", 200),
+            None,
+        ),
+        "rate" => load::udp(
+            server.dns,
+            mix,
+            duration,
+            100_000,
+            Some(env_or("BENCH_RATE", 20_000)),
+        ),
+        "tcp" => load::tcp(server.dns, mix, duration, 10, 20),
+        other => panic!("unknown mode {other} (udp, rate, tcp)"),
+    };
+    let (busy1, total1) = cpu_jiffies(SERVER_CPU);
+    stop.store(true, Ordering::Relaxed);
+    let sent_beats = beats.map_or(0, |h| h.join().unwrap_or(0));
+    Row {
+        server: server.name,
+        mode: mode.to_string(),
+        outcome,
+        server_busy: (busy1 - busy0) as f64 / (total1 - total0).max(1) as f64,
+        heartbeats: (sent_beats as f64 / seconds as f64) as u64,
+    }
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn main() {
+    // `cargo bench` passes --bench; a filter argument is not ours to use.
+    let cpus = thread::available_parallelism().map_or(1, usize::from);
+    let rounds: usize = env_or("BENCH_ROUNDS", 3);
+    let seconds: u64 = env_or("BENCH_SECONDS", 10);
+    let modes = env_list("BENCH_MODES", "udp,rate,tcp");
+    let names = env_list("BENCH_SERVERS", "beacon,knot,nsd");
+    let heartbeat_rate: u64 = env_or("BENCH_HEARTBEATS", 10_000);
+    for tool in ["knotd", "nsd", "taskset"] {
+        let wanted = match tool {
+            "knotd" => names.iter().any(|n| n == "knot"),
+            "nsd" => names.iter().any(|n| n == "nsd"),
+            _ => true,
+        };
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if wanted && !found {
+            eprintln!(
+                "{tool} is missing: install it with `apt-get install -y knot nsd util-linux` \
+                 (or leave it out with BENCH_SERVERS=beacon)"
+            );
+            std::process::exit(1);
+        }
+    }
+    if cpus < 2 {
+        eprintln!("warning: fewer than 2 CPUs; server and generator share one");
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let zone_dir = dir.path().join("zones");
+    std::fs::create_dir_all(&zone_dir).expect("zones");
+    let zone_path: PathBuf = zone_dir.join("svc.internal.zone");
+    std::fs::write(&zone_path, zone_file()).expect("zone file");
+    let mix = mix();
+    let probe = Question::new(&format!("svc0.{ZONE}"), RecordType::A, 0);
+
+    let mut servers: Vec<Server> = Vec::new();
+    for name in &names {
+        let server = match name.as_str() {
+            "beacon" => start_beacon(dir.path()),
+            "knot" => start_knot(dir.path(), &zone_path),
+            "nsd" => start_nsd(dir.path(), &zone_path),
+            other => panic!("unknown server {other} (beacon, knot, nsd)"),
+        };
+        if server.heartbeat.is_some() {
+            register_all(&server);
+        }
+        wait_until_answering(&server, &probe);
+        if cpus >= 2 {
+            for pid in process_tree(server.child.id()) {
+                pin_process(pid, SERVER_CPU);
+            }
+        }
+        servers.push(server);
+    }
+    if cpus >= 2 {
+        pin_self(GENERATOR_CPU);
+    }
+    println!(
+        "side by side: {SERVICES} services x {INSTANCES} instances, {rounds} rounds x {seconds} s, \
+         server on CPU {SERVER_CPU}, generator on CPU {GENERATOR_CPU}, heartbeats to beacon at {heartbeat_rate}/s"
+    );
+
+    let mut rows: Vec<Row> = Vec::new();
+    for mode in &modes {
+        for round in 0..rounds {
+            for server in &servers {
+                // Warm up caches and the kernel's socket state.
+                let _ = load::udp(server.dns, &mix, Duration::from_millis(300), 50, None);
+                let row = measure(server, mode, &mix, seconds, heartbeat_rate);
+                eprintln!(
+                    "  {mode} round {} {:<7} {:>9.0} qps  lost {} wrong {}",
+                    round + 1,
+                    row.server,
+                    row.outcome.qps(),
+                    row.outcome.lost,
+                    row.outcome.wrong
+                );
+                rows.push(row);
+            }
+        }
+    }
+    report(&modes, &servers, &mut rows);
+}
+
+fn report(modes: &[String], servers: &[Server], rows: &mut [Row]) {
+    println!();
+    println!(
+        "| mode | server | QPS (median) | min–max | vs knot | server-core µs/query | lost / sent | wrong | avg ms | p50 ms | p99 ms | p99.9 ms | heartbeats/s |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for mode in modes {
+        let mut knot_qps = None;
+        let mut lines = BTreeMap::new();
+        for (order, server) in servers.iter().enumerate() {
+            let mut mine: Vec<&mut Row> = rows
+                .iter_mut()
+                .filter(|r| r.server == server.name && &r.mode == mode)
+                .collect();
+            if mine.is_empty() {
+                continue;
+            }
+            let mut qps: Vec<f64> = mine.iter().map(|r| r.outcome.qps()).collect();
+            let med = median(&mut qps);
+            let (lo, hi) = (qps[0], qps[qps.len() - 1]);
+            let mut per_query: Vec<f64> = mine
+                .iter()
+                .map(|r| {
+                    r.server_busy * r.outcome.elapsed.as_secs_f64() * 1e6
+                        / r.outcome.answered.max(1) as f64
+                })
+                .collect();
+            let us = median(&mut per_query);
+            let lost: u64 = mine.iter().map(|r| r.outcome.lost).sum();
+            let sent: u64 = mine.iter().map(|r| r.outcome.sent).sum();
+            let wrong: u64 = mine.iter().map(|r| r.outcome.wrong).sum();
+            let beats = mine.iter().map(|r| r.heartbeats).max().unwrap_or(0);
+            // Latency from the median run.
+            mine.sort_by(|a, b| a.outcome.qps().total_cmp(&b.outcome.qps()));
+            let mid = mine.len() / 2;
+            let o = &mut mine[mid].outcome;
+            let lat = (
+                o.average_ms(),
+                o.percentile_ms(50.0),
+                o.percentile_ms(99.0),
+                o.percentile_ms(99.9),
+            );
+            if server.name == "knot" {
+                knot_qps = Some((med, lat));
+            }
+            lines.insert(
+                order,
+                (server.name, med, lo, hi, us, lost, sent, wrong, lat, beats),
+            );
+        }
+        for (name, med, lo, hi, us, lost, sent, wrong, lat, beats) in lines.into_values() {
+            let ratio = match (mode.as_str(), knot_qps) {
+                // At a fixed rate QPS is the rate; compare latency instead.
+                ("rate", Some((_, k))) => format!(
+                    "avg {:.2}×, p99 {:.2}× knot's latency",
+                    lat.0 / k.0,
+                    lat.2 / k.2
+                ),
+                (_, Some((k, _))) => format!("{:.2}", med / k),
+                _ => "–".into(),
+            };
+            println!(
+                "| {mode} | {name} | {med:.0} | {lo:.0}–{hi:.0} | {ratio} | {us:.2} | {lost} / {sent} | {wrong} | {:.3} | {:.3} | {:.3} | {:.3} | {} |",
+                lat.0,
+                lat.1,
+                lat.2,
+                lat.3,
+                if name == "beacon" {
+                    beats.to_string()
+                } else {
+                    "–".into()
+                }
+            );
+        }
+    }
+}
