@@ -113,7 +113,7 @@ pub struct ServeArgs {
     pub udp_workers: Option<usize>,
     /// Answer common UDP queries from pre-encoded replies (`off`: every
     /// query takes the general path; for comparison and debugging).
-    #[arg(long, value_name = "on|off", default_value = "on", value_parser = parse_switch)]
+    #[arg(long, value_name = "on|off", default_value = "on", value_parser = parse_switch, action = clap::ArgAction::Set)]
     pub fast_path: bool,
 }
 

@@ -3,8 +3,8 @@
 //! Takes a validated [`ServeConfig`] and a shutdown token; produces a running
 //! server: the first load of the zone fragments, the fragment watcher
 //! thread (reloading on change, on a periodic rescan and on SIGHUP), the
-//! heartbeat intake task, the UDP answering workers and hickory's TCP DNS
-//! loop, joined by one published view. It logs every bound address in one stable
+//! heartbeat intake task, the UDP answering workers and the TCP answering
+//! task, joined by one published view. It logs every bound address in one stable
 //! line (`listening dns_udp=… dns_tcp=… heartbeat=…`) that scripts and tests
 //! read to find ports chosen by the system.
 
@@ -13,7 +13,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hickory_server::Server;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -24,7 +23,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::answer::forward::Forwarder;
 use crate::answer::handler::DnsHandler;
-use crate::answer::udp;
+use crate::answer::{tcp, udp};
 use crate::config::ServeConfig;
 use crate::fragments::watch::{self, Request};
 use crate::fragments::{Loader, NoLiveNames};
@@ -32,9 +31,6 @@ use crate::intake::Intake;
 use crate::registry::Registry;
 use crate::view::StaticZone;
 use crate::view::publish::Publisher;
-
-/// Replies queued per TCP connection before hickory stops reading from it.
-const TCP_RESPONSE_QUEUE: usize = 32;
 
 /// Why the server could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -213,12 +209,17 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
         config.fast_path,
     )
     .map_err(|e| ServeError::Dns(format!("cannot start the UDP workers: {e}")))?;
-    let mut dns = Server::new(handler);
-    dns.register_listener(
+    let tcp_task = tokio::spawn(tcp::serve(
         dns_tcp,
-        Duration::from_secs(config.tcp_idle),
-        TCP_RESPONSE_QUEUE,
-    );
+        tcp::TcpService {
+            views,
+            general: handler,
+            max_udp_payload: config.max_udp_payload,
+            fast_path: config.fast_path,
+            idle: Duration::from_secs(config.tcp_idle),
+        },
+        shutdown.clone(),
+    ));
 
     info!(
         dns_udp = %bound.dns_udp,
@@ -232,17 +233,19 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
     info!("shutting down");
     let _ = fragment_requests.send(Request::Stop);
     drop(fragment_thread);
-    let result = dns.shutdown_gracefully().await;
     if tokio::task::spawn_blocking(move || udp_workers.stop())
         .await
         .is_err()
     {
         tracing::error!("stopping the UDP workers failed");
     }
-    // The intake task watches the same token; a panic there is a bug worth
+    // Both tasks watch the same token; a panic there is a bug worth
     // reporting but does not change how we exit.
+    if let Err(error) = tcp_task.await {
+        tracing::error!(%error, "DNS TCP task failed");
+    }
     if let Err(error) = intake_task.await {
         tracing::error!(%error, "heartbeat intake task failed");
     }
-    result.map_err(|e| ServeError::Dns(e.to_string()))
+    Ok(())
 }

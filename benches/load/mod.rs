@@ -268,8 +268,9 @@ pub fn udp(
     out
 }
 
-/// Sends the mix over `connections` TCP connections for `duration`, each
-/// with `pipeline` queries written at once before their replies are read.
+/// Sends the mix over `connections` TCP connections for `duration`, keeping
+/// `pipeline` queries in flight on each (written as replies come back, so
+/// the stream never stalls waiting on delayed ACKs).
 pub fn tcp(
     target: SocketAddr,
     mix: &[Question],
@@ -277,69 +278,104 @@ pub fn tcp(
     connections: usize,
     pipeline: usize,
 ) -> Outcome {
-    let mut streams: Vec<TcpStream> = (0..connections)
-        .map(|_| {
-            let s = TcpStream::connect(target).expect("connect over TCP");
-            s.set_nodelay(true).expect("nodelay");
-            s.set_read_timeout(Some(Duration::from_secs(2)))
-                .expect("timeout");
-            s
+    struct Conn {
+        stream: TcpStream,
+        in_flight: std::collections::HashMap<u16, (usize, Instant)>,
+        pending: Vec<u8>,
+        read: Vec<u8>,
+        next_id: u16,
+        dead: bool,
+    }
+    let mut conns: Vec<Conn> = (0..connections)
+        .map(|c| {
+            let stream = TcpStream::connect(target).expect("connect over TCP");
+            stream.set_nodelay(true).expect("nodelay");
+            stream.set_nonblocking(true).expect("nonblocking");
+            Conn {
+                stream,
+                in_flight: std::collections::HashMap::new(),
+                pending: Vec::new(),
+                read: Vec::with_capacity(65_536),
+                next_id: u16::try_from(c * 4096).unwrap_or(0),
+                dead: false,
+            }
         })
         .collect();
     let mut out = Outcome::default();
     let mut next_question = 0usize;
-    let mut id: u16 = 0;
     let start = Instant::now();
     let end = start + duration;
-    let mut waves: Vec<Vec<(u16, usize, Instant)>> = vec![Vec::new(); connections];
-    let mut buf = Vec::with_capacity(pipeline * 64);
-    while Instant::now() < end {
-        for (stream, wave) in streams.iter_mut().zip(&mut waves) {
-            buf.clear();
-            wave.clear();
-            let now = Instant::now();
-            for _ in 0..pipeline {
+    let mut chunk = vec![0u8; 65_536];
+    let mut now = start;
+    let drain_end = end + LOST_AFTER;
+    let owed = |conns: &[Conn]| conns.iter().any(|c| !c.dead && !c.in_flight.is_empty());
+    while (now < end || (now < drain_end && owed(&conns))) && conns.iter().any(|c| !c.dead) {
+        let mut progress = false;
+        for conn in conns.iter_mut().filter(|c| !c.dead) {
+            // Top up to `pipeline` queries in flight (none once time is up:
+            // then only the replies still owed are read).
+            while now < end && conn.in_flight.len() < pipeline {
                 let question = next_question % mix.len();
                 next_question += 1;
-                id = id.wrapping_add(1);
+                conn.next_id = conn.next_id.wrapping_add(1);
                 let wire = &mix[question].wire;
-                buf.extend_from_slice(&u16::try_from(wire.len()).unwrap_or(0).to_be_bytes());
-                let at = buf.len();
-                buf.extend_from_slice(wire);
-                buf[at..at + 2].copy_from_slice(&id.to_be_bytes());
-                wave.push((id, question, now));
+                conn.pending
+                    .extend_from_slice(&u16::try_from(wire.len()).unwrap_or(0).to_be_bytes());
+                let at = conn.pending.len();
+                conn.pending.extend_from_slice(wire);
+                conn.pending[at..at + 2].copy_from_slice(&conn.next_id.to_be_bytes());
+                conn.in_flight.insert(conn.next_id, (question, now));
+                out.sent += 1;
             }
-            if stream.write_all(&buf).is_err() {
-                out.lost += pipeline as u64;
-                wave.clear();
+            if !conn.pending.is_empty() {
+                match conn.stream.write(&conn.pending) {
+                    Ok(n) => {
+                        conn.pending.drain(..n);
+                        progress = true;
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(_) => conn.dead = true,
+                }
             }
-            out.sent += pipeline as u64;
-        }
-        for (stream, wave) in streams.iter_mut().zip(&mut waves) {
-            let mut reply = [0u8; 65_535];
-            for _ in 0..wave.len() {
-                let mut len = [0u8; 2];
-                if stream.read_exact(&mut len).is_err() {
-                    out.lost += 1;
+            match conn.stream.read(&mut chunk) {
+                Ok(0) => conn.dead = true,
+                Ok(n) => {
+                    conn.read.extend_from_slice(&chunk[..n]);
+                    progress = true;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => conn.dead = true,
+            }
+            let received = Instant::now();
+            let mut at = 0;
+            while let Some(head) = conn.read.get(at..at + 2) {
+                let len = usize::from(u16::from_be_bytes([head[0], head[1]]));
+                let Some(reply) = conn.read.get(at + 2..at + 2 + len) else {
+                    break;
+                };
+                at += 2 + len;
+                if len < 12 {
+                    out.wrong += 1;
                     continue;
                 }
-                let len = usize::from(u16::from_be_bytes(len));
-                if stream.read_exact(&mut reply[..len]).is_err() || len < 12 {
-                    out.lost += 1;
-                    continue;
-                }
-                let got = u16::from_be_bytes([reply[0], reply[1]]);
-                match wave.iter().find(|(id, _, _)| *id == got) {
-                    Some(&(_, question, at)) if check(&reply[..len], &mix[question]) => {
+                let id = u16::from_be_bytes([reply[0], reply[1]]);
+                match conn.in_flight.remove(&id) {
+                    Some((question, sent)) if check(reply, &mix[question]) => {
                         out.answered += 1;
                         out.latencies
-                            .push(u32::try_from(at.elapsed().as_micros()).unwrap_or(u32::MAX));
+                            .push(u32::try_from((received - sent).as_micros()).unwrap_or(u32::MAX));
                     }
                     _ => out.wrong += 1,
                 }
             }
+            conn.read.drain(..at);
         }
+        if !progress {
+            std::thread::sleep(Duration::from_micros(50));
+        }
+        now = Instant::now();
     }
-    out.elapsed = start.elapsed();
+    out.elapsed = (now - start).min(duration);
+    out.lost = conns.iter().map(|c| c.in_flight.len() as u64).sum();
     out
 }

@@ -1,4 +1,4 @@
-//! Pre-encoded answers: the UDP fast path.
+//! Pre-encoded answers: the fast path for UDP and TCP queries.
 //!
 //! Takes one raw query datagram and the current [`View`]; produces the
 //! reply's bytes when the query has the common shape, or `None` to leave the
@@ -6,7 +6,7 @@
 //! standard query with one question of class IN, no EDNS or EDNS version 0
 //! without the DO bit, for a name in our zones whose answer is one plain
 //! RRset (rotated as usual) or a negative answer (NXDOMAIN, NODATA), and
-//! whose reply fits the client's payload size. Everything else (ANY, CNAME
+//! whose reply fits (over UDP) the client's payload size. Everything else (ANY, CNAME
 //! chains, referrals, forwarding, truncation, odd headers) stays on the
 //! general path, which gives the same answers more slowly.
 //!
@@ -208,9 +208,16 @@ impl FastPath {
         }
     }
 
-    /// Writes the reply to `datagram` from `view` into `out` and returns
-    /// true, or returns false to leave the datagram to the general path.
-    pub fn answer(&mut self, view: &Arc<View>, datagram: &[u8], out: &mut Vec<u8>) -> bool {
+    /// Writes the reply to `datagram` (a query received over UDP, or over
+    /// TCP if `over_tcp`) from `view` into `out` and returns true, or
+    /// returns false to leave the query to the general path.
+    pub fn answer(
+        &mut self,
+        view: &Arc<View>,
+        datagram: &[u8],
+        over_tcp: bool,
+        out: &mut Vec<u8>,
+    ) -> bool {
         let Some(query) = parse(datagram, &mut self.key) else {
             return false;
         };
@@ -238,22 +245,22 @@ impl FastPath {
         let Some(Entry::Ready(encoded)) = self.cache.get(self.key.as_slice()) else {
             return false;
         };
-        let limit = match query.edns_payload {
-            Some(payload) => usize::from(payload.clamp(512, self.max_udp_payload)),
-            None => 512,
+        // The OPT record offers the same size over both transports; only
+        // UDP replies must fit in it.
+        let offered = query
+            .edns_payload
+            .map(|payload| payload.clamp(512, self.max_udp_payload));
+        let limit = match (over_tcp, offered) {
+            (true, _) => usize::from(u16::MAX),
+            (false, Some(offered)) => usize::from(offered),
+            (false, None) => 512,
         };
         let question_end = HEADER_LEN + query.question_len;
-        let opt_len = if query.edns_payload.is_some() { 11 } else { 0 };
+        let opt_len = if offered.is_some() { 11 } else { 0 };
         if question_end + encoded.sections_len + opt_len > limit {
             return false; // the general path decides what to leave out
         }
-        assemble(
-            encoded,
-            datagram,
-            question_end,
-            query.edns_payload.map(|_| limit),
-            out,
-        );
+        assemble(encoded, datagram, question_end, offered, out);
         true
     }
 }
@@ -263,7 +270,7 @@ fn assemble(
     encoded: &Encoded,
     datagram: &[u8],
     question_end: usize,
-    edns_payload: Option<usize>,
+    edns_payload: Option<u16>,
     out: &mut Vec<u8>,
 ) {
     out.clear();
@@ -305,7 +312,7 @@ fn assemble(
     if let Some(payload) = edns_payload {
         // OPT: root owner, our payload size, version 0, no flags, no options.
         out.extend_from_slice(&[0, 0, 41]);
-        out.extend_from_slice(&u16::try_from(payload).unwrap_or(512).to_be_bytes());
+        out.extend_from_slice(&payload.to_be_bytes());
         out.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
     }
 }

@@ -55,18 +55,24 @@ impl DnsHandler {
 }
 
 impl DnsHandler {
-    /// Answers one raw UDP datagram through the general path: the same
-    /// handling hickory-server's own UDP loop gives it (responses are
-    /// ignored, undecodable queries get FORMERR), for the datagrams the fast
-    /// path leaves to us. `None` means no reply is sent.
-    pub async fn answer_datagram(&self, bytes: Vec<u8>, src: SocketAddr) -> Option<Vec<u8>> {
+    /// Answers one raw message (a UDP datagram, or a TCP message without
+    /// its length prefix) through the general path: the same handling
+    /// hickory-server's own loops give it (responses are ignored,
+    /// undecodable queries get FORMERR), for the queries the fast path
+    /// leaves to us. `None` means no reply is sent.
+    pub async fn answer_raw(
+        &self,
+        bytes: Vec<u8>,
+        src: SocketAddr,
+        protocol: Protocol,
+    ) -> Option<Vec<u8>> {
         let header = Header::read(&mut BinDecoder::new(&bytes)).ok()?;
         if header.metadata.message_type == MessageType::Response {
             // Never answer a response: that is how reflection loops start.
             return None;
         }
         let capture = Capture::default();
-        match Request::from_bytes(bytes, src, Protocol::Udp) {
+        match Request::from_bytes(bytes, src, protocol) {
             Ok(request) => {
                 self.handle_request::<_, TokioTime>(&request, capture.clone())
                     .await;

@@ -16,6 +16,7 @@ pub mod fast;
 pub mod forward;
 pub mod handler;
 pub mod rotate;
+pub mod tcp;
 pub mod udp;
 
 use hickory_proto::op::ResponseCode;

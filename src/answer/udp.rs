@@ -25,6 +25,8 @@ use std::io::{IoSlice, IoSliceMut};
 use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg};
 use tracing::{debug, warn};
 
+use hickory_server::net::xfer::Protocol;
+
 use super::fast::FastPath;
 use super::handler::DnsHandler;
 use crate::view::publish::ViewHandle;
@@ -198,7 +200,7 @@ impl Worker {
                 let answered = self
                     .fast
                     .as_mut()
-                    .is_some_and(|fast| fast.answer(&view, query, &mut replies[index]));
+                    .is_some_and(|fast| fast.answer(&view, query, false, &mut replies[index]));
                 if answered {
                     ready.push(index);
                     destinations.push(Some(SockaddrStorage::from(from)));
@@ -258,7 +260,7 @@ impl Worker {
         let general = self.general.clone();
         let socket = self.socket.clone();
         self.runtime.spawn(async move {
-            if let Some(reply) = general.answer_datagram(query, from).await
+            if let Some(reply) = general.answer_raw(query, from, Protocol::Udp).await
                 && let Err(error) = socket.send_to(&reply, from)
             {
                 debug!(%error, %from, "sending a DNS reply failed");
