@@ -20,18 +20,19 @@
 //! BENCH_OUTSTANDING (200), BENCH_RATE (20000), BENCH_HEARTBEATS (10000).
 //! Everything listens on 127.0.0.1 and stops when the run ends.
 
+mod harness;
 mod load;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use harness::{Server, cpu_jiffies, free_port, pin_process, pin_self, process_tree, start_beacon};
 use hickory_proto::rr::RecordType;
 use load::{Outcome, Question};
 
@@ -99,77 +100,6 @@ fn mix() -> Vec<Question> {
     mix
 }
 
-/// A free loopback port for UDP and TCP.
-fn free_port() -> u16 {
-    loop {
-        let udp = UdpSocket::bind("127.0.0.1:0").expect("bind");
-        let port = udp.local_addr().expect("addr").port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
-
-fn pin_self(cpu: usize) {
-    let mut set = nix::sched::CpuSet::new();
-    if set.set(cpu).is_ok() {
-        let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set);
-    }
-}
-
-/// Pins every thread of `pid` to `cpu`.
-fn pin_process(pid: u32, cpu: usize) {
-    let status = Command::new("taskset")
-        .args(["-a", "-p", "-c", &cpu.to_string(), &pid.to_string()])
-        .stdout(Stdio::null())
-        .status();
-    if !status.is_ok_and(|s| s.success()) {
-        eprintln!("warning: could not pin process {pid} to CPU {cpu}");
-    }
-}
-
-/// Busy and total jiffies of one CPU, from /proc/stat.
-fn cpu_jiffies(cpu: usize) -> (u64, u64) {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let label = format!("cpu{cpu} ");
-    let Some(line) = stat.lines().find(|l| l.starts_with(&label)) else {
-        return (0, 0);
-    };
-    let fields: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|f| f.parse().ok())
-        .collect();
-    let total: u64 = fields.iter().take(8).sum();
-    let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
-    (total - idle, total)
-}
-
-/// A server process under test, stopped on drop.
-struct Server {
-    name: &'static str,
-    child: Child,
-    dns: SocketAddr,
-    heartbeat: Option<SocketAddr>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg(self.child.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn wait_until_answering(server: &Server, probe: &Question) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
@@ -186,51 +116,6 @@ fn wait_until_answering(server: &Server, probe: &Question) {
         thread::sleep(Duration::from_millis(100));
     }
     panic!("{} never answered {}", server.name, server.dns);
-}
-
-fn start_beacon(dir: &Path) -> Server {
-    let zones = dir.join("beacon-zones");
-    std::fs::create_dir_all(&zones).expect("zones dir");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_beacon"))
-        .args([
-            "serve",
-            "--dns",
-            "127.0.0.1:0",
-            "--heartbeat",
-            "127.0.0.1:0",
-        ])
-        .args(["--udp-workers", "1", "--max-instances", "10000"])
-        .arg("--zones")
-        .arg(&zones)
-        .env("RUST_LOG", "warn,beacon::server=info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start beacon");
-    let stderr = child.stderr.take().expect("piped");
-    let mut lines = BufReader::new(stderr).lines();
-    let line = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .find(|l| l.contains(" listening "))
-        .expect("beacon reports its addresses");
-    // Keep draining its log so it never blocks on a full pipe.
-    thread::spawn(move || lines.for_each(drop));
-    let field = |key: &str| -> SocketAddr {
-        let start = line.find(&format!("{key}=")).expect("field") + key.len() + 1;
-        line[start..]
-            .split_whitespace()
-            .next()
-            .expect("value")
-            .parse()
-            .expect("address")
-    };
-    Server {
-        name: "beacon",
-        dns: field("dns_udp"),
-        heartbeat: Some(field("heartbeat")),
-        child,
-    }
 }
 
 fn heartbeat(service: usize, instance: usize) -> String {
@@ -358,23 +243,6 @@ fn start_nsd(dir: &Path, zone: &Path) -> Server {
     }
 }
 
-/// Every process (the server and its children, such as NSD's workers).
-fn process_tree(pid: u32) -> Vec<u32> {
-    let mut all = vec![pid];
-    let mut i = 0;
-    while i < all.len() {
-        let children = std::fs::read_to_string(format!("/proc/{p}/task/{p}/children", p = all[i]))
-            .unwrap_or_default();
-        all.extend(
-            children
-                .split_whitespace()
-                .filter_map(|c| c.parse::<u32>().ok()),
-        );
-        i += 1;
-    }
-    all
-}
-
 /// One measured run.
 struct Row {
     server: &'static str,
@@ -468,7 +336,10 @@ fn main() {
     let mut servers: Vec<Server> = Vec::new();
     for name in &names {
         let server = match name.as_str() {
-            "beacon" => start_beacon(dir.path()),
+            "beacon" => start_beacon(
+                dir.path(),
+                &["--udp-workers", "1", "--max-instances", "10000"],
+            ),
             "knot" => start_knot(dir.path(), &zone_path),
             "nsd" => start_nsd(dir.path(), &zone_path),
             other => panic!("unknown server {other} (beacon, knot, nsd)"),

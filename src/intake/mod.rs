@@ -14,6 +14,7 @@
 
 pub mod wire;
 
+use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -120,19 +121,22 @@ impl Intake {
         // Heartbeats are at most MAX_DATAGRAM bytes; a larger buffer lets us
         // see (and refuse) oversized datagrams instead of silently truncating.
         let mut buf = vec![0u8; 65_536];
+        // Services whose instances changed since the last view.
+        let mut changed: HashSet<String> = HashSet::new();
         loop {
             let deadline = self.registry.next_deadline();
             let mut dirty = false;
+            changed.clear();
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 received = self.socket.recv_from(&mut buf) => {
                     match received {
-                        Ok((len, src)) => dirty |= self.datagram(&buf[..len], src),
+                        Ok((len, src)) => dirty |= self.datagram(&buf[..len], src, &mut changed),
                         Err(error) => debug!(%error, "heartbeat socket receive error"),
                     }
                     for _ in 1..BATCH {
                         match self.socket.try_recv_from(&mut buf) {
-                            Ok((len, src)) => dirty |= self.datagram(&buf[..len], src),
+                            Ok((len, src)) => dirty |= self.datagram(&buf[..len], src, &mut changed),
                             Err(_) => break,
                         }
                     }
@@ -149,21 +153,24 @@ impl Intake {
                     dirty = true;
                 }
             }
-            dirty |= self.expire();
+            dirty |= self.expire(&mut changed);
             if dirty {
-                let serial = self.publisher.publish(&self.registry);
+                let started = std::time::Instant::now();
+                let serial = self.publisher.publish(&self.registry, &changed);
                 debug!(
                     serial,
                     instances = self.registry.len(),
+                    build_us = started.elapsed().as_micros(),
                     "published a new view"
                 );
             }
         }
     }
 
-    fn expire(&mut self) -> bool {
+    fn expire(&mut self, changed: &mut HashSet<String>) -> bool {
         let expired = self.registry.expire(Instant::now());
         for gone in &expired {
+            changed.insert(gone.service.clone());
             info!(
                 service = %gone.service,
                 instance = %gone.instance,
@@ -177,11 +184,16 @@ impl Intake {
     }
 
     /// Handles one datagram; returns true when the view must be rebuilt.
-    fn datagram(&mut self, bytes: &[u8], src: SocketAddr) -> bool {
+    fn datagram(&mut self, bytes: &[u8], src: SocketAddr, changed: &mut HashSet<String>) -> bool {
         match Heartbeat::decode(bytes) {
             Ok(hb) => {
                 self.stats.accepted.fetch_add(1, Ordering::Relaxed);
-                self.heartbeat(hb, src)
+                let service = hb.service.clone();
+                let dirty = self.heartbeat(hb, src);
+                if dirty {
+                    changed.insert(service);
+                }
+                dirty
             }
             Err(error) => {
                 self.malformed(&error, src);

@@ -321,6 +321,15 @@ impl Registry {
         })
     }
 
+    /// The instances of one live service, in id order.
+    pub fn service(&self, name: &str) -> Option<impl Iterator<Item = (&str, &Instance)>> {
+        self.services.get(name).map(|instances| {
+            instances
+                .iter()
+                .map(|(id, lease)| (id.as_str(), &lease.instance))
+        })
+    }
+
     /// One instance, if live.
     pub fn get(&self, service: &str, instance: &str) -> Option<&Instance> {
         self.services

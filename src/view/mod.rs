@@ -413,6 +413,103 @@ impl ReverseZone {
     }
 }
 
+/// The names one live service creates (its A/AAAA and SRV names, its
+/// instances' names, their DNS-SD names), with static RRsets at those names
+/// merged in. Built only when that service changes, and shared by every
+/// view until then: a change costs work in proportion to its service.
+#[derive(Debug, Default)]
+pub struct ServiceNames {
+    nodes: NameMap<Node>,
+    /// Owner names created by heartbeats, for fragment validation.
+    owners: HashSet<LowerName, ahash::RandomState>,
+    /// `_<service>._<proto>` names with browsable instances.
+    type_names: Vec<Name>,
+    /// (address, instance name, TTL) of every instance, for PTR records.
+    addresses: Vec<(IpAddr, Name, u32)>,
+    /// Ancestors outside this service's names that must exist as empty
+    /// non-terminals (`_tcp.<zone>`), unless something else holds them.
+    outer: Vec<LowerName>,
+}
+
+impl ServiceNames {
+    /// Builds the names of `service` from its live `instances`.
+    pub fn build<'r>(
+        config: &ServeConfig,
+        service: &str,
+        instances: impl Iterator<Item = (&'r str, &'r Instance)>,
+        statics: &StaticZone,
+    ) -> ServiceNames {
+        let mut builder = LiveBuilder::new(config);
+        builder.service(service, instances, statics);
+        let LiveBuilder {
+            mut nodes,
+            owners,
+            service_types,
+            addresses,
+            ..
+        } = builder;
+        merge_statics(&mut nodes, statics);
+        let key = service.to_ascii_lowercase();
+        let apex = &config.zone;
+        let mut outer = Vec::new();
+        let mut ancestors: Vec<LowerName> = Vec::new();
+        for owner in nodes.keys() {
+            let mut name = Name::from(owner.clone()).base_name();
+            while name.num_labels() > apex.num_labels() {
+                ancestors.push(LowerName::from(&name));
+                name = name.base_name();
+            }
+        }
+        for ancestor in ancestors {
+            if nodes.contains_key(&ancestor) || statics.node(&ancestor).is_some() {
+                continue;
+            }
+            if service_keys(&ancestor, apex.num_labels()).any(|k| k == key.as_bytes()) {
+                nodes.insert(ancestor, Node::default());
+            } else if !outer.contains(&ancestor) {
+                outer.push(ancestor);
+            }
+        }
+        ServiceNames {
+            nodes,
+            owners,
+            type_names: service_types,
+            addresses,
+            outer,
+        }
+    }
+}
+
+/// The service keys a name inside the zone may belong to: the label just
+/// above the apex (`web` for `web.<zone>` and `i1.web.<zone>`), and for
+/// `_<service>._tcp` and `_<service>._udp` names the service label.
+fn service_keys(name: &LowerName, apex_labels: u8) -> impl Iterator<Item = &[u8]> {
+    let labels: Vec<&[u8]> = name.iter().collect();
+    let depth = usize::from(name.num_labels().saturating_sub(apex_labels));
+    let top = depth.checked_sub(1).and_then(|i| labels.get(i).copied());
+    let dnssd = match (depth.checked_sub(2).and_then(|i| labels.get(i)), top) {
+        (Some(service), Some(b"_tcp" | b"_udp")) => service.strip_prefix(b"_"),
+        _ => None,
+    };
+    top.into_iter().chain(dnssd)
+}
+
+/// Static RRsets at live names join them (a static A beside live
+/// instances rotates with them); the static layer keeps its own copy.
+fn merge_statics(nodes: &mut NameMap<Node>, statics: &StaticZone) {
+    for (name, node) in nodes.iter_mut() {
+        let Some(static_node) = statics.node(name) else {
+            continue;
+        };
+        for set in &static_node.rrsets {
+            node.extend(set.rtype, set.members.clone());
+        }
+    }
+}
+
+/// Live services by (lower-case) name, each with the names it creates.
+pub type ServiceMap = HashMap<String, Arc<ServiceNames>, ahash::RandomState>;
+
 /// One immutable snapshot of the served zone.
 #[derive(Debug)]
 pub struct View {
@@ -424,10 +521,11 @@ pub struct View {
     pub negative_soa: Record,
     /// Data from the fragments.
     pub statics: Arc<StaticZone>,
-    /// Names from the apex and the registry (with static data merged in).
-    live: NameMap<Node>,
-    /// Owner names created by heartbeats, for fragment validation.
-    live_owners: HashSet<LowerName, ahash::RandomState>,
+    /// The apex (SOA, NS), the name server's address, the DNS-SD browsing
+    /// names and the empty non-terminals services share: rebuilt per view.
+    apex: NameMap<Node>,
+    /// Names created by heartbeats, per service.
+    services: ServiceMap,
     /// The reverse zones served, each with PTR records for live instances.
     pub reverse: Vec<ReverseZone>,
 }
@@ -435,12 +533,25 @@ pub struct View {
 impl View {
     /// The node at `name` (lower case, absolute), if the name exists.
     pub fn node(&self, name: &LowerName) -> Option<&Node> {
-        self.live.get(name).or_else(|| self.statics.node(name))
+        self.apex
+            .get(name)
+            .or_else(|| {
+                service_keys(name, self.origin.num_labels()).find_map(|key| {
+                    let key = std::str::from_utf8(key).ok()?;
+                    self.services.get(key)?.nodes.get(name)
+                })
+            })
+            .or_else(|| self.statics.node(name))
     }
 
     /// True when heartbeats created `name` (not the apex or the NS host).
     pub fn is_live_owner(&self, name: &LowerName) -> bool {
-        self.live_owners.contains(name)
+        service_keys(name, self.origin.num_labels()).any(|key| {
+            std::str::from_utf8(key)
+                .ok()
+                .and_then(|key| self.services.get(key))
+                .is_some_and(|names| names.owners.contains(name))
+        })
     }
 
     /// Live owner names at or below `name`.
@@ -448,24 +559,33 @@ impl View {
         &'a self,
         name: &'a LowerName,
     ) -> impl Iterator<Item = &'a LowerName> + 'a {
-        self.live_owners.iter().filter(move |n| name.zone_of(n))
+        self.services
+            .values()
+            .flat_map(|names| names.owners.iter())
+            .filter(move |n| name.zone_of(n))
     }
 
-    /// Builds the view for `serial` from the settings, the registry and the
-    /// static layer.
+    /// Builds the view for `serial` from every service in `registry`: what
+    /// a first view, or a change of the static layer, needs.
     pub fn build(
         config: &ServeConfig,
         serial: u32,
         registry: &Registry,
         statics: Arc<StaticZone>,
     ) -> View {
-        let mut builder = LiveBuilder {
-            config,
-            nodes: NameMap::default(),
-            owners: HashSet::default(),
-            service_types: Vec::new(),
-            addresses: Vec::new(),
-        };
+        let services = all_services(config, registry, &statics);
+        View::from_services(config, serial, services, statics)
+    }
+
+    /// Builds the view for `serial` from already built services: only the
+    /// apex names (and reverse zones, if any are served) are built here.
+    pub fn from_services(
+        config: &ServeConfig,
+        serial: u32,
+        services: ServiceMap,
+        statics: Arc<StaticZone>,
+    ) -> View {
+        let mut builder = LiveBuilder::new(config);
         let apex = &config.zone;
         let soa = soa_record(config, serial, config.soa_ttl);
         let negative_soa = soa_record(config, serial, config.negative_ttl());
@@ -495,23 +615,26 @@ impl View {
                 builder.node(&config.primary_ns).extend(family, of_family);
             }
         }
-        for (service, instances) in registry.services() {
-            builder.service(service, instances, &statics);
+        let mut by_name: Vec<&String> = services.keys().collect();
+        by_name.sort();
+        for key in by_name {
+            let names = &services[key];
+            builder
+                .service_types
+                .extend(names.type_names.iter().cloned());
+            if !config.reverse_zones.is_empty() {
+                builder.addresses.extend(names.addresses.iter().cloned());
+            }
         }
         builder.browsing();
         let reverse = builder.reverse_zones(serial);
-        let LiveBuilder {
-            mut nodes, owners, ..
-        } = builder;
-
-        // Static RRsets at live names join them (a static A beside live
-        // instances rotates with them); the static layer keeps its own copy.
-        for (name, node) in &mut nodes {
-            let Some(static_node) = statics.node(name) else {
-                continue;
-            };
-            for set in &static_node.rrsets {
-                node.extend(set.rtype, set.members.clone());
+        let mut nodes = builder.nodes;
+        merge_statics(&mut nodes, &statics);
+        for names in services.values() {
+            for outer in &names.outer {
+                if !nodes.contains_key(outer) && statics.node(outer).is_none() {
+                    nodes.insert(outer.clone(), Node::default());
+                }
             }
         }
         add_empty_non_terminals(&mut nodes, apex, |n| statics.node(n).is_some());
@@ -521,11 +644,24 @@ impl View {
             serial,
             negative_soa,
             statics,
-            live: nodes,
-            live_owners: owners,
+            apex: nodes,
+            services,
             reverse,
         }
     }
+}
+
+/// The names of every service in `registry`.
+pub fn all_services(config: &ServeConfig, registry: &Registry, statics: &StaticZone) -> ServiceMap {
+    registry
+        .services()
+        .map(|(service, instances)| {
+            (
+                service.to_string(),
+                Arc::new(ServiceNames::build(config, service, instances, statics)),
+            )
+        })
+        .collect()
 }
 
 fn soa_record(config: &ServeConfig, serial: u32, ttl: u32) -> Record {
@@ -583,7 +719,17 @@ struct LiveBuilder<'c> {
     addresses: Vec<(IpAddr, Name, u32)>,
 }
 
-impl LiveBuilder<'_> {
+impl<'c> LiveBuilder<'c> {
+    fn new(config: &'c ServeConfig) -> Self {
+        LiveBuilder {
+            config,
+            nodes: NameMap::default(),
+            owners: HashSet::default(),
+            service_types: Vec::new(),
+            addresses: Vec::new(),
+        }
+    }
+
     fn node(&mut self, name: &Name) -> &mut Node {
         self.nodes.entry(LowerName::from(name)).or_default()
     }

@@ -11,7 +11,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 
-use super::{StaticZone, View};
+use std::collections::HashSet;
+
+use super::{ServiceMap, ServiceNames, StaticZone, View, all_services};
 use crate::config::ServeConfig;
 use crate::registry::Registry;
 
@@ -42,6 +44,11 @@ pub struct Publisher {
     handle: ViewHandle,
     serial: u32,
     statics: Arc<StaticZone>,
+    /// The names of every live service, as the last view has them.
+    services: ServiceMap,
+    /// True when the static layer changed since the last view: every
+    /// service's names are rebuilt (static data merges into them).
+    statics_changed: bool,
 }
 
 /// A serial that only grows, starting from the wall clock (seconds since the
@@ -63,18 +70,27 @@ impl Publisher {
     /// returns the publisher.
     pub fn new(config: Arc<ServeConfig>, registry: &Registry, statics: Arc<StaticZone>) -> Self {
         let serial = next_serial(None);
-        let handle = ViewHandle::new(View::build(&config, serial, registry, statics.clone()));
+        let services = all_services(&config, registry, &statics);
+        let handle = ViewHandle::new(View::from_services(
+            &config,
+            serial,
+            services.clone(),
+            statics.clone(),
+        ));
         Publisher {
             config,
             handle,
             serial,
             statics,
+            services,
+            statics_changed: false,
         }
     }
 
     /// Replaces the static layer used by the next [`Publisher::publish`].
     pub fn set_statics(&mut self, statics: Arc<StaticZone>) {
         self.statics = statics;
+        self.statics_changed = true;
     }
 
     /// The static layer in use.
@@ -92,13 +108,31 @@ impl Publisher {
         self.handle.clone()
     }
 
-    /// Builds a view from `registry` with a new serial and publishes it.
-    pub fn publish(&mut self, registry: &Registry) -> u32 {
+    /// Builds a view with a new serial and publishes it. Only the services
+    /// in `changed` are rebuilt from `registry` (all of them after a change
+    /// of the static layer); the others are shared with the last view.
+    pub fn publish(&mut self, registry: &Registry, changed: &HashSet<String>) -> u32 {
         self.serial = next_serial(Some(self.serial));
-        self.handle.store(View::build(
+        if std::mem::take(&mut self.statics_changed) {
+            self.services = all_services(&self.config, registry, &self.statics);
+        } else {
+            for service in changed {
+                match registry.service(service) {
+                    Some(instances) => {
+                        let names =
+                            ServiceNames::build(&self.config, service, instances, &self.statics);
+                        self.services.insert(service.clone(), Arc::new(names));
+                    }
+                    None => {
+                        self.services.remove(service);
+                    }
+                }
+            }
+        }
+        self.handle.store(View::from_services(
             &self.config,
             self.serial,
-            registry,
+            self.services.clone(),
             self.statics.clone(),
         ));
         self.serial

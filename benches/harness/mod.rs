@@ -1,0 +1,145 @@
+//! Benchmark harness: starting servers on loopback, pinning them and the
+//! generator to CPUs, and reading how busy a CPU was.
+
+#![allow(dead_code)] // each bench uses a different part
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, UdpSocket};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// A free loopback port for UDP and TCP.
+pub fn free_port() -> u16 {
+    loop {
+        let udp = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let port = udp.local_addr().expect("addr").port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+pub fn pin_self(cpu: usize) {
+    let mut set = nix::sched::CpuSet::new();
+    if set.set(cpu).is_ok() {
+        let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set);
+    }
+}
+
+/// Pins every thread of `pid` to `cpu`.
+pub fn pin_process(pid: u32, cpu: usize) {
+    let status = Command::new("taskset")
+        .args(["-a", "-p", "-c", &cpu.to_string(), &pid.to_string()])
+        .stdout(Stdio::null())
+        .status();
+    if !status.is_ok_and(|s| s.success()) {
+        eprintln!("warning: could not pin process {pid} to CPU {cpu}");
+    }
+}
+
+/// Busy and total jiffies of one CPU, from /proc/stat.
+pub fn cpu_jiffies(cpu: usize) -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let label = format!("cpu{cpu} ");
+    let Some(line) = stat.lines().find(|l| l.starts_with(&label)) else {
+        return (0, 0);
+    };
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    let total: u64 = fields.iter().take(8).sum();
+    let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
+    (total - idle, total)
+}
+
+/// A server process under test, stopped on drop.
+pub struct Server {
+    pub name: &'static str,
+    pub child: Child,
+    pub dns: SocketAddr,
+    pub heartbeat: Option<SocketAddr>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the beacon under test with `extra` flags and an empty zones folder.
+pub fn start_beacon(dir: &Path, extra: &[&str]) -> Server {
+    let zones = dir.join("beacon-zones");
+    std::fs::create_dir_all(&zones).expect("zones dir");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_beacon"))
+        .args([
+            "serve",
+            "--dns",
+            "127.0.0.1:0",
+            "--heartbeat",
+            "127.0.0.1:0",
+        ])
+        .args(extra)
+        .arg("--zones")
+        .arg(&zones)
+        .env("RUST_LOG", "warn,beacon::server=info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start beacon");
+    let stderr = child.stderr.take().expect("piped");
+    let mut lines = BufReader::new(stderr).lines();
+    let line = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find(|l| l.contains(" listening "))
+        .expect("beacon reports its addresses");
+    // Keep draining its log so it never blocks on a full pipe.
+    thread::spawn(move || lines.for_each(drop));
+    let field = |key: &str| -> SocketAddr {
+        let start = line.find(&format!("{key}=")).expect("field") + key.len() + 1;
+        line[start..]
+            .split_whitespace()
+            .next()
+            .expect("value")
+            .parse()
+            .expect("address")
+    };
+    Server {
+        name: "beacon",
+        dns: field("dns_udp"),
+        heartbeat: Some(field("heartbeat")),
+        child,
+    }
+}
+
+/// Every process (the server and its children, such as NSD's workers).
+pub fn process_tree(pid: u32) -> Vec<u32> {
+    let mut all = vec![pid];
+    let mut i = 0;
+    while i < all.len() {
+        let children = std::fs::read_to_string(format!("/proc/{p}/task/{p}/children", p = all[i]))
+            .unwrap_or_default();
+        all.extend(
+            children
+                .split_whitespace()
+                .filter_map(|c| c.parse::<u32>().ok()),
+        );
+        i += 1;
+    }
+    all
+}
