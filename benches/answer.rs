@@ -1,17 +1,24 @@
-//! Criterion micro-benchmarks of the two hot paths, so regressions show:
-//! answering from a view (`resolve`, rotation included) and decoding a
-//! heartbeat datagram. Run with `cargo bench --bench answer`.
+//! Criterion micro-benchmarks of the hot paths, so regressions show:
+//! answering from a view (`resolve`, rotation included), the fast path's
+//! reply from pre-encoded records (query bytes in, reply bytes out), a view
+//! rebuild after one service changes, and decoding a heartbeat datagram.
+//! Run with `cargo bench --bench answer`.
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
+use std::collections::HashSet;
+
+use beacon::answer::fast::FastPath;
 use beacon::answer::resolve;
 use beacon::config::{ServeConfig, parse_domain};
 use beacon::intake::wire::Heartbeat;
 use beacon::registry::Registry;
+use beacon::view::publish::Publisher;
 use beacon::view::{StaticZone, View};
 use criterion::{Criterion, criterion_group, criterion_main};
+use hickory_proto::op::{Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{LowerName, Name, RecordType};
 use tokio::time::Instant;
 
@@ -19,6 +26,10 @@ use tokio::time::Instant;
 fn view() -> View {
     let mut config = ServeConfig::new(parse_domain("svc.internal").expect("zone"));
     config.ns_addrs.push(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    View::build(&config, 1, &registry(), Arc::new(StaticZone::default()))
+}
+
+fn registry() -> Registry {
     let mut registry = Registry::new(100_000, vec![]);
     let now = Instant::now();
     for s in 0..200u32 {
@@ -34,7 +45,7 @@ fn view() -> View {
             registry.apply(hb, addr, now);
         }
     }
-    View::build(&config, 1, &registry, Arc::new(StaticZone::default()))
+    registry
 }
 
 fn name(text: &str) -> LowerName {
@@ -63,6 +74,52 @@ fn answering(c: &mut Criterion) {
     });
 }
 
+fn fast_path(c: &mut Criterion) {
+    let view = Arc::new(view());
+    let mut fast = FastPath::new(1232);
+    let mut reply = Vec::with_capacity(512);
+    for (label, qname, rtype) in [
+        (
+            "fast path A (3 instances, rotated)",
+            "svc42.svc.internal.",
+            RecordType::A,
+        ),
+        (
+            "fast path SRV (3 instances + glue)",
+            "_svc42._tcp.svc.internal.",
+            RecordType::SRV,
+        ),
+        (
+            "fast path NXDOMAIN",
+            "nothing-here.svc.internal.",
+            RecordType::A,
+        ),
+    ] {
+        let mut query = Message::new(7, MessageType::Query, OpCode::Query);
+        query.add_query(Query::query(Name::from_ascii(qname).expect("name"), rtype));
+        let query = query.to_vec().expect("encodes");
+        assert!(
+            fast.answer(&view, &query, false, &mut reply),
+            "{label} takes the fast path"
+        );
+        c.bench_function(label, |b| {
+            b.iter(|| black_box(fast.answer(&view, black_box(&query), false, &mut reply)))
+        });
+    }
+}
+
+fn rebuilding(c: &mut Criterion) {
+    let mut config = ServeConfig::new(parse_domain("svc.internal").expect("zone"));
+    config.ns_addrs.push(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let config = Arc::new(config);
+    let registry = registry();
+    let mut publisher = Publisher::new(config, &registry, Arc::new(StaticZone::default()));
+    let changed: HashSet<String> = ["svc42".to_string()].into();
+    c.bench_function("publish after one service changed (200 × 3)", |b| {
+        b.iter(|| black_box(publisher.publish(&registry, &changed)))
+    });
+}
+
 fn decoding(c: &mut Criterion) {
     let datagram = b"beacon/1 service=web instance=web-1 port=8080 addr=10.0.0.1 ttl=15 weight=1 meta.version=1.4.2\n";
     c.bench_function("decode heartbeat", |b| {
@@ -70,5 +127,5 @@ fn decoding(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, answering, decoding);
+criterion_group!(benches, answering, fast_path, rebuilding, decoding);
 criterion_main!(benches);

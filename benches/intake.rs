@@ -11,25 +11,25 @@
 //! 2. Freshness: while the generator keeps 50 queries in flight against
 //!    beacon, new instances announce themselves one at a time; each is then
 //!    asked for until it answers. Time from heartbeat to first answer:
-//!    p50, p99, max over 300 instances.
+//!    p50, p99, max over 300 instances, which join 100 small services.
 //!
-//! Knobs: BENCH_RATES (100000,200000,300000,400000,600000), BENCH_FRESH (300).
+//! Knobs: BENCH_RATES (100000,200000,300000,400000,600000), BENCH_FRESH (300),
+//! BENCH_FRESH_OUTSTANDING (50; 0 for no query load).
 
 mod harness;
 mod load;
 
-use std::io::IoSlice;
-use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
+use std::net::UdpSocket;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use harness::{Server, cpu_jiffies, pin_process, pin_self, process_tree, start_beacon};
+use harness::{
+    blast, count_answers, cpu_jiffies, pin_process, pin_self, process_tree, start_beacon, udp_drops,
+};
 use hickory_proto::rr::RecordType;
 use load::Question;
-use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, sendmmsg};
 
 const SERVICES: usize = 100;
 const PER_SERVICE: usize = 100;
@@ -41,79 +41,6 @@ fn beat(service: usize, instance: usize) -> String {
         instance / 256,
         instance % 256
     )
-}
-
-/// Receive-buffer drops so far, from /proc/net/snmp.
-fn udp_drops() -> u64 {
-    let snmp = std::fs::read_to_string("/proc/net/snmp").unwrap_or_default();
-    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
-    let (Some(names), Some(values)) = (udp.next(), udp.next()) else {
-        return 0;
-    };
-    names
-        .split_whitespace()
-        .zip(values.split_whitespace())
-        .find(|(name, _)| *name == "RcvbufErrors")
-        .and_then(|(_, value)| value.parse().ok())
-        .unwrap_or(0)
-}
-
-/// Sends `datagrams` round-robin to `target` at `rate` a second for
-/// `duration`; returns how many were sent.
-fn blast(target: SocketAddr, datagrams: &[Vec<u8>], rate: u64, duration: Duration) -> u64 {
-    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    socket.connect(target).expect("connect");
-    let fd = socket.as_raw_fd();
-    let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(load::BATCH, None);
-    let none: [Option<SockaddrStorage>; load::BATCH] = [None; load::BATCH];
-    let start = Instant::now();
-    let mut sent = 0u64;
-    let mut next = 0usize;
-    while start.elapsed() < duration {
-        let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
-        if due <= sent {
-            std::hint::spin_loop();
-            continue;
-        }
-        let n = usize::try_from(due - sent)
-            .unwrap_or(load::BATCH)
-            .min(load::BATCH);
-        let slices: Vec<[IoSlice<'_>; 1]> = (0..n)
-            .map(|i| [IoSlice::new(&datagrams[(next + i) % datagrams.len()])])
-            .collect();
-        if let Ok(results) = sendmmsg(
-            fd,
-            &mut headers,
-            slices.iter(),
-            &none[..n],
-            [],
-            MsgFlags::empty(),
-        ) {
-            let done = results.count();
-            sent += done as u64;
-            next += done;
-        }
-    }
-    sent
-}
-
-fn count_answers(server: &Server, name: &str) -> usize {
-    let q = Question::new(name, RecordType::A, 0);
-    let mut msg = hickory_proto::op::Message::from_vec(&q.wire).expect("decodes");
-    msg.metadata.id = 1;
-    let wire = msg.to_vec().expect("encodes");
-    let mut stream = std::net::TcpStream::connect(server.dns).expect("connect");
-    use std::io::{Read, Write};
-    let len = u16::try_from(wire.len()).unwrap_or(0).to_be_bytes();
-    stream.write_all(&len).expect("write");
-    stream.write_all(&wire).expect("write");
-    let mut len = [0u8; 2];
-    stream.read_exact(&mut len).expect("read");
-    let mut reply = vec![0u8; usize::from(u16::from_be_bytes(len))];
-    stream.read_exact(&mut reply).expect("read");
-    hickory_proto::op::Message::from_vec(&reply)
-        .map(|m| m.answers.len())
-        .unwrap_or(0)
 }
 
 fn main() {
@@ -188,8 +115,13 @@ fn main() {
         let dns = server.dns;
         thread::spawn(move || {
             let mut answered = 0;
-            while !stop.load(Ordering::Relaxed) {
-                answered += load::udp(dns, &mix, Duration::from_millis(500), 50, None).answered;
+            let outstanding = std::env::var("BENCH_FRESH_OUTSTANDING")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(50);
+            while outstanding > 0 && !stop.load(Ordering::Relaxed) {
+                answered +=
+                    load::udp(dns, &mix, Duration::from_millis(500), outstanding, None).answered;
             }
             answered
         })
@@ -202,7 +134,9 @@ fn main() {
     let mut waits: Vec<Duration> = Vec::with_capacity(fresh);
     let mut id: u16 = 0;
     for k in 0..fresh {
-        let name = format!("n{k}.fresh.svc.internal.");
+        // New instances join 100 small services (3 each by the end), the
+        // shape of the side-by-side data.
+        let name = format!("n{k}.fresh{}.svc.internal.", k % 100);
         let mut q =
             hickory_proto::op::Message::from_vec(&Question::new(&name, RecordType::A, 0).wire)
                 .expect("decodes");
@@ -210,7 +144,8 @@ fn main() {
         sender
             .send_to(
                 format!(
-                    "beacon/1 service=fresh instance=n{k} port=80 addr=10.200.{}.{} ttl=60",
+                    "beacon/1 service=fresh{} instance=n{k} port=80 addr=10.200.{}.{} ttl=60",
+                    k % 100,
                     k / 256,
                     k % 256
                 )

@@ -3,7 +3,13 @@
 
 #![allow(dead_code)] // each bench uses a different part
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, IoSlice};
+use std::os::fd::AsRawFd;
+
+use hickory_proto::rr::RecordType;
+use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, sendmmsg};
+
+use crate::load::Question;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -142,4 +148,77 @@ pub fn process_tree(pid: u32) -> Vec<u32> {
         i += 1;
     }
     all
+}
+
+/// Receive-buffer drops so far, from /proc/net/snmp.
+pub fn udp_drops() -> u64 {
+    let snmp = std::fs::read_to_string("/proc/net/snmp").unwrap_or_default();
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let (Some(names), Some(values)) = (udp.next(), udp.next()) else {
+        return 0;
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(name, _)| *name == "RcvbufErrors")
+        .and_then(|(_, value)| value.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Sends `datagrams` round-robin to `target` at `rate` a second for
+/// `duration`; returns how many were sent.
+pub fn blast(target: SocketAddr, datagrams: &[Vec<u8>], rate: u64, duration: Duration) -> u64 {
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    socket.connect(target).expect("connect");
+    let fd = socket.as_raw_fd();
+    let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(crate::load::BATCH, None);
+    let none: [Option<SockaddrStorage>; crate::load::BATCH] = [None; crate::load::BATCH];
+    let start = Instant::now();
+    let mut sent = 0u64;
+    let mut next = 0usize;
+    while start.elapsed() < duration {
+        let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
+        if due <= sent {
+            std::hint::spin_loop();
+            continue;
+        }
+        let n = usize::try_from(due - sent)
+            .unwrap_or(crate::load::BATCH)
+            .min(crate::load::BATCH);
+        let slices: Vec<[IoSlice<'_>; 1]> = (0..n)
+            .map(|i| [IoSlice::new(&datagrams[(next + i) % datagrams.len()])])
+            .collect();
+        if let Ok(results) = sendmmsg(
+            fd,
+            &mut headers,
+            slices.iter(),
+            &none[..n],
+            [],
+            MsgFlags::empty(),
+        ) {
+            let done = results.count();
+            sent += done as u64;
+            next += done;
+        }
+    }
+    sent
+}
+
+pub fn count_answers(server: &Server, name: &str) -> usize {
+    let q = Question::new(name, RecordType::A, 0);
+    let mut msg = hickory_proto::op::Message::from_vec(&q.wire).expect("decodes");
+    msg.metadata.id = 1;
+    let wire = msg.to_vec().expect("encodes");
+    let mut stream = std::net::TcpStream::connect(server.dns).expect("connect");
+    use std::io::{Read, Write};
+    let len = u16::try_from(wire.len()).unwrap_or(0).to_be_bytes();
+    stream.write_all(&len).expect("write");
+    stream.write_all(&wire).expect("write");
+    let mut len = [0u8; 2];
+    stream.read_exact(&mut len).expect("read");
+    let mut reply = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    stream.read_exact(&mut reply).expect("read");
+    hickory_proto::op::Message::from_vec(&reply)
+        .map(|m| m.answers.len())
+        .unwrap_or(0)
 }

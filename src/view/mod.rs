@@ -484,10 +484,14 @@ impl ServiceNames {
 /// above the apex (`web` for `web.<zone>` and `i1.web.<zone>`), and for
 /// `_<service>._tcp` and `_<service>._udp` names the service label.
 fn service_keys(name: &LowerName, apex_labels: u8) -> impl Iterator<Item = &[u8]> {
-    let labels: Vec<&[u8]> = name.iter().collect();
     let depth = usize::from(name.num_labels().saturating_sub(apex_labels));
-    let top = depth.checked_sub(1).and_then(|i| labels.get(i).copied());
-    let dnssd = match (depth.checked_sub(2).and_then(|i| labels.get(i)), top) {
+    let mut labels = name.iter().skip(depth.saturating_sub(2));
+    let (second, top) = match depth {
+        0 => (None, None),
+        1 => (None, labels.next()),
+        _ => (labels.next(), labels.next()),
+    };
+    let dnssd = match (second, top) {
         (Some(service), Some(b"_tcp" | b"_udp")) => service.strip_prefix(b"_"),
         _ => None,
     };

@@ -1,0 +1,200 @@
+//! Scale: the same queries against 1,000 and against 1,000,000 live
+//! instances (100 per service), on one server core.
+//!
+//! Run: `cargo bench --bench scale` (about two minutes; needs ~2 GiB).
+//!
+//! For each size, a fresh beacon (CPU 1) gets every instance by heartbeat
+//! (sent service by service from CPU 0), then:
+//! - memory: resident set growth per live instance (VmRSS after
+//!   registering, minus VmRSS before);
+//! - QPS: 5 s closed loop, 200 in flight, over the same number of distinct
+//!   names at both sizes (A for instance names, and names that do not
+//!   exist);
+//! - change cost: time from a heartbeat that adds an instance to an existing
+//!   100-instance service to its first answer, without query load (p50 and
+//!   p99 of 50): the work a change costs at that size.
+//!
+//! Knob: BENCH_SIZES (1000,100000; add 1000000 with ~10 GiB free and
+//! patience: today a live instance costs ~8 KB, see the README).
+
+mod harness;
+mod load;
+
+use std::net::UdpSocket;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use harness::{Server, blast, count_answers, pin_process, pin_self, process_tree, start_beacon};
+use hickory_proto::rr::RecordType;
+use load::Question;
+
+const PER_SERVICE: usize = 100;
+const DISTINCT_NAMES: usize = 2000;
+
+fn beat(service: usize, instance: usize) -> Vec<u8> {
+    format!(
+        "beacon/1 service=s{service} instance=i{instance} port=80 addr=10.{}.{}.{} ttl=600",
+        service / 256,
+        service % 256,
+        instance + 1
+    )
+    .into_bytes()
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Registers `services` × [`PER_SERVICE`] instances, service by service.
+fn register(server: &Server, services: usize) {
+    let target = server.heartbeat.expect("heartbeat port");
+    for _round in 0..5 {
+        for chunk in (0..services).collect::<Vec<_>>().chunks(100) {
+            let datagrams: Vec<Vec<u8>> = chunk
+                .iter()
+                .flat_map(|&s| (0..PER_SERVICE).map(move |i| beat(s, i)))
+                .collect();
+            blast(
+                target,
+                &datagrams,
+                150_000,
+                Duration::from_secs_f64(datagrams.len() as f64 / 150_000.0),
+            );
+        }
+        thread::sleep(Duration::from_secs(1));
+        let sample = [0, services / 2, services - 1];
+        if sample
+            .iter()
+            .all(|s| count_answers(server, &format!("s{s}.svc.internal.")) >= PER_SERVICE.min(30))
+        {
+            // A full A answer of 100 needs TCP; count_answers uses it.
+            if sample
+                .iter()
+                .all(|s| count_answers(server, &format!("s{s}.svc.internal.")) == PER_SERVICE)
+            {
+                return;
+            }
+        }
+    }
+    eprintln!("warning: not every sampled service is whole");
+}
+
+fn change_cost(server: &Server, services: usize) -> (f64, f64) {
+    let target = server.heartbeat.expect("heartbeat port");
+    let sender = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let asker = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    asker
+        .set_read_timeout(Some(Duration::from_millis(5)))
+        .expect("timeout");
+    let mut waits = Vec::new();
+    let mut id: u16 = 0;
+    for k in 0..50 {
+        let service = (k * 7919) % services;
+        let name = format!("new{k}.s{service}.svc.internal.");
+        let mut q =
+            hickory_proto::op::Message::from_vec(&Question::new(&name, RecordType::A, 0).wire)
+                .expect("decodes");
+        let datagram = format!(
+            "beacon/1 service=s{service} instance=new{k} port=80 addr=10.250.0.{} ttl=600",
+            k + 1
+        );
+        let start = Instant::now();
+        sender.send_to(datagram.as_bytes(), target).expect("send");
+        loop {
+            id = id.wrapping_add(1);
+            q.metadata.id = id;
+            let _ = asker.send_to(&q.to_vec().expect("encodes"), server.dns);
+            let mut buf = [0u8; 512];
+            let mut answered = false;
+            while let Ok(len) = asker.recv(&mut buf) {
+                if len > 12 && buf[..2] == id.to_be_bytes() {
+                    answered = buf[3] & 0x0F == 0 && u16::from_be_bytes([buf[6], buf[7]]) > 0;
+                    break;
+                }
+            }
+            if answered {
+                waits.push(start.elapsed().as_secs_f64() * 1000.0);
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "{name} never answered"
+            );
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    waits.sort_by(f64::total_cmp);
+    (waits[waits.len() / 2], waits[waits.len() * 99 / 100])
+}
+
+fn main() {
+    let sizes: Vec<usize> = std::env::var("BENCH_SIZES")
+        .unwrap_or_else(|_| "1000,100000".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let cpus = thread::available_parallelism().map_or(1, usize::from);
+    println!(
+        "| live instances | services | RSS growth per instance | register time | QPS | lost | change → answer p50 | p99 |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    let mut baseline = None;
+    for size in sizes {
+        let services = (size / PER_SERVICE).max(1);
+        let dir = tempfile::tempdir().expect("temp dir");
+        let server = start_beacon(
+            dir.path(),
+            &["--udp-workers", "1", "--max-instances", "2000000"],
+        );
+        if cpus >= 2 {
+            for pid in process_tree(server.child.id()) {
+                pin_process(pid, 1);
+            }
+            pin_self(0);
+        }
+        let before = rss_kib(server.child.id());
+        let started = Instant::now();
+        register(&server, services);
+        let register_time = started.elapsed();
+        let after = rss_kib(server.child.id());
+        let per_instance =
+            (after.saturating_sub(before) * 1024) as f64 / (services * PER_SERVICE) as f64;
+        let mix: Vec<Question> = (0..DISTINCT_NAMES)
+            .map(|n| {
+                let service = (n * 7919) % services;
+                if n % 10 == 9 {
+                    Question::new(&format!("nothing{n}.svc.internal."), RecordType::A, 3)
+                } else {
+                    Question::new(
+                        &format!("i{}.s{service}.svc.internal.", (n * 31) % PER_SERVICE),
+                        RecordType::A,
+                        0,
+                    )
+                }
+            })
+            .collect();
+        let _ = load::udp(server.dns, &mix, Duration::from_millis(500), 50, None);
+        let outcome = load::udp(server.dns, &mix, Duration::from_secs(5), 200, None);
+        let qps = outcome.qps();
+        let (p50, p99) = change_cost(&server, services);
+        let ratio = match baseline {
+            None => {
+                baseline = Some(qps);
+                String::new()
+            }
+            Some(base) => format!(" ({:.2}× the first size)", qps / base),
+        };
+        println!(
+            "| {} | {services} | {per_instance:.0} bytes | {:.1} s | {qps:.0}{ratio} | {} | {p50:.2} ms | {p99:.2} ms |",
+            services * PER_SERVICE,
+            register_time.as_secs_f64(),
+            outcome.lost,
+        );
+    }
+}
