@@ -80,24 +80,46 @@ fn zone_file() -> String {
 }
 
 /// 50% A for a service, 30% SRV, 10% A for an instance, 10% NXDOMAIN,
-/// interleaved and spread over the services.
-fn mix() -> Vec<Question> {
-    let mut mix = Vec::new();
-    for n in 0..2000 {
-        let s = (n * 7919) % SERVICES;
-        let q = match n % 10 {
-            0..=4 => Question::new(&format!("svc{s}.{ZONE}"), RecordType::A, 0),
-            5..=7 => Question::new(&format!("_svc{s}._tcp.{ZONE}"), RecordType::SRV, 0),
-            8 => Question::new(
-                &format!("i{}.svc{s}.{ZONE}", n % INSTANCES),
-                RecordType::A,
-                0,
-            ),
-            _ => Question::new(&format!("nothing{n}.{ZONE}"), RecordType::A, 3),
-        };
-        mix.push(q);
-    }
-    mix
+/// interleaved and spread over the services: (name, type, rcode).
+fn mix_text() -> Vec<(String, RecordType, u8)> {
+    (0..2000)
+        .map(|n| {
+            let s = (n * 7919) % SERVICES;
+            match n % 10 {
+                0..=4 => (format!("svc{s}.{ZONE}"), RecordType::A, 0),
+                5..=7 => (format!("_svc{s}._tcp.{ZONE}"), RecordType::SRV, 0),
+                8 => (
+                    format!("i{}.svc{s}.{ZONE}", n % INSTANCES),
+                    RecordType::A,
+                    0,
+                ),
+                _ => (format!("nothing{n}.{ZONE}"), RecordType::A, 3),
+            }
+        })
+        .collect()
+}
+
+/// dnsperf's opinion of `server`'s UDP throughput (one client, 100 in
+/// flight, pinned to the generator's CPU), if dnsperf is installed.
+fn dnsperf(server: &Server, queries: &Path, seconds: u64) -> Option<f64> {
+    let out = Command::new("taskset")
+        .args([
+            "-c",
+            &GENERATOR_CPU.to_string(),
+            "dnsperf",
+            "-s",
+            "127.0.0.1",
+        ])
+        .args(["-p", &server.dns.port().to_string(), "-d"])
+        .arg(queries)
+        .args(["-l", &seconds.to_string(), "-c", "1", "-q", "100"])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.trim_start().starts_with("Queries per second:"))
+        .and_then(|l| l.split(':').nth(1))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 fn wait_until_answering(server: &Server, probe: &Question) {
@@ -330,7 +352,14 @@ fn main() {
     std::fs::create_dir_all(&zone_dir).expect("zones");
     let zone_path: PathBuf = zone_dir.join("svc.internal.zone");
     std::fs::write(&zone_path, zone_file()).expect("zone file");
-    let mix = mix();
+    let text = mix_text();
+    let mix: Vec<Question> = text
+        .iter()
+        .map(|(name, rtype, rcode)| Question::new(name, *rtype, *rcode))
+        .collect();
+    let queries = dir.path().join("queries.txt");
+    let lines: Vec<String> = text.iter().map(|(n, t, _)| format!("{n} {t}")).collect();
+    std::fs::write(&queries, lines.join("\n") + "\n").expect("query file");
     let probe = Question::new(&format!("svc0.{ZONE}"), RecordType::A, 0);
 
     let mut servers: Vec<Server> = Vec::new();
@@ -383,6 +412,26 @@ fn main() {
         }
     }
     report(&modes, &servers, &mut rows);
+    if std::env::var("BENCH_DNSPERF").is_ok_and(|v| v == "1") {
+        println!();
+        println!("| server | dnsperf QPS (-c 1 -q 100, UDP, {seconds} s) | vs knot |");
+        println!("|---|---|---|");
+        let results: Vec<(&str, Option<f64>)> = servers
+            .iter()
+            .map(|server| (server.name, dnsperf(server, &queries, seconds)))
+            .collect();
+        let knot = results
+            .iter()
+            .find(|(n, _)| *n == "knot")
+            .and_then(|(_, q)| *q);
+        for (name, qps) in results {
+            match (qps, knot) {
+                (Some(q), Some(k)) => println!("| {name} | {q:.0} | {:.2} |", q / k),
+                (Some(q), None) => println!("| {name} | {q:.0} | – |"),
+                (None, _) => println!("| {name} | dnsperf failed or is missing | – |"),
+            }
+        }
+    }
 }
 
 fn report(modes: &[String], servers: &[Server], rows: &mut [Row]) {

@@ -243,3 +243,30 @@ fn readme_error_example_is_what_check_prints() {
         "README shows {warn:?}, check printed {problem:?}"
     );
 }
+
+/// The configuration table documents every flag `beacon serve` and
+/// `beacon beat` take, so the README cannot fall behind `--help`.
+#[test]
+fn readme_documents_every_flag() {
+    for command in ["serve", "beat"] {
+        let out = Command::new(BEACON)
+            .args([command, "--help"])
+            .output()
+            .expect("run --help");
+        let help = String::from_utf8_lossy(&out.stdout);
+        let flags: Vec<&str> = help
+            .split_whitespace()
+            .filter(|w| w.starts_with("--") && w.len() > 2)
+            .map(|w| w.trim_end_matches([',', '.', ')', ':', ';']))
+            .filter(|w| *w != "--help")
+            .collect();
+        assert!(flags.len() > 5, "{command} --help lists flags: {help}");
+        for flag in flags {
+            let flag = flag.split(['=', '<']).next().unwrap_or(flag);
+            assert!(
+                README.contains(&format!("`{flag}")),
+                "README does not document `beacon {command} {flag}`"
+            );
+        }
+    }
+}
