@@ -8,13 +8,15 @@
 //!    `sendmmsg`; beacon runs on CPU 1. Lost heartbeats are the kernel's
 //!    receive-buffer drops (`RcvbufErrors` in /proc/net/snmp; nothing else
 //!    sends UDP to a full socket on this machine during the run).
-//! 2. Freshness: while the generator keeps 50 queries in flight against
-//!    beacon, new instances announce themselves one at a time; each is then
+//! 2. Freshness: while the generator asks beacon 20,000 questions a second
+//!    (instance names of the registered services), new instances announce
+//!    themselves one at a time; each is then
 //!    asked for until it answers. Time from heartbeat to first answer:
 //!    p50, p99, max over 300 instances, which join 100 small services.
 //!
 //! Knobs: BENCH_RATES (100000,200000,300000,400000,600000), BENCH_FRESH (300),
-//! BENCH_FRESH_OUTSTANDING (50; 0 for no query load).
+//! BENCH_FRESH_QPS (20000; 0 for no query load), BENCH_BEACON_ARGS (extra
+//! flags for beacon, such as `--fast-path off`).
 
 mod harness;
 mod load;
@@ -55,10 +57,10 @@ fn main() {
         .unwrap_or(300);
     let cpus = thread::available_parallelism().map_or(1, usize::from);
     let dir = tempfile::tempdir().expect("temp dir");
-    let server = start_beacon(
-        dir.path(),
-        &["--udp-workers", "1", "--max-instances", "1000000"],
-    );
+    let extra = std::env::var("BENCH_BEACON_ARGS").unwrap_or_default();
+    let mut args = vec!["--udp-workers", "1", "--max-instances", "1000000"];
+    args.extend(extra.split_whitespace());
+    let server = start_beacon(dir.path(), &args);
     if cpus >= 2 {
         for pid in process_tree(server.child.id()) {
             pin_process(pid, 1);
@@ -107,21 +109,27 @@ fn main() {
 
     // Freshness under query load.
     let stop = Arc::new(AtomicBool::new(false));
-    let mix: Vec<Question> = (0..SERVICES)
-        .map(|s| Question::new(&format!("s{s}.svc.internal."), RecordType::A, 0))
+    let mix: Vec<Question> = (0..1000)
+        .map(|n| {
+            let name = format!("i{}.s{}.svc.internal.", n % PER_SERVICE, (n * 7) % SERVICES);
+            Question::new(&name, RecordType::A, 0)
+        })
         .collect();
     let loader = {
         let stop = stop.clone();
         let dns = server.dns;
         thread::spawn(move || {
             let mut answered = 0;
-            let outstanding = std::env::var("BENCH_FRESH_OUTSTANDING")
+            // A fixed rate leaves the generator's core room for the asker
+            // below; a closed loop would keep that core busy and time the
+            // asker's own scheduling instead of beacon.
+            let rate: u64 = std::env::var("BENCH_FRESH_QPS")
                 .ok()
                 .and_then(|v| v.parse().ok())
-                .unwrap_or(50);
-            while outstanding > 0 && !stop.load(Ordering::Relaxed) {
+                .unwrap_or(20_000);
+            while rate > 0 && !stop.load(Ordering::Relaxed) {
                 answered +=
-                    load::udp(dns, &mix, Duration::from_millis(500), outstanding, None).answered;
+                    load::udp(dns, &mix, Duration::from_millis(500), 100_000, Some(rate)).answered;
             }
             answered
         })

@@ -243,3 +243,71 @@ fn malformed_and_odd_datagrams_get_the_same_treatment() {
         assert!(exchange_raw(server, &response, Duration::from_millis(300)).is_none());
     }
 }
+
+/// Cached answers outlive views only while what they came from is
+/// unchanged: each step below first fills the cache, then changes one
+/// thing, and the next answer must show it.
+#[test]
+fn cached_answers_follow_every_change() {
+    let zones = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        zones.path().join("static.zone"),
+        "db IN A 10.1.0.1\n_db._tcp IN SRV 0 1 5432 replica\nreplica IN A 10.1.0.9\n",
+    )
+    .expect("write");
+    let dir = zones.path().to_string_lossy().to_string();
+    let server = TestServer::start(&["--zones", &dir, "--udp-workers", "1"]);
+    let addresses = |name: &str| {
+        let mut found = common::rdatas(&server.query(name, RecordType::A).answers);
+        found.sort();
+        found
+    };
+    let warm = |name: &str, rtype: RecordType| {
+        for _ in 0..5 {
+            server.query(name, rtype);
+        }
+    };
+
+    // A static name, then a live service appears at it: the records merge.
+    warm("db.svc.internal.", RecordType::A);
+    assert_eq!(addresses("db.svc.internal."), ["10.1.0.1"]);
+    server.beat("beacon/1 service=db instance=live port=5432 addr=10.1.0.2");
+    server.await_reply("db.svc.internal.", RecordType::A, |m| m.answers.len() == 2);
+
+    // A live service stays cached while another service changes...
+    server.beat("beacon/1 service=web instance=a port=80 addr=10.0.0.1");
+    server.await_reply("web.svc.internal.", RecordType::A, |m| m.answers.len() == 1);
+    warm("web.svc.internal.", RecordType::A);
+    server.beat("beacon/1 service=api instance=a port=80 addr=10.0.9.1");
+    server.await_reply("api.svc.internal.", RecordType::A, |m| m.answers.len() == 1);
+    assert_eq!(addresses("web.svc.internal."), ["10.0.0.1"]);
+    // ...and changes with its own instances.
+    server.beat("beacon/1 service=web instance=b port=80 addr=10.0.0.2");
+    server.await_reply("web.svc.internal.", RecordType::A, |m| m.answers.len() == 2);
+    server.beat("beacon/1 service=web instance=a port=80 addr=10.0.0.1 state=drain");
+    server.await_reply("web.svc.internal.", RecordType::A, |m| {
+        common::rdatas(&m.answers) == ["10.0.0.2"]
+    });
+
+    // Glue looked up at answer time follows the name it comes from.
+    warm("_db._tcp.svc.internal.", RecordType::SRV);
+    std::fs::write(
+        zones.path().join("static.zone"),
+        "db IN A 10.1.0.1\n_db._tcp IN SRV 0 1 5432 replica\nreplica IN A 10.1.0.10\n",
+    )
+    .expect("rewrite");
+    server.await_reply("_db._tcp.svc.internal.", RecordType::SRV, |m| {
+        common::rdatas(&m.additionals).contains(&"10.1.0.10".to_string())
+    });
+
+    // A negative answer turns positive, and back.
+    warm("late.svc.internal.", RecordType::A);
+    server.beat("beacon/1 service=late instance=x port=80 addr=10.0.5.1");
+    server.await_reply("late.svc.internal.", RecordType::A, |m| {
+        m.answers.len() == 1
+    });
+    server.beat("beacon/1 service=late instance=x port=80 state=down");
+    server.await_reply("late.svc.internal.", RecordType::A, |m| {
+        m.metadata.response_code == hickory_proto::op::ResponseCode::NXDomain
+    });
+}

@@ -102,7 +102,11 @@ pub fn start_beacon(dir: &Path, extra: &[&str]) -> Server {
         .args(extra)
         .arg("--zones")
         .arg(&zones)
-        .env("RUST_LOG", "warn,beacon::server=info")
+        .env(
+            "RUST_LOG",
+            std::env::var("BENCH_BEACON_LOG").unwrap_or_else(|_| "warn".into())
+                + ",beacon::server=info",
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -115,7 +119,15 @@ pub fn start_beacon(dir: &Path, extra: &[&str]) -> Server {
         .find(|l| l.contains(" listening "))
         .expect("beacon reports its addresses");
     // Keep draining its log so it never blocks on a full pipe.
-    thread::spawn(move || lines.for_each(drop));
+    // With BENCH_BEACON_LOG set, its log goes to our stderr.
+    let echo = std::env::var("BENCH_BEACON_LOG").is_ok();
+    thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            if echo {
+                eprintln!("beacon: {line}");
+            }
+        }
+    });
     let field = |key: &str| -> SocketAddr {
         let start = line.find(&format!("{key}=")).expect("field") + key.len() + 1;
         line[start..]

@@ -10,9 +10,12 @@
 //! chains, referrals, forwarding, truncation, odd headers) stays on the
 //! general path, which gives the same answers more slowly.
 //!
-//! The records come from the general path's own `resolve`, encoded once
-//! per view by hickory-proto, and are kept per worker thread in a hash map
-//! keyed by the lower-cased wire name and type. A reply is then the query's
+//! The records come from the general path's own `resolve`, encoded by
+//! hickory-proto, and are kept per worker thread in a hash map keyed by the
+//! lower-cased wire name and type. An entry remembers what it was built
+//! from (one live service's names, the static layer, or just that view)
+//! and is rebuilt only when that changed, so a heartbeat that changes one
+//! service costs the cache that service's answers, not all of them. A reply is then the query's
 //! header and question (echoed byte for byte, so the client's letter case
 //! survives) followed by copies of those bytes in this answer's rotation
 //! order. Owner names are compressed against the question, whose position
@@ -27,13 +30,13 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::{LowerName, Name, Record, RecordType};
+use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::NameEncoding;
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
 
 use super::rotate::{Ranked, order_by};
 use super::{direct_rrset, glue, resolve_in_order};
-use crate::view::{Cursor, Policy, View};
+use crate::view::{Cursor, Origin, Policy, ServiceNames, StaticZone, View};
 
 /// Cached answers per worker thread before the cache starts over; bounds
 /// the memory a flood of distinct names can take.
@@ -174,6 +177,8 @@ struct Encoded {
     glue_count: u16,
     /// Length of everything after the question, without the OPT record.
     sections_len: usize,
+    /// True when some glue was looked up at other names.
+    looked_up: bool,
     bytes: Vec<u8>,
 }
 
@@ -186,11 +191,42 @@ enum Entry {
     Ready(Encoded),
 }
 
-/// The fast path of one worker thread: its cache and the view it is for.
+/// What an entry was built from: it stays valid while that is unchanged.
+#[derive(Debug)]
+enum Source {
+    /// One view only (apex data, negative answers with the SOA serial,
+    /// reverse zones, answers whose glue was looked up elsewhere).
+    View(Arc<View>),
+    /// One live service's names, shared by views until the service changes.
+    Service(String, Arc<ServiceNames>),
+    /// The static layer, shared by views until a fragment changes, for a
+    /// name no live service could claim: the keys of the services that
+    /// would take it over (merging its records) if they appeared.
+    Statics(Arc<StaticZone>, Vec<String>),
+}
+
+impl Source {
+    fn still_holds(&self, view: &Arc<View>) -> bool {
+        match self {
+            Source::View(built) => Arc::ptr_eq(built, view),
+            Source::Service(key, names) => view
+                .service_names(key)
+                .is_some_and(|now| Arc::ptr_eq(now, names)),
+            Source::Statics(statics, keys) => {
+                Arc::ptr_eq(statics, &view.statics)
+                    && keys.iter().all(|key| view.service_names(key).is_none())
+            }
+        }
+    }
+}
+
+/// The fast path of one worker thread: its cache of pre-encoded answers.
+/// Entries outlive views: each is checked against the view of the query
+/// and rebuilt only when the part of the zone it came from changed, so a
+/// heartbeat that changes one service leaves every other answer cached.
 #[derive(Debug)]
 pub struct FastPath {
-    view: Option<Arc<View>>,
-    cache: HashMap<Box<[u8]>, Entry, ahash::RandomState>,
+    cache: HashMap<Box<[u8]>, (Source, Entry), ahash::RandomState>,
     cached_bytes: usize,
     max_udp_payload: u16,
     key: Vec<u8>,
@@ -200,7 +236,6 @@ impl FastPath {
     /// A fast path offering UDP clients at most `max_udp_payload` bytes.
     pub fn new(max_udp_payload: u16) -> Self {
         FastPath {
-            view: None,
             cache: HashMap::default(),
             cached_bytes: 0,
             max_udp_payload,
@@ -225,24 +260,23 @@ impl FastPath {
         if matches!(query.qtype, 41 | 249..=255) {
             return false;
         }
-        if !self.view.as_ref().is_some_and(|v| Arc::ptr_eq(v, view)) {
-            self.cache.clear();
-            self.cached_bytes = 0;
-            self.view = Some(view.clone());
-        }
-        if !self.cache.contains_key(self.key.as_slice()) {
+        let fresh = self
+            .cache
+            .get(self.key.as_slice())
+            .is_some_and(|(source, _)| source.still_holds(view));
+        if !fresh {
             if self.cache.len() >= MAX_CACHED_ANSWERS || self.cached_bytes >= MAX_CACHED_BYTES {
                 self.cache.clear();
                 self.cached_bytes = 0;
             }
-            let entry = encode(view, &self.key, query.qtype);
+            let (source, entry) = encode(view, &self.key, query.qtype);
             if let Entry::Ready(encoded) = &entry {
                 self.cached_bytes += encoded.bytes.len() + self.key.len();
             }
             self.cache
-                .insert(self.key.clone().into_boxed_slice(), entry);
+                .insert(self.key.clone().into_boxed_slice(), (source, entry));
         }
-        let Some(Entry::Ready(encoded)) = self.cache.get(self.key.as_slice()) else {
+        let Some((_, Entry::Ready(encoded))) = self.cache.get(self.key.as_slice()) else {
             return false;
         };
         // The OPT record offers the same size over both transports; only
@@ -320,14 +354,45 @@ fn assemble(
 /// Resolves `key` (lower-cased wire name and type) through the general
 /// path's `resolve` and encodes the result, if it has a shape the fast
 /// path serves.
-fn encode(view: &View, key: &[u8], qtype: u16) -> Entry {
+fn encode(view: &Arc<View>, key: &[u8], qtype: u16) -> (Source, Entry) {
+    let this_view = || Source::View(view.clone());
     let wire_name = &key[..key.len() - 2];
     let Ok(name) = Name::read(&mut BinDecoder::new(wire_name)) else {
-        return Entry::General;
+        return (this_view(), Entry::General);
     };
     let qname = LowerName::from(&name);
+    let entry = encode_entry(view, &qname, wire_name, qtype);
+    // Positive answers from one part of the zone, with no glue looked up
+    // elsewhere, stay valid while that part does; the rest live one view.
+    let source = match (&entry, view.node_origin(&qname)) {
+        (Entry::Ready(encoded), Some(origin))
+            if !encoded.members.is_empty() && !encoded.looked_up =>
+        {
+            match origin {
+                Origin::Service(key, names) => Source::Service(key.to_string(), names.clone()),
+                Origin::Statics(statics) => {
+                    let keys: Vec<String> = view
+                        .service_keys_of(&qname)
+                        .map(|k| String::from_utf8_lossy(k).into_owned())
+                        .collect();
+                    if keys.iter().any(|key| view.service_names(key).is_some()) {
+                        this_view()
+                    } else {
+                        Source::Statics(statics.clone(), keys)
+                    }
+                }
+                Origin::Apex => this_view(),
+            }
+        }
+        _ => this_view(),
+    };
+    (source, entry)
+}
+
+/// Encodes the answer to `qname`/`qtype`, if the fast path serves it.
+fn encode_entry(view: &View, qname: &LowerName, wire_name: &[u8], qtype: u16) -> Entry {
     let rtype = RecordType::from(qtype);
-    let resolution = resolve_in_order(view, &qname, rtype, true);
+    let resolution = resolve_in_order(view, qname, rtype, true);
     let rcode = match resolution.rcode {
         ResponseCode::NoError => 0,
         ResponseCode::NXDomain => 3,
@@ -346,6 +411,7 @@ fn encode(view: &View, key: &[u8], qtype: u16) -> Entry {
         authority_count: 0,
         glue_count: 0,
         sections_len: 0,
+        looked_up: false,
         bytes: Vec::with_capacity(256),
     };
     let bytes = &mut encoded.bytes;
@@ -362,7 +428,7 @@ fn encode(view: &View, key: &[u8], qtype: u16) -> Entry {
         encoded.authority_count = u16::try_from(resolution.authorities.len()).unwrap_or(0);
     } else {
         // A plain answer: every record from the one RRset at the name.
-        let Some(set) = direct_rrset(view, &qname, rtype) else {
+        let Some(set) = direct_rrset(view, qname, rtype) else {
             return Entry::General;
         };
         let plain = resolution.authorities.is_empty()
@@ -370,7 +436,7 @@ fn encode(view: &View, key: &[u8], qtype: u16) -> Entry {
             && resolution
                 .answers
                 .iter()
-                .all(|r| r.record_type() == rtype && LowerName::from(&r.name) == qname);
+                .all(|r| r.record_type() == rtype && LowerName::from(&r.name) == *qname);
         if !plain {
             return Entry::General;
         }
@@ -383,6 +449,13 @@ fn encode(view: &View, key: &[u8], qtype: u16) -> Entry {
             let answer = start..bytes.len();
             glue_records.clear();
             glue(member, view, &mut glue_records);
+            // Glue found at answer time lives in other names, maybe other
+            // parts of the zone: such an answer is good for one view only.
+            encoded.looked_up |= member.glue.is_empty()
+                && matches!(
+                    member.record.data,
+                    RData::SRV(_) | RData::MX(_) | RData::NS(_)
+                );
             for record in &glue_records {
                 if encode_record(record, wire_name, bytes).is_none() {
                     return Entry::General;

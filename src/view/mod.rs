@@ -511,6 +511,19 @@ fn merge_statics(nodes: &mut NameMap<Node>, statics: &StaticZone) {
     }
 }
 
+/// Which part of a view a name's node lives in. Parts are shared between
+/// views until they change, so an answer built from one part stays valid
+/// while the next view still holds the same part.
+#[derive(Debug)]
+pub enum Origin<'v> {
+    /// The apex layer, rebuilt for every view.
+    Apex,
+    /// A live service's names (its key and the shared part).
+    Service(&'v str, &'v Arc<ServiceNames>),
+    /// The static layer from the fragments.
+    Statics(&'v Arc<StaticZone>),
+}
+
 /// Live services by (lower-case) name, each with the names it creates.
 pub type ServiceMap = HashMap<String, Arc<ServiceNames>, ahash::RandomState>;
 
@@ -546,6 +559,36 @@ impl View {
                 })
             })
             .or_else(|| self.statics.node(name))
+    }
+
+    /// Where the node at `name` comes from (see [`View::node`]).
+    pub fn node_origin(&self, name: &LowerName) -> Option<Origin<'_>> {
+        if self.apex.contains_key(name) {
+            return Some(Origin::Apex);
+        }
+        let live = service_keys(name, self.origin.num_labels()).find_map(|key| {
+            let key = std::str::from_utf8(key).ok()?;
+            let (key, names) = self.services.get_key_value(key)?;
+            names.nodes.contains_key(name).then_some((key, names))
+        });
+        match live {
+            Some((key, names)) => Some(Origin::Service(key, names)),
+            None => self
+                .statics
+                .node(name)
+                .map(|_| Origin::Statics(&self.statics)),
+        }
+    }
+
+    /// The live services `name` would belong to, by key (whether or not
+    /// they are live now).
+    pub fn service_keys_of<'n>(&self, name: &'n LowerName) -> impl Iterator<Item = &'n [u8]> {
+        service_keys(name, self.origin.num_labels())
+    }
+
+    /// The names of the live service `key`, as this view has them.
+    pub fn service_names(&self, key: &str) -> Option<&Arc<ServiceNames>> {
+        self.services.get(key)
     }
 
     /// True when heartbeats created `name` (not the apex or the NS host).
