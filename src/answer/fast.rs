@@ -226,7 +226,10 @@ impl Source {
 /// heartbeat that changes one service leaves every other answer cached.
 #[derive(Debug)]
 pub struct FastPath {
-    cache: HashMap<Box<[u8]>, (Source, Entry), ahash::RandomState>,
+    /// Entries with what they came from and the serial of the last view
+    /// they were found valid for (checking again is needed only when the
+    /// view changed).
+    cache: HashMap<Box<[u8]>, (Source, Entry, u32), ahash::RandomState>,
     cached_bytes: usize,
     max_udp_payload: u16,
     key: Vec<u8>,
@@ -260,10 +263,14 @@ impl FastPath {
         if matches!(query.qtype, 41 | 249..=255) {
             return false;
         }
-        let fresh = self
-            .cache
-            .get(self.key.as_slice())
-            .is_some_and(|(source, _)| source.still_holds(view));
+        let fresh = match self.cache.get_mut(self.key.as_slice()) {
+            Some((_, _, checked)) if *checked == view.serial => true,
+            Some((source, _, checked)) if source.still_holds(view) => {
+                *checked = view.serial;
+                true
+            }
+            _ => false,
+        };
         if !fresh {
             if self.cache.len() >= MAX_CACHED_ANSWERS || self.cached_bytes >= MAX_CACHED_BYTES {
                 self.cache.clear();
@@ -273,10 +280,12 @@ impl FastPath {
             if let Entry::Ready(encoded) = &entry {
                 self.cached_bytes += encoded.bytes.len() + self.key.len();
             }
-            self.cache
-                .insert(self.key.clone().into_boxed_slice(), (source, entry));
+            self.cache.insert(
+                self.key.clone().into_boxed_slice(),
+                (source, entry, view.serial),
+            );
         }
-        let Some((_, Entry::Ready(encoded))) = self.cache.get(self.key.as_slice()) else {
+        let Some((_, Entry::Ready(encoded), _)) = self.cache.get(self.key.as_slice()) else {
             return false;
         };
         // The OPT record offers the same size over both transports; only

@@ -8,9 +8,11 @@
 //!
 //! Expiry is driven by deadlines: every lease's deadline sits in a min-heap,
 //! and [`Registry::next_deadline`] tells the intake task exactly when to wake.
-//! A renewal pushes a fresh heap entry instead of searching for the old one;
-//! stale entries are recognised and dropped when they surface (each instance
-//! has about `ttl / interval` of them at any time).
+//! Each instance has one heap entry: a renewal only moves its lease's
+//! deadline (no allocation, no heap work), and an entry that surfaces
+//! before its lease's deadline is re-armed at that deadline. A lease whose
+//! deadline moves earlier (a shorter TTL) gets a second entry; entries of
+//! removed instances are dropped when they surface.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
@@ -207,8 +209,19 @@ impl Registry {
         if !known && self.len >= self.max_instances {
             return Event::Refused(Refusal::CapReached(self.max_instances));
         }
-        self.deadlines
-            .push(Reverse((deadline, hb.service.clone(), hb.instance.clone())));
+        // One heap entry per instance: a renewal only moves the lease's
+        // deadline, and the entry is re-armed when it surfaces early
+        // (see `drop_stale_deadlines`). Only a deadline that moves earlier
+        // (a shorter TTL) needs an entry of its own.
+        let earlier = self
+            .services
+            .get(&hb.service)
+            .and_then(|s| s.get(&hb.instance))
+            .is_none_or(|lease| deadline < lease.deadline);
+        if earlier {
+            self.deadlines
+                .push(Reverse((deadline, hb.service.clone(), hb.instance.clone())));
+        }
         let service = self
             .services
             .entry(std::mem::take(&mut hb.service))
@@ -265,6 +278,9 @@ impl Registry {
         self.deadlines.peek().map(|Reverse((at, _, _))| *at)
     }
 
+    /// Brings a valid entry to the top of the heap: entries of removed
+    /// instances are dropped, and entries of renewed ones are re-armed at
+    /// their lease's current deadline (reusing the entry's strings).
     fn drop_stale_deadlines(&mut self) {
         while let Some(Reverse((at, service, instance))) = self.deadlines.peek() {
             let current = self
@@ -275,7 +291,13 @@ impl Registry {
             if current == Some(*at) {
                 return;
             }
-            self.deadlines.pop();
+            let at = *at;
+            let Some(Reverse((_, service, instance))) = self.deadlines.pop() else {
+                return;
+            };
+            if let Some(later) = current.filter(|&deadline| deadline > at) {
+                self.deadlines.push(Reverse((later, service, instance)));
+            }
         }
     }
 
@@ -387,6 +409,24 @@ mod tests {
         assert_eq!(gone[0].instance, "a");
         assert_eq!(reg.len(), 1);
         assert_eq!(reg.next_deadline(), Some(t0 + Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn renewals_keep_one_heap_entry_and_shorter_ttls_still_expire_on_time() {
+        let t0 = Instant::now();
+        let mut reg = Registry::new(10, vec![]);
+        reg.apply(hb("a", 10), A, t0);
+        for second in 1..50 {
+            reg.apply(hb("a", 10), A, t0 + Duration::from_secs(second));
+        }
+        assert_eq!(reg.deadlines.len(), 1);
+        assert_eq!(reg.next_deadline(), Some(t0 + Duration::from_secs(59)));
+        // The TTL drops to 2 s: the lease must end at 52 s, not at 59 s.
+        reg.apply(hb("a", 2), A, t0 + Duration::from_secs(50));
+        assert_eq!(reg.next_deadline(), Some(t0 + Duration::from_secs(52)));
+        assert_eq!(reg.expire(t0 + Duration::from_secs(52)).len(), 1);
+        assert!(reg.is_empty());
+        assert_eq!(reg.next_deadline(), None);
     }
 
     #[test]

@@ -525,7 +525,9 @@ pub enum Origin<'v> {
 }
 
 /// Live services by (lower-case) name, each with the names it creates.
-pub type ServiceMap = HashMap<String, Arc<ServiceNames>, ahash::RandomState>;
+/// A persistent map: a view's copy is O(1), and replacing one service
+/// copies a path of the tree, not every entry.
+pub type ServiceMap = imbl::HashMap<String, Arc<ServiceNames>>;
 
 /// One immutable snapshot of the served zone.
 #[derive(Debug)]
@@ -540,7 +542,7 @@ pub struct View {
     pub statics: Arc<StaticZone>,
     /// The apex (SOA, NS), the name server's address, the DNS-SD browsing
     /// names and the empty non-terminals services share: rebuilt per view.
-    apex: NameMap<Node>,
+    apex: NameMap<Arc<Node>>,
     /// Names created by heartbeats, per service.
     services: ServiceMap,
     /// The reverse zones served, each with PTR records for live instances.
@@ -552,6 +554,7 @@ impl View {
     pub fn node(&self, name: &LowerName) -> Option<&Node> {
         self.apex
             .get(name)
+            .map(AsRef::as_ref)
             .or_else(|| {
                 service_keys(name, self.origin.num_labels()).find_map(|key| {
                     let key = std::str::from_utf8(key).ok()?;
@@ -621,32 +624,79 @@ impl View {
         statics: Arc<StaticZone>,
     ) -> View {
         let services = all_services(config, registry, &statics);
-        View::from_services(config, serial, services, statics)
+        let shared = SharedApex::build(config, &services, &statics);
+        View::from_services(config, serial, services, &shared, statics)
     }
 
-    /// Builds the view for `serial` from already built services: only the
-    /// apex names (and reverse zones, if any are served) are built here.
+    /// Builds the view for `serial` from already built services and the
+    /// apex names they share: only the apex node itself (its SOA carries
+    /// the serial) and the reverse zones, if any are served, are built here.
     pub fn from_services(
         config: &ServeConfig,
         serial: u32,
         services: ServiceMap,
+        shared: &SharedApex,
         statics: Arc<StaticZone>,
     ) -> View {
-        let mut builder = LiveBuilder::new(config);
         let apex = &config.zone;
         let soa = soa_record(config, serial, config.soa_ttl);
         let negative_soa = soa_record(config, serial, config.negative_ttl());
-        builder
-            .node(apex)
-            .extend(RecordType::SOA, vec![Member::plain(soa)]);
         let ns = Record::from_rdata(
             apex.clone(),
             config.soa_ttl,
             RData::NS(NS(config.primary_ns.clone())),
         );
-        builder
-            .node(apex)
-            .extend(RecordType::NS, vec![Member::plain(ns)]);
+        let mut top = Node::default();
+        top.extend(RecordType::SOA, vec![Member::plain(soa)]);
+        top.extend(RecordType::NS, vec![Member::plain(ns)]);
+        let origin = LowerName::from(apex);
+        if let Some(static_top) = statics.node(&origin) {
+            for set in &static_top.rrsets {
+                top.extend(set.rtype, set.members.clone());
+            }
+        }
+        let mut nodes = shared.nodes.clone();
+        nodes.insert(origin.clone(), Arc::new(top));
+        let reverse = if config.reverse_zones.is_empty() {
+            Vec::new()
+        } else {
+            let mut builder = LiveBuilder::new(config);
+            let mut by_name: Vec<&String> = services.keys().collect();
+            by_name.sort();
+            for key in by_name {
+                builder
+                    .addresses
+                    .extend(services[key].addresses.iter().cloned());
+            }
+            builder.reverse_zones(serial)
+        };
+        View {
+            origin,
+            serial,
+            negative_soa,
+            statics,
+            apex: nodes,
+            services,
+            reverse,
+        }
+    }
+}
+
+/// The apex layer's names other than the apex itself: the name server's
+/// address, the DNS-SD browsing names (the list of service types) and the
+/// empty non-terminals services share (`_tcp`, `_udp`). They change only
+/// when a service type appears or goes, so views share them until then.
+#[derive(Debug, Default, Clone)]
+pub struct SharedApex {
+    nodes: NameMap<Arc<Node>>,
+}
+
+impl SharedApex {
+    /// Builds the shared apex names for `services`: O(services), done only
+    /// when their types change.
+    pub fn build(config: &ServeConfig, services: &ServiceMap, statics: &StaticZone) -> SharedApex {
+        let mut builder = LiveBuilder::new(config);
+        let apex = &config.zone;
         if config.zone.zone_of(&config.primary_ns) {
             let addresses: Vec<Member> = config
                 .ns_addrs
@@ -665,18 +715,13 @@ impl View {
         let mut by_name: Vec<&String> = services.keys().collect();
         by_name.sort();
         for key in by_name {
-            let names = &services[key];
             builder
                 .service_types
-                .extend(names.type_names.iter().cloned());
-            if !config.reverse_zones.is_empty() {
-                builder.addresses.extend(names.addresses.iter().cloned());
-            }
+                .extend(services[key].type_names.iter().cloned());
         }
         builder.browsing();
-        let reverse = builder.reverse_zones(serial);
         let mut nodes = builder.nodes;
-        merge_statics(&mut nodes, &statics);
+        merge_statics(&mut nodes, statics);
         for names in services.values() {
             for outer in &names.outer {
                 if !nodes.contains_key(outer) && statics.node(outer).is_none() {
@@ -685,16 +730,21 @@ impl View {
             }
         }
         add_empty_non_terminals(&mut nodes, apex, |n| statics.node(n).is_some());
-
-        View {
-            origin: LowerName::from(apex),
-            serial,
-            negative_soa,
-            statics,
-            apex: nodes,
-            services,
-            reverse,
+        nodes.remove(&LowerName::from(apex));
+        SharedApex {
+            nodes: nodes.into_iter().map(|(k, v)| (k, Arc::new(v))).collect(),
         }
+    }
+
+    /// True when replacing `old` with `new` (either may be absent) changes
+    /// what the shared apex names hold.
+    pub fn affected_by(old: Option<&ServiceNames>, new: Option<&ServiceNames>) -> bool {
+        let shape = |names: Option<&ServiceNames>| {
+            names
+                .map(|n| (n.type_names.clone(), n.outer.clone()))
+                .unwrap_or_default()
+        };
+        shape(old) != shape(new)
     }
 }
 

@@ -13,7 +13,7 @@ use arc_swap::ArcSwap;
 
 use std::collections::HashSet;
 
-use super::{ServiceMap, ServiceNames, StaticZone, View, all_services};
+use super::{ServiceMap, ServiceNames, SharedApex, StaticZone, View, all_services};
 use crate::config::ServeConfig;
 use crate::registry::Registry;
 
@@ -46,6 +46,8 @@ pub struct Publisher {
     statics: Arc<StaticZone>,
     /// The names of every live service, as the last view has them.
     services: ServiceMap,
+    /// The apex names views share, rebuilt when service types change.
+    shared: SharedApex,
     /// True when the static layer changed since the last view: every
     /// service's names are rebuilt (static data merges into them).
     statics_changed: bool,
@@ -71,10 +73,12 @@ impl Publisher {
     pub fn new(config: Arc<ServeConfig>, registry: &Registry, statics: Arc<StaticZone>) -> Self {
         let serial = next_serial(None);
         let services = all_services(&config, registry, &statics);
+        let shared = SharedApex::build(&config, &services, &statics);
         let handle = ViewHandle::new(View::from_services(
             &config,
             serial,
             services.clone(),
+            &shared,
             statics.clone(),
         ));
         Publisher {
@@ -83,6 +87,7 @@ impl Publisher {
             serial,
             statics,
             services,
+            shared,
             statics_changed: false,
         }
     }
@@ -113,26 +118,35 @@ impl Publisher {
     /// of the static layer); the others are shared with the last view.
     pub fn publish(&mut self, registry: &Registry, changed: &HashSet<String>) -> u32 {
         self.serial = next_serial(Some(self.serial));
+        let mut shared_changed = false;
         if std::mem::take(&mut self.statics_changed) {
             self.services = all_services(&self.config, registry, &self.statics);
+            shared_changed = true;
         } else {
             for service in changed {
-                match registry.service(service) {
-                    Some(instances) => {
-                        let names =
-                            ServiceNames::build(&self.config, service, instances, &self.statics);
-                        self.services.insert(service.clone(), Arc::new(names));
-                    }
-                    None => {
-                        self.services.remove(service);
-                    }
-                }
+                let new = registry.service(service).map(|instances| {
+                    Arc::new(ServiceNames::build(
+                        &self.config,
+                        service,
+                        instances,
+                        &self.statics,
+                    ))
+                });
+                let old = match &new {
+                    Some(names) => self.services.insert(service.clone(), names.clone()),
+                    None => self.services.remove(service),
+                };
+                shared_changed |= SharedApex::affected_by(old.as_deref(), new.as_deref());
             }
+        }
+        if shared_changed {
+            self.shared = SharedApex::build(&self.config, &self.services, &self.statics);
         }
         self.handle.store(View::from_services(
             &self.config,
             self.serial,
             self.services.clone(),
+            &self.shared,
             self.statics.clone(),
         ));
         self.serial
