@@ -14,7 +14,8 @@
 //!   100-instance service to its first answer, without query load (p50 and
 //!   p99 of 50): the work a change costs at that size.
 //!
-//! Knob: BENCH_SIZES (1000,100000; add 1000000 with ~10 GiB free and
+//! Knobs: BENCH_SETTLE (seconds between registering and timing, 5),
+//! BENCH_SIZES (1000,100000; add 1000000 with ~10 GiB free and
 //! patience: today a live instance costs ~8 KB, see the README).
 
 mod harness;
@@ -54,7 +55,7 @@ fn rss_kib(pid: u32) -> u64 {
 /// Registers `services` × [`PER_SERVICE`] instances, service by service.
 fn register(server: &Server, services: usize) {
     let target = server.heartbeat.expect("heartbeat port");
-    for _round in 0..5 {
+    for _round in 0..10 {
         for chunk in (0..services).collect::<Vec<_>>().chunks(100) {
             let datagrams: Vec<Vec<u8>> = chunk
                 .iter()
@@ -179,6 +180,13 @@ fn main() {
                 }
             })
             .collect();
+        // Let the kernel finish with the fresh memory before timing.
+        thread::sleep(Duration::from_secs(
+            std::env::var("BENCH_SETTLE")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(5),
+        ));
         let _ = load::udp(server.dns, &mix, Duration::from_millis(500), 50, None);
         let outcome = load::udp(server.dns, &mix, Duration::from_secs(5), 200, None);
         let qps = outcome.qps();

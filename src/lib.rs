@@ -11,6 +11,9 @@
 //! heartbeat datagrams ─▶ intake ─▶ registry ─┐
 //!                                            ├─▶ view (published snapshot) ─▶ answer ─▶ DNS replies
 //! zone files ─▶ fragments (loader, watcher) ─┘                                  └─▶ forward (names outside our zones)
+//!
+//! answering: UDP workers (recvmmsg/sendmmsg) and TCP connections
+//!            ─▶ fast path (pre-encoded answers) ─▶ else general path (hickory)
 //! ```
 //!
 //! # Layout
@@ -24,8 +27,10 @@
 //! - [`view`]: the immutable snapshot the answering path reads, and
 //!   [`view::publish`], which swaps it atomically.
 //! - [`answer`]: pure question → records ([`answer::resolve`]), load spreading
-//!   ([`answer::rotate`]), forwarding ([`answer::forward`]) and the
-//!   hickory-server bridge ([`answer::handler`]).
+//!   ([`answer::rotate`]), forwarding ([`answer::forward`]), the socket loops
+//!   ([`answer::udp`], [`answer::tcp`]), the pre-encoded fast path
+//!   ([`answer::fast`]) and the hickory-server bridge for everything else
+//!   ([`answer::handler`]).
 //! - [`server`]: binds the sockets and runs the tasks.
 //!
 //! Around them: [`config`] (validated settings and defaults), [`cli`] (the

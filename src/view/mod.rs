@@ -7,13 +7,20 @@
 //! changed: the answering path reads it without locks, and any change means
 //! building a new view and publishing it through [`publish::ViewHandle`].
 //!
-//! A view has two layers. The [`StaticZone`] is built from the fragments
-//! only when a fragment changes, and is shared by every view until then.
-//! The live layer is rebuilt on each registry change; it holds the apex
-//! (SOA, NS), every name that heartbeats create, and, at those names, a
-//! merged copy of any static RRsets, so that a static record and live
-//! instances at the same name and type form one RRset that rotates across
-//! both. A lookup tries the live layer, then the static one.
+//! A view has three layers, each shared between views until it changes:
+//! - the apex node (SOA with this view's serial, NS), built per view, with
+//!   the [`SharedApex`] names (the name server's address, DNS-SD browsing,
+//!   shared empty non-terminals), rebuilt only when service types change;
+//! - one [`ServiceNames`] per live service: every name its instances create
+//!   and, at those names, a merged copy of any static RRsets (so a static
+//!   record and live instances at one name and type form one RRset that
+//!   rotates across both), rebuilt only when that service changes, in a
+//!   persistent map whose copy per view is O(1);
+//! - the [`StaticZone`] from the fragments, rebuilt (by changed name) only
+//!   when a fragment changes; a change there rebuilds every service too.
+//!
+//! A lookup tries the apex names, then the service the name belongs to
+//! (found from its labels), then the static layer.
 //!
 //! The only interior mutability is each RRset's rotation cursor, an atomic
 //! counter that picks where the next answer starts; the records themselves
