@@ -277,13 +277,20 @@ impl FastPath {
                 self.cached_bytes = 0;
             }
             let (source, entry) = encode(view, &self.key, query.qtype);
-            if let Entry::Ready(encoded) = &entry {
-                self.cached_bytes += encoded.bytes.len() + self.key.len();
-            }
-            self.cache.insert(
+            let size = |entry: &Entry| match entry {
+                Entry::Ready(encoded) => encoded.bytes.len(),
+                Entry::General => 0,
+            };
+            self.cached_bytes += size(&entry) + self.key.len();
+            let replaced = self.cache.insert(
                 self.key.clone().into_boxed_slice(),
                 (source, entry, view.serial),
             );
+            if let Some((_, old, _)) = replaced {
+                self.cached_bytes = self
+                    .cached_bytes
+                    .saturating_sub(size(&old) + self.key.len());
+            }
         }
         let Some((_, Entry::Ready(encoded), _)) = self.cache.get(self.key.as_slice()) else {
             return false;
