@@ -209,6 +209,69 @@ fn idle_tcp_connections_are_closed() {
 }
 
 #[test]
+fn a_client_that_stops_reading_is_disconnected() {
+    let server = TestServer::start(&["--tcp-idle", "1"]);
+    let mut stream = TcpStream::connect(server.dns).expect("connect");
+    // Far more replies than the socket buffers hold, none of them read.
+    let query = question("svc.internal.", RecordType::SOA, false)
+        .to_vec()
+        .expect("encode");
+    let len = u16::try_from(query.len()).expect("short").to_be_bytes();
+    let reply_len = query_tcp(
+        server.dns,
+        &question("svc.internal.", RecordType::SOA, false),
+    )
+    .to_vec()
+    .expect("encode")
+    .len();
+    let queries = 300_000;
+    let mut burst = Vec::new();
+    for _ in 0..queries {
+        burst.extend_from_slice(&len);
+        burst.extend_from_slice(&query);
+    }
+    stream
+        .set_write_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    // Count what reaches the kernel: the replies owed are for those queries.
+    let mut written = 0;
+    while written < burst.len() {
+        match stream.write(&burst[written..]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => written += n,
+        }
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    // Reading now drains what was sent before the server gave up, then
+    // ends: the connection was closed, not kept waiting for us.
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut received = 0usize;
+    let mut buf = vec![0u8; 65_536];
+    let closed = loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(n) => received += n,
+            // Closing with our queries unread makes the kernel reset.
+            Err(e) => break e.kind() == std::io::ErrorKind::ConnectionReset,
+        }
+    };
+    assert!(closed, "the server kept the stalled connection open");
+    let owed = written / (query.len() + 2) * (reply_len + 2);
+    assert!(
+        received < owed,
+        "got every reply owed ({received} of {owed} bytes): the server waited for the stalled client"
+    );
+    // And the server still serves others.
+    let reply = query_tcp(
+        server.dns,
+        &question("svc.internal.", RecordType::SOA, false),
+    );
+    assert_eq!(reply.answers.len(), 1);
+}
+
+#[test]
 fn any_gets_one_rrset_as_rfc_8482_allows() {
     let server = TestServer::start(&[]);
     server.beat("beacon/1 service=web instance=a port=80 addr=10.0.0.1");

@@ -92,6 +92,28 @@ fn malformed_dns_packets_never_stop_the_server() {
         let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
         socket.send_to(&packet, server.dns).expect("send");
     }
+    // Over TCP: garbage, a length prefix promising more than comes, a
+    // message shorter than a header, and flipped queries, each on its own
+    // connection that the client then drops.
+    for i in 0..60 {
+        use std::io::Write;
+        let Ok(mut stream) = std::net::TcpStream::connect(server.dns) else {
+            continue;
+        };
+        let packet: Vec<u8> = match i % 4 {
+            0 => (0..rng.usize(0..300)).map(|_| rng.u8(..)).collect(),
+            1 => [&[0x40, 0x00][..], &valid[..]].concat(),
+            2 => vec![0, 3, 1, 2, 3],
+            _ => {
+                let mut p = valid.clone();
+                let at = rng.usize(0..p.len());
+                p[at] = rng.u8(..);
+                let len = u16::try_from(p.len()).unwrap_or(0).to_be_bytes();
+                [&len[..], &p[..]].concat()
+            }
+        };
+        let _ = stream.write_all(&packet);
+    }
     let reply = server.query("web.svc.internal.", RecordType::A);
     assert_eq!(rdatas(&reply.answers), ["10.0.0.1"]);
     let tcp = server.query_tcp("web.svc.internal.", RecordType::A);

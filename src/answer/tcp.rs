@@ -7,8 +7,8 @@
 //! client that pipelines gets its replies in few segments. Common queries
 //! take the fast path (one per Tokio worker thread, no locks); the rest go
 //! through the general path ([`DnsHandler`]). A connection idle for longer
-//! than the configured time is closed, as is one that sends a message
-//! shorter than a DNS header.
+//! than the configured time is closed, as is one whose client stops reading
+//! replies for that long, or that sends a message shorter than a DNS header.
 //!
 //! It never touches the disk and never holds a lock across an await.
 
@@ -134,11 +134,20 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, service: &TcpServic
             output.extend_from_slice(&reply);
         }
         input.drain(..at);
-        if !output.is_empty()
-            && let Err(error) = stream.write_all(&output).await
-        {
-            debug!(%peer, %error, "TCP write failed");
-            return;
+        if !output.is_empty() {
+            // A client that stops reading gets the idle time to resume,
+            // then loses the connection (it must not hold a task forever).
+            match tokio::time::timeout(service.idle, stream.write_all(&output)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    debug!(%peer, %error, "TCP write failed");
+                    return;
+                }
+                Err(_) => {
+                    debug!(%peer, "TCP client stopped reading; closing");
+                    return;
+                }
+            }
         }
     }
 }
