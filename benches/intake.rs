@@ -21,14 +21,14 @@
 mod harness;
 mod load;
 
-use std::net::UdpSocket;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use harness::{
-    blast, count_answers, cpu_jiffies, pin_process, pin_self, process_tree, start_beacon, udp_drops,
+    FirstAnswer, blast, count_answers, cpu_jiffies, pin_process, pin_self, process_tree,
+    start_beacon, udp_drops,
 };
 use hickory_proto::rr::RecordType;
 use load::Question;
@@ -134,57 +134,19 @@ fn main() {
             answered
         })
     };
-    let sender = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    let asker = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    asker
-        .set_read_timeout(Some(Duration::from_millis(5)))
-        .expect("timeout");
+    let mut prober = FirstAnswer::new();
     let mut waits: Vec<Duration> = Vec::with_capacity(fresh);
-    let mut id: u16 = 0;
     for k in 0..fresh {
         // New instances join 100 small services (3 each by the end), the
         // shape of the side-by-side data.
+        let heartbeat = format!(
+            "beacon/1 service=fresh{} instance=n{k} port=80 addr=10.200.{}.{} ttl=60",
+            k % 100,
+            k / 256,
+            k % 256
+        );
         let name = format!("n{k}.fresh{}.svc.internal.", k % 100);
-        let mut q =
-            hickory_proto::op::Message::from_vec(&Question::new(&name, RecordType::A, 0).wire)
-                .expect("decodes");
-        let start = Instant::now();
-        sender
-            .send_to(
-                format!(
-                    "beacon/1 service=fresh{} instance=n{k} port=80 addr=10.200.{}.{} ttl=60",
-                    k % 100,
-                    k / 256,
-                    k % 256
-                )
-                .as_bytes(),
-                target,
-            )
-            .expect("send");
-        loop {
-            id = id.wrapping_add(1);
-            q.metadata.id = id;
-            let wire = q.to_vec().expect("encodes");
-            let _ = asker.send_to(&wire, server.dns);
-            // Read until this query's reply (or a timeout): replies to
-            // earlier, timed-out queries may still be queued.
-            let mut buf = [0u8; 512];
-            let mut answered = false;
-            while let Ok(len) = asker.recv(&mut buf) {
-                if len > 12 && buf[..2] == id.to_be_bytes() {
-                    answered = buf[3] & 0x0F == 0 && u16::from_be_bytes([buf[6], buf[7]]) > 0;
-                    break;
-                }
-            }
-            if answered {
-                waits.push(start.elapsed());
-                break;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(5),
-                "{name} never answered"
-            );
-        }
+        waits.push(prober.time(&server, &heartbeat, &name));
         thread::sleep(Duration::from_millis(5));
     }
     stop.store(true, Ordering::Relaxed);

@@ -21,11 +21,12 @@
 mod harness;
 mod load;
 
-use std::net::UdpSocket;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use harness::{Server, blast, count_answers, pin_process, pin_self, process_tree, start_beacon};
+use harness::{
+    FirstAnswer, Server, blast, count_answers, pin_process, pin_self, process_tree, start_beacon,
+};
 use hickory_proto::rr::RecordType;
 use load::Question;
 
@@ -87,47 +88,16 @@ fn register(server: &Server, services: usize) {
 }
 
 fn change_cost(server: &Server, services: usize) -> (f64, f64) {
-    let target = server.heartbeat.expect("heartbeat port");
-    let sender = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    let asker = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    asker
-        .set_read_timeout(Some(Duration::from_millis(5)))
-        .expect("timeout");
+    let mut prober = FirstAnswer::new();
     let mut waits = Vec::new();
-    let mut id: u16 = 0;
     for k in 0..50 {
         let service = (k * 7919) % services;
-        let name = format!("new{k}.s{service}.svc.internal.");
-        let mut q =
-            hickory_proto::op::Message::from_vec(&Question::new(&name, RecordType::A, 0).wire)
-                .expect("decodes");
-        let datagram = format!(
+        let heartbeat = format!(
             "beacon/1 service=s{service} instance=new{k} port=80 addr=10.250.0.{} ttl=600",
             k + 1
         );
-        let start = Instant::now();
-        sender.send_to(datagram.as_bytes(), target).expect("send");
-        loop {
-            id = id.wrapping_add(1);
-            q.metadata.id = id;
-            let _ = asker.send_to(&q.to_vec().expect("encodes"), server.dns);
-            let mut buf = [0u8; 512];
-            let mut answered = false;
-            while let Ok(len) = asker.recv(&mut buf) {
-                if len > 12 && buf[..2] == id.to_be_bytes() {
-                    answered = buf[3] & 0x0F == 0 && u16::from_be_bytes([buf[6], buf[7]]) > 0;
-                    break;
-                }
-            }
-            if answered {
-                waits.push(start.elapsed().as_secs_f64() * 1000.0);
-                break;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "{name} never answered"
-            );
-        }
+        let name = format!("new{k}.s{service}.svc.internal.");
+        waits.push(prober.time(server, &heartbeat, &name).as_secs_f64() * 1000.0);
         thread::sleep(Duration::from_millis(20));
     }
     waits.sort_by(f64::total_cmp);

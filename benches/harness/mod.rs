@@ -234,3 +234,62 @@ pub fn count_answers(server: &Server, name: &str) -> usize {
         .map(|m| m.answers.len())
         .unwrap_or(0)
 }
+
+/// Times how soon a new instance answers: sends its heartbeat, then asks
+/// for its name until the answer holds a record.
+pub struct FirstAnswer {
+    sender: UdpSocket,
+    asker: UdpSocket,
+    id: u16,
+}
+
+impl FirstAnswer {
+    pub fn new() -> Self {
+        let asker = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        asker
+            .set_read_timeout(Some(Duration::from_millis(5)))
+            .expect("timeout");
+        FirstAnswer {
+            sender: UdpSocket::bind("127.0.0.1:0").expect("bind"),
+            asker,
+            id: 0,
+        }
+    }
+
+    /// Sends `heartbeat` to `server`, then asks `name` A until it answers;
+    /// returns the time from the heartbeat to that answer.
+    pub fn time(&mut self, server: &Server, heartbeat: &str, name: &str) -> Duration {
+        let mut q =
+            hickory_proto::op::Message::from_vec(&Question::new(name, RecordType::A, 0).wire)
+                .expect("decodes");
+        let target = server.heartbeat.expect("heartbeat port");
+        let start = Instant::now();
+        self.sender
+            .send_to(heartbeat.as_bytes(), target)
+            .expect("send");
+        loop {
+            self.id = self.id.wrapping_add(1);
+            q.metadata.id = self.id;
+            let _ = self
+                .asker
+                .send_to(&q.to_vec().expect("encodes"), server.dns);
+            // Read until this query's reply (or a timeout): replies to
+            // earlier, timed-out queries may still be queued.
+            let mut buf = [0u8; 512];
+            let mut answered = false;
+            while let Ok(len) = self.asker.recv(&mut buf) {
+                if len > 12 && buf[..2] == self.id.to_be_bytes() {
+                    answered = buf[3] & 0x0F == 0 && u16::from_be_bytes([buf[6], buf[7]]) > 0;
+                    break;
+                }
+            }
+            if answered {
+                return start.elapsed();
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "{name} never answered"
+            );
+        }
+    }
+}
