@@ -46,15 +46,22 @@ fn beat(service: usize, instance: usize) -> String {
 }
 
 fn main() {
+    let smoke = harness::smoke();
     let rates: Vec<u64> = std::env::var("BENCH_RATES")
-        .unwrap_or_else(|_| "100000,200000,300000,400000,600000".into())
+        .unwrap_or_else(|_| {
+            if smoke {
+                "20000".into()
+            } else {
+                "100000,200000,300000,400000,600000".into()
+            }
+        })
         .split(',')
         .filter_map(|r| r.trim().parse().ok())
         .collect();
     let fresh: usize = std::env::var("BENCH_FRESH")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(300);
+        .unwrap_or(if smoke { 20 } else { 300 });
     let cpus = thread::available_parallelism().map_or(1, usize::from);
     let dir = tempfile::tempdir().expect("temp dir");
     let extra = std::env::var("BENCH_BEACON_ARGS").unwrap_or_default();

@@ -105,8 +105,15 @@ fn change_cost(server: &Server, services: usize) -> (f64, f64) {
 }
 
 fn main() {
+    let smoke = harness::smoke();
     let sizes: Vec<usize> = std::env::var("BENCH_SIZES")
-        .unwrap_or_else(|_| "1000,100000".into())
+        .unwrap_or_else(|_| {
+            if smoke {
+                "1000".into()
+            } else {
+                "1000,100000".into()
+            }
+        })
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
@@ -155,10 +162,12 @@ fn main() {
             std::env::var("BENCH_SETTLE")
                 .ok()
                 .and_then(|v| v.parse().ok())
-                .unwrap_or(5),
+                .unwrap_or(if smoke { 0 } else { 5 }),
         ));
         let _ = load::udp(server.dns, &mix, Duration::from_millis(500), 50, None);
-        let outcome = load::udp(server.dns, &mix, Duration::from_secs(5), 200, None);
+        let timed = Duration::from_secs(if smoke { 1 } else { 5 });
+        let outcome = load::udp(server.dns, &mix, timed, 200, None);
+        assert_eq!(outcome.wrong, 0, "wrong replies at {size} instances");
         let qps = outcome.qps();
         let (p50, p99) = change_cost(&server, services);
         let ratio = match baseline {

@@ -176,7 +176,7 @@ fn readme_heartbeat_example_decodes() {
 #[test]
 fn quick_start_and_transcripts_run_as_written() {
     assert!(README.contains("cargo run --release -- serve\n"));
-    assert!(README.contains("\ncargo test\n"));
+    assert!(README.contains("\ncargo test --all-targets\n"));
     if !(have_tool("dig") && have_tool("nc") && have_tool("socat")) {
         return;
     }

@@ -1,5 +1,10 @@
 //! Benchmark harness: starting servers on loopback, pinning them and the
 //! generator to CPUs, and reading how busy a CPU was.
+//!
+//! Every benchmark also runs as a smoke test: `cargo test --all-targets`
+//! runs it without `--bench`, and it then does the same steps at a tiny
+//! size, so a broken benchmark fails the test suite rather than the next
+//! person who measures.
 
 #![allow(dead_code)] // each bench uses a different part
 
@@ -10,6 +15,11 @@ use hickory_proto::rr::RecordType;
 use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, sendmmsg};
 
 use crate::load::Question;
+
+/// True when run by `cargo test` (no `--bench` argument): do everything, small.
+pub fn smoke() -> bool {
+    !std::env::args().any(|a| a == "--bench")
+}
 use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
