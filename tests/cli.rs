@@ -35,6 +35,9 @@ fn bad_serve_flags_say_what_to_fix() {
             "--ns-addr",
         ),
         (&["serve", "--frobnicate"], "--frobnicate"),
+        (&["serve", "--udp-workers", "0"], "--udp-workers"),
+        (&["serve", "--udp-workers", "100000"], "--udp-workers"),
+        (&["serve", "--fast-path", "maybe"], "--fast-path"),
     ];
     for (args, expected) in cases {
         let err = fails(args);
@@ -43,6 +46,21 @@ fn bad_serve_flags_say_what_to_fix() {
             "{args:?}: {err:?} lacks {expected:?}"
         );
     }
+}
+
+#[test]
+fn a_dns_port_in_use_is_a_clear_error() {
+    // A plain UDP socket (no SO_REUSEPORT) holds the port: our workers'
+    // sockets cannot join it.
+    let taken = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let err = fails(&["serve", "--dns", &addr, "--heartbeat", "127.0.0.1:0"]);
+    assert!(err.contains("--dns"), "{err}");
+    // Another process's TCP listener on the port.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let err = fails(&["serve", "--dns", &addr, "--heartbeat", "127.0.0.1:0"]);
+    assert!(err.contains("--dns") && err.contains("TCP"), "{err}");
 }
 
 #[test]
