@@ -470,7 +470,7 @@ fn encode_entry(view: &View, qname: &LowerName, wire_name: &[u8], qtype: u16) ->
             encoded.looked_up |= member.glue.is_empty()
                 && matches!(
                     member.record.data,
-                    RData::SRV(_) | RData::MX(_) | RData::NS(_)
+                    RData::SRV(_) | RData::MX(_) | RData::NS(_) | RData::PTR(_)
                 );
             for record in &glue_records {
                 if encode_record(record, wire_name, bytes).is_none() {

@@ -72,10 +72,29 @@ impl<'v> Resolution<'v> {
 }
 
 /// The addresses of a member's target (SRV, MX, NS) for the additional
-/// section: prebuilt glue if any, else whatever the zone holds there.
+/// section: prebuilt glue if any, else whatever the zone holds there. For
+/// a PTR to a DNS-SD service instance (a name with SRV and TXT), the SRV,
+/// the TXT and the SRV target's addresses (RFC 6763 §12.1).
 pub fn glue<'v>(member: &'v Member, view: &'v View, out: &mut Vec<&'v Record>) {
     if !member.glue.is_empty() {
         out.extend(member.glue.iter());
+        return;
+    }
+    if let RData::PTR(ptr) = &member.record.data {
+        let target = LowerName::from(&ptr.0);
+        if !view.origin.zone_of(&target) {
+            return;
+        }
+        let Some(node) = view.node(&target) else {
+            return;
+        };
+        if let (Some(srv), Some(txt)) = (node.rrset(RecordType::SRV), node.rrset(RecordType::TXT)) {
+            out.extend(srv.members.iter().map(|m| &m.record));
+            out.extend(txt.members.iter().map(|m| &m.record));
+            for srv_member in &srv.members {
+                glue(srv_member, view, out);
+            }
+        }
         return;
     }
     let target = match &member.record.data {

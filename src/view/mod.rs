@@ -874,8 +874,11 @@ impl<'c> LiveBuilder<'c> {
             }
             let address = address_record(&instance_name, ttl, instance.addr);
             let rtype = record_type_of(instance.addr);
-            self.addresses
-                .push((instance.addr, instance_name.clone(), ttl));
+            // Kept only where reverse zones need them: memory per instance.
+            if !self.config.reverse_zones.is_empty() {
+                self.addresses
+                    .push((instance.addr, instance_name.clone(), ttl));
+            }
             self.owners.insert(LowerName::from(&instance_name));
             self.node(&instance_name)
                 .extend(rtype, vec![Member::plain(address.clone())]);
@@ -894,7 +897,6 @@ impl<'c> LiveBuilder<'c> {
                 .as_ref()
                 .and_then(|t| t.prepend_label(id).ok())
                 .filter(|n| statics.claim(n, &zone).is_none());
-            let mut browse_glue = Vec::new();
             if let Some(dnssd_name) = &dnssd_name {
                 let dnssd_srv = Record::from_rdata(dnssd_name.clone(), ttl, srv_data.clone());
                 let strings: Vec<String> = if instance.meta.is_empty() {
@@ -913,26 +915,25 @@ impl<'c> LiveBuilder<'c> {
                 node.extend(
                     RecordType::SRV,
                     vec![Member {
-                        record: dnssd_srv.clone(),
+                        record: dnssd_srv,
                         priority: instance.priority,
                         weight: instance.weight,
                         glue: vec![address.clone()],
                     }],
                 );
-                node.extend(RecordType::TXT, vec![Member::plain(txt.clone())]);
-                // RFC 6763 §12.1: a PTR answer carries the SRV, the TXT and
-                // the target's address.
-                browse_glue = vec![dnssd_srv, txt, address.clone()];
+                node.extend(RecordType::TXT, vec![Member::plain(txt)]);
             }
             if instance.draining {
                 continue;
             }
             if let Some(dnssd_name) = dnssd_name {
+                // Its SRV, TXT and address go in the additional section,
+                // looked up when answering (not copied here: memory).
                 browse[proto].push(Member {
                     record: Record::from_rdata(Name::root(), ttl, RData::PTR(PTR(dnssd_name))),
                     priority: 0,
                     weight: 0,
-                    glue: browse_glue,
+                    glue: Vec::new(),
                 });
             }
             let family = usize::from(rtype == RecordType::AAAA);
