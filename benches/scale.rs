@@ -16,7 +16,7 @@
 //!
 //! Knobs: BENCH_SETTLE (seconds between registering and timing, 5),
 //! BENCH_SIZES (1000,100000; add 1000000 with ~10 GiB free and
-//! patience: today a live instance costs ~8 KB, see the README).
+//! patience: today a live instance costs ~7 KB, see the README).
 
 mod harness;
 mod load;
