@@ -27,8 +27,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use harness::{
-    FirstAnswer, blast, count_answers, cpu_jiffies, pin_process, pin_self, process_tree,
-    start_beacon, udp_drops,
+    FirstAnswer, blast, count_answers, cpu_jiffies, env_list, env_or, pin_process, pin_self,
+    process_tree, start_beacon, udp_drops,
 };
 use hickory_proto::rr::RecordType;
 use load::Question;
@@ -47,21 +47,16 @@ fn beat(service: usize, instance: usize) -> String {
 
 fn main() {
     let smoke = harness::smoke();
-    let rates: Vec<u64> = std::env::var("BENCH_RATES")
-        .unwrap_or_else(|_| {
-            if smoke {
-                "20000".into()
-            } else {
-                "100000,200000,300000,400000,600000".into()
-            }
-        })
-        .split(',')
-        .filter_map(|r| r.trim().parse().ok())
+    let default_rates = if smoke {
+        "20000"
+    } else {
+        "100000,200000,300000,400000,600000"
+    };
+    let rates: Vec<u64> = env_list("BENCH_RATES", default_rates)
+        .iter()
+        .filter_map(|r| r.parse().ok())
         .collect();
-    let fresh: usize = std::env::var("BENCH_FRESH")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(if smoke { 20 } else { 300 });
+    let fresh: usize = env_or("BENCH_FRESH", if smoke { 20 } else { 300 });
     let cpus = thread::available_parallelism().map_or(1, usize::from);
     let dir = tempfile::tempdir().expect("temp dir");
     let extra = std::env::var("BENCH_BEACON_ARGS").unwrap_or_default();
@@ -130,10 +125,7 @@ fn main() {
             // A fixed rate leaves the generator's core room for the asker
             // below; a closed loop would keep that core busy and time the
             // asker's own scheduling instead of beacon.
-            let rate: u64 = std::env::var("BENCH_FRESH_QPS")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(20_000);
+            let rate: u64 = env_or("BENCH_FRESH_QPS", 20_000);
             while rate > 0 && !stop.load(Ordering::Relaxed) {
                 answered +=
                     load::udp(dns, &mix, Duration::from_millis(500), 100_000, Some(rate)).answered;

@@ -25,7 +25,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use harness::{
-    FirstAnswer, Server, blast, count_answers, pin_process, pin_self, process_tree, start_beacon,
+    FirstAnswer, Server, blast, count_answers, env_list, env_or, pin_process, pin_self,
+    process_tree, start_beacon,
 };
 use hickory_proto::rr::RecordType;
 use load::Question;
@@ -100,16 +101,10 @@ fn change_cost(server: &Server, services: usize) -> (f64, f64) {
 
 fn main() {
     let smoke = harness::smoke();
-    let sizes: Vec<usize> = std::env::var("BENCH_SIZES")
-        .unwrap_or_else(|_| {
-            if smoke {
-                "1000".into()
-            } else {
-                "1000,100000".into()
-            }
-        })
-        .split(',')
-        .filter_map(|s| s.trim().parse().ok())
+    let default_sizes = if smoke { "1000" } else { "1000,100000" };
+    let sizes: Vec<usize> = env_list("BENCH_SIZES", default_sizes)
+        .iter()
+        .filter_map(|s| s.parse().ok())
         .collect();
     let cpus = thread::available_parallelism().map_or(1, usize::from);
     println!(
@@ -152,12 +147,10 @@ fn main() {
             })
             .collect();
         // Let the kernel finish with the fresh memory before timing.
-        thread::sleep(Duration::from_secs(
-            std::env::var("BENCH_SETTLE")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(if smoke { 0 } else { 5 }),
-        ));
+        thread::sleep(Duration::from_secs(env_or(
+            "BENCH_SETTLE",
+            if smoke { 0 } else { 5 },
+        )));
         let _ = load::udp(server.dns, &mix, Duration::from_millis(500), 50, None);
         let timed = Duration::from_secs(if smoke { 1 } else { 5 });
         let outcome = load::udp(server.dns, &mix, timed, 200, None);

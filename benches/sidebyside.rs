@@ -32,7 +32,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use harness::{Server, cpu_jiffies, free_port, pin_process, pin_self, process_tree, start_beacon};
+use harness::{
+    Server, cpu_jiffies, env_list, env_or, free_port, pin_process, pin_self, process_tree,
+    start_beacon,
+};
 use hickory_proto::rr::RecordType;
 use load::{Outcome, Question};
 
@@ -41,23 +44,6 @@ const INSTANCES: usize = 3;
 const ZONE: &str = "svc.internal.";
 const SERVER_CPU: usize = 1;
 const GENERATOR_CPU: usize = 0;
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn env_list(name: &str, default: &str) -> Vec<String> {
-    std::env::var(name)
-        .unwrap_or_else(|_| default.to_string())
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(String::from)
-        .collect()
-}
 
 fn address(service: usize, instance: usize) -> String {
     format!("10.{}.{}.{}", service / 256, service % 256, instance + 1)

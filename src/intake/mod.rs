@@ -188,11 +188,9 @@ impl Intake {
         match Heartbeat::decode(bytes) {
             Ok(hb) => {
                 self.stats.accepted.fetch_add(1, Ordering::Relaxed);
-                let service = hb.service.clone();
-                let dirty = self.heartbeat(hb, src);
-                if dirty {
-                    changed.insert(service);
-                }
+                let changed_service = self.heartbeat(hb, src);
+                let dirty = changed_service.is_some();
+                changed.extend(changed_service);
                 dirty
             }
             Err(error) => {
@@ -232,7 +230,8 @@ impl Intake {
             .find_map(|labels| statics.claim(&crate::view::child_name(labels, zone)?, zone))
     }
 
-    fn heartbeat(&mut self, hb: Heartbeat, src: SocketAddr) -> bool {
+    /// Applies one heartbeat; returns its service when the view must change.
+    fn heartbeat(&mut self, hb: Heartbeat, src: SocketAddr) -> Option<String> {
         let addr: IpAddr = hb.addr.unwrap_or_else(|| wire::canonical_ip(src.ip()));
         let service = hb.service.clone();
         let instance = hb.instance.clone();
@@ -267,6 +266,6 @@ impl Intake {
                 }
             }
         }
-        event.changes_view()
+        event.changes_view().then_some(service)
     }
 }

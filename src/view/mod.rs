@@ -559,35 +559,31 @@ pub struct View {
 impl View {
     /// The node at `name` (lower case, absolute), if the name exists.
     pub fn node(&self, name: &LowerName) -> Option<&Node> {
-        self.apex
-            .get(name)
-            .map(AsRef::as_ref)
-            .or_else(|| {
-                service_keys(name, self.origin.num_labels()).find_map(|key| {
-                    let key = std::str::from_utf8(key).ok()?;
-                    self.services.get(key)?.nodes.get(name)
-                })
-            })
-            .or_else(|| self.statics.node(name))
+        self.locate(name).map(|(_, node)| node)
     }
 
     /// Where the node at `name` comes from (see [`View::node`]).
     pub fn node_origin(&self, name: &LowerName) -> Option<Origin<'_>> {
-        if self.apex.contains_key(name) {
-            return Some(Origin::Apex);
+        self.locate(name).map(|(origin, _)| origin)
+    }
+
+    /// The node at `name` and the layer holding it: the apex names, then
+    /// the service the name belongs to, then the static layer.
+    fn locate(&self, name: &LowerName) -> Option<(Origin<'_>, &Node)> {
+        if let Some(node) = self.apex.get(name) {
+            return Some((Origin::Apex, node));
         }
         let live = service_keys(name, self.origin.num_labels()).find_map(|key| {
             let key = std::str::from_utf8(key).ok()?;
             let (key, names) = self.services.get_key_value(key)?;
-            names.nodes.contains_key(name).then_some((key, names))
+            let node = names.nodes.get(name)?;
+            Some((Origin::Service(key, names), node))
         });
-        match live {
-            Some((key, names)) => Some(Origin::Service(key, names)),
-            None => self
-                .statics
+        live.or_else(|| {
+            self.statics
                 .node(name)
-                .map(|_| Origin::Statics(&self.statics)),
-        }
+                .map(|node| (Origin::Statics(&self.statics), node))
+        })
     }
 
     /// The live services `name` would belong to, by key (whether or not
@@ -746,11 +742,9 @@ impl SharedApex {
     /// True when replacing `old` with `new` (either may be absent) changes
     /// what the shared apex names hold.
     pub fn affected_by(old: Option<&ServiceNames>, new: Option<&ServiceNames>) -> bool {
-        let shape = |names: Option<&ServiceNames>| {
-            names
-                .map(|n| (n.type_names.clone(), n.outer.clone()))
-                .unwrap_or_default()
-        };
+        fn shape(names: Option<&ServiceNames>) -> (&[Name], &[LowerName]) {
+            names.map_or((&[], &[]), |n| (&n.type_names, &n.outer))
+        }
         shape(old) != shape(new)
     }
 }
