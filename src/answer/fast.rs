@@ -35,7 +35,7 @@ use hickory_proto::serialize::binary::NameEncoding;
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
 
 use super::rotate::{Ranked, order_by};
-use super::{direct_rrset, glue, resolve_in_order};
+use super::{direct_node, glue, resolve_in_order};
 use crate::view::{Cursor, Origin, Policy, ServiceNames, StaticZone, View};
 
 /// Cached answers per worker thread before the cache starts over; bounds
@@ -146,13 +146,26 @@ fn parse_opt(record: &[u8]) -> Option<u16> {
     Some(payload)
 }
 
-/// One member of an RRset, encoded: its answer record and its glue.
+/// One member of an RRset, encoded: where its answer record and its glue
+/// lie in the entry's bytes (the glue follows the record). 16 bytes, since
+/// a big RRset has one per member in every worker's cache.
 #[derive(Debug)]
 struct EncodedMember {
     priority: u16,
     weight: u16,
-    answer: Range<usize>,
-    glue: Range<usize>,
+    answer_start: u32,
+    glue_start: u32,
+    glue_end: u32,
+}
+
+impl EncodedMember {
+    fn answer(&self) -> Range<usize> {
+        self.answer_start as usize..self.glue_start as usize
+    }
+
+    fn glue(&self) -> Range<usize> {
+        self.glue_start as usize..self.glue_end as usize
+    }
 }
 
 impl Ranked for EncodedMember {
@@ -341,21 +354,21 @@ fn assemble(
             let offset = if n == 0 { 0 } else { encoded.cursor.next() % n };
             let order = (offset..n).chain(0..offset);
             for i in order.clone() {
-                out.extend_from_slice(&bytes[encoded.members[i].answer.clone()]);
+                out.extend_from_slice(&bytes[encoded.members[i].answer()]);
             }
             out.extend_from_slice(&bytes[encoded.authority.clone()]);
             for i in order {
-                out.extend_from_slice(&bytes[encoded.members[i].glue.clone()]);
+                out.extend_from_slice(&bytes[encoded.members[i].glue()]);
             }
         }
         Policy::Weighted => {
             let order = order_by(&encoded.members, encoded.policy, encoded.cursor.next());
             for member in &order {
-                out.extend_from_slice(&bytes[member.answer.clone()]);
+                out.extend_from_slice(&bytes[member.answer()]);
             }
             out.extend_from_slice(&bytes[encoded.authority.clone()]);
             for member in &order {
-                out.extend_from_slice(&bytes[member.glue.clone()]);
+                out.extend_from_slice(&bytes[member.glue()]);
             }
         }
     }
@@ -385,7 +398,7 @@ fn encode(view: &Arc<View>, key: &[u8], qtype: u16) -> (Source, Entry) {
             if !encoded.members.is_empty() && !encoded.looked_up =>
         {
             match origin {
-                Origin::Service(key, names) => Source::Service(key.to_string(), names.clone()),
+                Origin::Service(names) => Source::Service(names.key().to_string(), names.clone()),
                 Origin::Statics(statics) => {
                     let keys: Vec<String> = view
                         .service_keys_of(&qname)
@@ -444,7 +457,10 @@ fn encode_entry(view: &View, qname: &LowerName, wire_name: &[u8], qtype: u16) ->
         encoded.authority_count = u16::try_from(resolution.authorities.len()).unwrap_or(0);
     } else {
         // A plain answer: every record from the one RRset at the name.
-        let Some(set) = direct_rrset(view, qname, rtype) else {
+        let Some(node) = direct_node(view, qname) else {
+            return Entry::General;
+        };
+        let Some(set) = node.rrset(rtype) else {
             return Entry::General;
         };
         let plain = resolution.authorities.is_empty()
@@ -457,12 +473,13 @@ fn encode_entry(view: &View, qname: &LowerName, wire_name: &[u8], qtype: u16) ->
             return Entry::General;
         }
         let mut glue_records = Vec::new();
+        encoded.members.reserve_exact(set.members.len());
         for member in &set.members {
             let start = bytes.len();
             if encode_record(&member.record, wire_name, bytes).is_none() {
                 return Entry::General;
             }
-            let answer = start..bytes.len();
+            let answer_end = bytes.len();
             glue_records.clear();
             glue(member, view, &mut glue_records);
             // Glue found at answer time lives in other names, maybe other
@@ -479,11 +496,21 @@ fn encode_entry(view: &View, qname: &LowerName, wire_name: &[u8], qtype: u16) ->
             }
             let glue_count = u16::try_from(glue_records.len()).unwrap_or(u16::MAX);
             encoded.glue_count = encoded.glue_count.saturating_add(glue_count);
+            // Replies are at most 64 KiB, so offsets fit in u32; anything
+            // bigger is left to the general path.
+            let (Ok(answer_start), Ok(glue_start), Ok(glue_end)) = (
+                u32::try_from(start),
+                u32::try_from(answer_end),
+                u32::try_from(bytes.len()),
+            ) else {
+                return Entry::General;
+            };
             encoded.members.push(EncodedMember {
                 priority: member.priority,
                 weight: member.weight,
-                glue: answer.end..bytes.len(),
-                answer,
+                answer_start,
+                glue_start,
+                glue_end,
             });
         }
         encoded.authority = bytes.len()..bytes.len();
@@ -491,6 +518,8 @@ fn encode_entry(view: &View, qname: &LowerName, wire_name: &[u8], qtype: u16) ->
         encoded.cursor = set.cursor.clone();
     }
     encoded.sections_len = encoded.bytes.len();
+    // Entries live long and there may be many: no spare capacity.
+    encoded.bytes.shrink_to_fit();
     Entry::Ready(encoded)
 }
 

@@ -8,6 +8,7 @@
 //! builds the message. It never logs per query
 //! above DEBUG, never locks and never touches the disk.
 
+use std::borrow::Cow;
 use std::iter;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -193,9 +194,9 @@ impl RequestHandler for DnsHandler {
             resolution = Resolution {
                 rcode: reply.metadata.response_code,
                 authoritative: false,
-                answers: reply.answers.iter().collect(),
-                authorities: reply.authorities.iter().collect(),
-                additionals: reply.additionals.iter().collect(),
+                answers: reply.answers.iter().map(Cow::Borrowed).collect(),
+                authorities: reply.authorities.iter().map(Cow::Borrowed).collect(),
+                additionals: reply.additionals.iter().map(Cow::Borrowed).collect(),
                 outside_zones: true,
                 ..Resolution::default()
             };
@@ -218,10 +219,10 @@ impl RequestHandler for DnsHandler {
         }
         let response = builder.build(
             metadata,
-            resolution.answers,
-            resolution.authorities,
+            resolution.answers.iter().map(AsRef::as_ref),
+            resolution.authorities.iter().map(AsRef::as_ref),
             iter::empty(),
-            resolution.additionals,
+            resolution.additionals.iter().map(AsRef::as_ref),
         );
         send(&mut response_handle, response, metadata).await
     }
@@ -253,10 +254,12 @@ fn fit(
         encoder.set_max_size(limit);
         let trial = MessageResponseBuilder::new(&request.queries, edns).build(
             metadata,
-            resolution.answers.iter().copied(),
-            resolution.authorities.iter().copied(),
+            resolution.answers.iter().map(AsRef::as_ref),
+            resolution.authorities.iter().map(AsRef::as_ref),
             iter::empty(),
-            resolution.additionals[..additionals].iter().copied(),
+            resolution.additionals[..additionals]
+                .iter()
+                .map(AsRef::as_ref),
         );
         trial
             .destructive_emit(&mut encoder)

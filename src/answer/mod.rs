@@ -1,10 +1,11 @@
 //! DNS answering: from a question and one snapshot to the records of a reply.
 //!
 //! Takes a [`View`] and a question (lower-case name and type); produces a
-//! [`Resolution`]: rcode, AA bit and the records of each section, as
-//! references into the view. [`resolve`] is pure and synchronous: it never
-//! locks, waits, allocates beyond the answer's own lists, or touches the
-//! registry or the disk. [`handler`] is the only module that speaks
+//! [`Resolution`]: rcode, AA bit and the records of each section: borrowed
+//! from the view where it keeps them (apex and fragment data), built for
+//! this answer where the view builds them on demand (live services' names).
+//! [`resolve`] is pure and synchronous: it never locks, waits, or touches
+//! the registry or the disk. [`handler`] is the only module that speaks
 //! hickory-server's traits; it turns a `Resolution` into a reply on the wire.
 //!
 //! Beyond plain lookups it follows CNAMEs inside the zone (RFC 1034 §4.3.2,
@@ -19,10 +20,12 @@ pub mod rotate;
 pub mod tcp;
 pub mod udp;
 
+use std::borrow::Cow;
+
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{LowerName, RData, Record, RecordType};
 
-use crate::view::{Member, Node, ReverseZone, RrSet, View};
+use crate::view::{Member, Node, NodeRef, ReverseZone, RrSet, View};
 
 /// Longest CNAME chain followed inside the zone.
 pub const MAX_CNAME_CHAIN: usize = 8;
@@ -36,11 +39,11 @@ pub struct Resolution<'v> {
     /// and refusals.
     pub authoritative: bool,
     /// Answer section, already ordered for load spreading.
-    pub answers: Vec<&'v Record>,
+    pub answers: Vec<Cow<'v, Record>>,
     /// Authority section: the SOA of negative answers, or a referral's NS set.
-    pub authorities: Vec<&'v Record>,
+    pub authorities: Vec<Cow<'v, Record>>,
     /// Additional section: addresses of SRV, MX and NS targets.
-    pub additionals: Vec<&'v Record>,
+    pub additionals: Vec<Cow<'v, Record>>,
     /// True when the name lies outside every zone served here (the
     /// question may then be forwarded).
     pub outside_zones: bool,
@@ -58,15 +61,58 @@ impl<'v> Resolution<'v> {
         }
     }
 
-    fn add(&mut self, set: &'v RrSet, view: &'v View) {
-        let members = if self.stored_order {
-            set.members.iter().collect()
-        } else {
-            rotate::order(set)
-        };
-        for member in members {
-            self.answers.push(&member.record);
-            glue(member, view, &mut self.additionals);
+    /// Adds the RRset `pick` chooses from `node` to the answer section,
+    /// with its glue; false when there is none.
+    fn add(
+        &mut self,
+        node: &NodeRef<'v>,
+        pick: impl Fn(&Node) -> Option<&RrSet>,
+        view: &'v View,
+    ) -> bool {
+        let stored_order = self.stored_order;
+        match node {
+            Cow::Borrowed(node) => {
+                let Some(set) = pick(node) else { return false };
+                for member in ordered(set, stored_order) {
+                    self.answers.push(Cow::Borrowed(&member.record));
+                    glue(member, view, &mut self.additionals);
+                }
+            }
+            Cow::Owned(node) => {
+                let Some(set) = pick(node) else { return false };
+                for member in ordered(set, stored_order) {
+                    self.answers.push(Cow::Owned(member.record.clone()));
+                    glue(member, view, &mut self.additionals);
+                }
+            }
+        }
+        true
+    }
+}
+
+/// The members of `set` as this answer lists them: in stored order (for
+/// the fast path, which rotates per reply), or rotated now.
+fn ordered(set: &RrSet, stored_order: bool) -> Vec<&Member> {
+    if stored_order {
+        set.members.iter().collect()
+    } else {
+        rotate::order(set)
+    }
+}
+
+/// Appends the records of `node`'s RRset of `rtype` to `out`: borrowed
+/// when the view keeps the node, copied when it was built for this lookup.
+fn records_of<'v>(node: &NodeRef<'v>, rtype: RecordType, out: &mut Vec<Cow<'v, Record>>) {
+    match node {
+        Cow::Borrowed(node) => {
+            if let Some(set) = node.rrset(rtype) {
+                out.extend(set.members.iter().map(|m| Cow::Borrowed(&m.record)));
+            }
+        }
+        Cow::Owned(node) => {
+            if let Some(set) = node.rrset(rtype) {
+                out.extend(set.members.iter().map(|m| Cow::Owned(m.record.clone())));
+            }
         }
     }
 }
@@ -75,9 +121,9 @@ impl<'v> Resolution<'v> {
 /// section: prebuilt glue if any, else whatever the zone holds there. For
 /// a PTR to a DNS-SD service instance (a name with SRV and TXT), the SRV,
 /// the TXT and the SRV target's addresses (RFC 6763 §12.1).
-pub fn glue<'v>(member: &'v Member, view: &'v View, out: &mut Vec<&'v Record>) {
+pub fn glue<'v>(member: &Member, view: &'v View, out: &mut Vec<Cow<'v, Record>>) {
     if !member.glue.is_empty() {
-        out.extend(member.glue.iter());
+        out.extend(member.glue.iter().cloned().map(Cow::Owned));
         return;
     }
     if let RData::PTR(ptr) = &member.record.data {
@@ -88,9 +134,9 @@ pub fn glue<'v>(member: &'v Member, view: &'v View, out: &mut Vec<&'v Record>) {
         let Some(node) = view.node(&target) else {
             return;
         };
-        if let (Some(srv), Some(txt)) = (node.rrset(RecordType::SRV), node.rrset(RecordType::TXT)) {
-            out.extend(srv.members.iter().map(|m| &m.record));
-            out.extend(txt.members.iter().map(|m| &m.record));
+        if let (Some(srv), Some(_)) = (node.rrset(RecordType::SRV), node.rrset(RecordType::TXT)) {
+            records_of(&node, RecordType::SRV, out);
+            records_of(&node, RecordType::TXT, out);
             for srv_member in &srv.members {
                 glue(srv_member, view, out);
             }
@@ -109,25 +155,23 @@ pub fn glue<'v>(member: &'v Member, view: &'v View, out: &mut Vec<&'v Record>) {
     }
     if let Some(node) = view.node(&target) {
         for rtype in [RecordType::A, RecordType::AAAA] {
-            if let Some(set) = node.rrset(rtype) {
-                out.extend(set.members.iter().map(|m| &m.record));
-            }
+            records_of(&node, rtype, out);
         }
     }
 }
 
-/// The RRset that a plain positive answer for `qtype` at `qname` comes
-/// from (no CNAME, no referral), in the zone or a reverse zone.
-pub fn direct_rrset<'v>(view: &'v View, qname: &LowerName, qtype: RecordType) -> Option<&'v RrSet> {
-    let node = if view.origin.zone_of(qname) {
+/// The node holding the RRset that a plain positive answer at `qname`
+/// comes from (no CNAME, no referral), in the zone or a reverse zone.
+pub fn direct_node<'v>(view: &'v View, qname: &LowerName) -> Option<NodeRef<'v>> {
+    if view.origin.zone_of(qname) {
         view.node(qname)
     } else {
         view.reverse
             .iter()
             .find(|zone| zone.origin.zone_of(qname))
             .and_then(|zone| zone.node(qname))
-    };
-    node.and_then(|n| n.rrset(qtype))
+            .map(Cow::Borrowed)
+    }
 }
 
 /// Answers from a reverse zone: PTR, its SOA and NS, negative answers.
@@ -145,17 +189,16 @@ fn resolve_reverse<'v>(
     };
     let Some(node) = zone.node(qname) else {
         resolution.rcode = ResponseCode::NXDomain;
-        resolution.authorities.push(&zone.negative_soa);
+        resolution
+            .authorities
+            .push(Cow::Borrowed(&zone.negative_soa));
         return resolution;
     };
-    let set = if qtype == RecordType::ANY {
-        node.rrsets.first()
-    } else {
-        node.rrset(qtype)
-    };
-    match set {
-        Some(set) => resolution.add(set, view),
-        None => resolution.authorities.push(&zone.negative_soa),
+    let found = resolution.add(&Cow::Borrowed(node), |node| pick(node, qtype), view);
+    if !found {
+        resolution
+            .authorities
+            .push(Cow::Borrowed(&zone.negative_soa));
     }
     resolution
 }
@@ -175,6 +218,16 @@ fn delegation<'v>(view: &'v View, qname: &LowerName, qtype: RecordType) -> Optio
         name = name.base_name();
     }
     None
+}
+
+/// The RRset answering `qtype` at a node: for ANY, one RRset is a
+/// complete answer (RFC 8482).
+fn pick(node: &Node, qtype: RecordType) -> Option<&RrSet> {
+    if qtype == RecordType::ANY {
+        node.rrsets.first()
+    } else {
+        node.rrset(qtype)
+    }
 }
 
 /// Answers `qtype` at `qname` (lower case) from `view`.
@@ -208,7 +261,7 @@ pub(crate) fn resolve_in_order<'v>(
                 resolution.authoritative = false;
                 if let Some(ns) = cut.rrset(RecordType::NS) {
                     for member in &ns.members {
-                        resolution.authorities.push(&member.record);
+                        resolution.authorities.push(Cow::Borrowed(&member.record));
                         glue(member, view, &mut resolution.additionals);
                     }
                 }
@@ -217,20 +270,15 @@ pub(crate) fn resolve_in_order<'v>(
         }
         let Some(node) = view.node(&name) else {
             resolution.rcode = ResponseCode::NXDomain;
-            resolution.authorities.push(&view.negative_soa);
+            resolution
+                .authorities
+                .push(Cow::Borrowed(&view.negative_soa));
             return resolution;
         };
-        let found = if qtype == RecordType::ANY {
-            // RFC 8482: one RRset is a complete answer to ANY.
-            node.rrsets
-                .first()
-                .inspect(|set| resolution.add(set, view))
-                .is_some()
-        } else if let Some(set) = node.rrset(qtype) {
-            resolution.add(set, view);
+        let found = if resolution.add(&node, |node| pick(node, qtype), view) {
             true
         } else if let Some(cname) = node.rrset(RecordType::CNAME) {
-            resolution.add(cname, view);
+            resolution.add(&node, |node| node.rrset(RecordType::CNAME), view);
             let target = cname.members.first().and_then(|m| match &m.record.data {
                 RData::CNAME(target) => Some(LowerName::from(&target.0)),
                 _ => None,
@@ -248,7 +296,9 @@ pub(crate) fn resolve_in_order<'v>(
         };
         if !found {
             // NODATA (possibly at the end of a CNAME chain).
-            resolution.authorities.push(&view.negative_soa);
+            resolution
+                .authorities
+                .push(Cow::Borrowed(&view.negative_soa));
         }
         return resolution;
     }

@@ -61,8 +61,7 @@ impl LiveNames for Live {
 
     fn under(&self, name: &LowerName) -> Option<String> {
         self.0
-            .live_owners_under(name)
-            .next()
+            .live_owner_under(name)
             .map(|n| format!("the live name {n} (registered by heartbeats)"))
     }
 }

@@ -13,10 +13,17 @@
 //! before its lease's deadline is re-armed at that deadline. A lease whose
 //! deadline moves earlier (a shorter TTL) gets a second entry; entries of
 //! removed instances are dropped when they surface.
+//!
+//! Memory per instance is what limits scale, so an instance is one shared
+//! allocation ([`Instance`], also held by the views that serve it): the
+//! per-service set is ordered by the instance's own id (no separate key),
+//! and deadlines are 8-byte offsets from the registry's first heartbeat.
 
-use std::cmp::Reverse;
+use std::borrow::Borrow;
+use std::cmp::{Ordering, Reverse};
 use std::collections::{BTreeMap, BinaryHeap};
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -26,9 +33,15 @@ use crate::intake::wire::{Heartbeat, Proto, State};
 /// Default cap on live instances.
 pub const DEFAULT_MAX_INSTANCES: usize = 100_000;
 
-/// One live instance, as the registry keeps it.
+/// One live instance, as the registry keeps it. Shared (`Arc`) with the
+/// views that serve it, which build its records from it when asked: an
+/// instance is kept once, not once per record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Instance {
+    /// Instance id (a lower-case DNS label), unique within the service.
+    pub id: Box<str>,
+    /// Service name (lower case), shared by the service's instances.
+    pub service: Arc<str>,
     /// Address served for the instance.
     pub addr: IpAddr,
     /// Port served in SRV.
@@ -42,61 +55,118 @@ pub struct Instance {
     /// RFC 2782 priority.
     pub priority: u16,
     /// Metadata pairs, sorted by key.
-    pub meta: Vec<(String, String)>,
+    pub meta: Box<[(String, String)]>,
     /// True while draining: resolvable by its own name, not in its service.
     pub draining: bool,
 }
 
 impl Instance {
-    fn from_heartbeat(hb: Heartbeat, addr: IpAddr) -> Self {
+    fn from_heartbeat(id: Box<str>, service: Arc<str>, hb: Heartbeat, addr: IpAddr) -> Self {
         Instance {
+            id,
+            service,
             addr,
             port: hb.port,
             proto: hb.proto,
             ttl: hb.ttl,
             weight: hb.weight,
             priority: hb.priority,
-            meta: hb.meta,
+            meta: hb.meta.into_boxed_slice(),
             draining: hb.state == State::Drain,
         }
     }
 
-    /// Names of the fields that differ between `self` and `new`, for the log.
-    fn changed_fields(&self, new: &Instance) -> Vec<&'static str> {
+    /// Names of the fields that differ between `self` and heartbeat `hb`
+    /// from `addr`, for the log; empty for a plain renewal.
+    fn changed_fields(&self, hb: &Heartbeat, addr: IpAddr) -> Vec<&'static str> {
         let mut fields = Vec::new();
-        if self.addr != new.addr {
+        if self.addr != addr {
             fields.push("addr");
         }
-        if self.port != new.port {
+        if self.port != hb.port {
             fields.push("port");
         }
-        if self.proto != new.proto {
+        if self.proto != hb.proto {
             fields.push("proto");
         }
-        if self.ttl != new.ttl {
+        if self.ttl != hb.ttl {
             fields.push("ttl");
         }
-        if self.weight != new.weight {
+        if self.weight != hb.weight {
             fields.push("weight");
         }
-        if self.priority != new.priority {
+        if self.priority != hb.priority {
             fields.push("priority");
         }
-        if self.meta != new.meta {
+        if *self.meta != *hb.meta {
             fields.push("meta");
         }
-        if self.draining != new.draining {
+        if self.draining != (hb.state == State::Drain) {
             fields.push("state");
         }
         fields
     }
 }
 
-/// A live instance with its lease deadline.
+/// An instance as the key of its service's lease map: ordered and looked
+/// up by id, so the id is stored once, inside the instance.
+#[derive(Debug, Clone)]
+struct ById(Arc<Instance>);
+
+impl Borrow<str> for ById {
+    fn borrow(&self) -> &str {
+        &self.0.id
+    }
+}
+
+impl PartialEq for ById {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.id == other.0.id
+    }
+}
+
+impl Eq for ById {}
+
+impl PartialOrd for ById {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ById {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.0.id.cmp(&other.0.id)
+    }
+}
+
+/// A lease deadline: nanoseconds after the registry's epoch.
+type Ticks = u64;
+
+/// An entry of the expiry heap: when an instance's lease may end.
 #[derive(Debug)]
-struct Lease {
-    instance: Instance,
-    deadline: Instant,
+struct Due {
+    at: Ticks,
+    instance: Arc<Instance>,
+}
+
+impl PartialEq for Due {
+    fn eq(&self, other: &Self) -> bool {
+        self.at == other.at
+    }
+}
+
+impl Eq for Due {}
+
+impl PartialOrd for Due {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Due {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.at.cmp(&other.at)
+    }
 }
 
 /// What one heartbeat did to the registry.
@@ -161,9 +231,12 @@ pub struct Expired {
 #[derive(Debug)]
 pub struct Registry {
     /// Sorted maps keep the built view deterministic, which makes answers
-    /// and tests reproducible; lookups here are per heartbeat, not per query.
-    services: BTreeMap<String, BTreeMap<String, Lease>>,
-    deadlines: BinaryHeap<Reverse<(Instant, String, String)>>,
+    /// and tests reproducible; lookups here are per heartbeat, not per
+    /// query. Each service maps its instances to their lease deadlines.
+    services: BTreeMap<Arc<str>, BTreeMap<ById, Ticks>>,
+    deadlines: BinaryHeap<Reverse<Due>>,
+    /// What deadlines count from: the first heartbeat's time.
+    epoch: Option<Instant>,
     len: usize,
     max_instances: usize,
     reserved: Vec<String>,
@@ -176,6 +249,7 @@ impl Registry {
         Registry {
             services: BTreeMap::new(),
             deadlines: BinaryHeap::new(),
+            epoch: None,
             len: 0,
             max_instances,
             reserved,
@@ -192,68 +266,96 @@ impl Registry {
         self.len == 0
     }
 
+    /// `at` as ticks after the epoch (0 before it).
+    fn ticks(&self, at: Instant) -> Ticks {
+        self.epoch.map_or(0, |epoch| {
+            Ticks::try_from(at.saturating_duration_since(epoch).as_nanos()).unwrap_or(Ticks::MAX)
+        })
+    }
+
+    fn instant(&self, ticks: Ticks) -> Instant {
+        let epoch = self.epoch.unwrap_or_else(Instant::now);
+        epoch + Duration::from_nanos(ticks)
+    }
+
     /// Applies one heartbeat received at `now`; `addr` is the address to
     /// serve (the heartbeat's own, or the datagram's source).
-    pub fn apply(&mut self, mut hb: Heartbeat, addr: IpAddr, now: Instant) -> Event {
+    pub fn apply(&mut self, hb: Heartbeat, addr: IpAddr, now: Instant) -> Event {
         if hb.state == State::Down {
             return self.remove(&hb.service, &hb.instance);
         }
         if self.reserved.contains(&hb.service) {
             return Event::Refused(Refusal::Reserved(hb.service));
         }
-        let deadline = now + Duration::from_secs(u64::from(hb.ttl));
-        let known = self
+        self.epoch.get_or_insert(now);
+        let deadline = self.ticks(now + Duration::from_secs(u64::from(hb.ttl)));
+        let lease = self
             .services
-            .get(&hb.service)
-            .is_some_and(|s| s.contains_key(&hb.instance));
-        if !known && self.len >= self.max_instances {
+            .get_mut(hb.service.as_str())
+            .and_then(|s| s.get_key_value(hb.instance.as_str()))
+            .map(|(key, at)| (key.0.clone(), *at));
+        if let Some((instance, at)) = lease {
+            return self.renew(instance, at, hb, addr, deadline);
+        }
+        if self.len >= self.max_instances {
             return Event::Refused(Refusal::CapReached(self.max_instances));
         }
+        let service = match self.services.get_key_value(hb.service.as_str()) {
+            Some((service, _)) => service.clone(),
+            None => Arc::from(hb.service.as_str()),
+        };
+        let id = hb.instance.as_str().into();
+        let instance = Arc::new(Instance::from_heartbeat(id, service.clone(), hb, addr));
+        self.deadlines.push(Reverse(Due {
+            at: deadline,
+            instance: instance.clone(),
+        }));
+        self.services
+            .entry(service)
+            .or_default()
+            .insert(ById(instance), deadline);
+        self.len += 1;
+        Event::Registered
+    }
+
+    /// Renews `instance`, whose lease ran until `at`; its data is replaced
+    /// only if it changed, so a plain renewal allocates nothing.
+    fn renew(
+        &mut self,
+        instance: Arc<Instance>,
+        at: Ticks,
+        hb: Heartbeat,
+        addr: IpAddr,
+        deadline: Ticks,
+    ) -> Event {
         // One heap entry per instance: a renewal only moves the lease's
         // deadline, and the entry is re-armed when it surfaces early
         // (see `drop_stale_deadlines`). Only a deadline that moves earlier
         // (a shorter TTL) needs an entry of its own.
-        let earlier = self
-            .services
-            .get(&hb.service)
-            .and_then(|s| s.get(&hb.instance))
-            .is_none_or(|lease| deadline < lease.deadline);
-        if earlier {
-            self.deadlines
-                .push(Reverse((deadline, hb.service.clone(), hb.instance.clone())));
+        if deadline < at {
+            self.deadlines.push(Reverse(Due {
+                at: deadline,
+                instance: instance.clone(),
+            }));
         }
-        let service = self
-            .services
-            .entry(std::mem::take(&mut hb.service))
-            .or_default();
-        let id = std::mem::take(&mut hb.instance);
-        let new = Instance::from_heartbeat(hb, addr);
-        match service.get_mut(&id) {
-            None => {
-                service.insert(
-                    id,
-                    Lease {
-                        instance: new,
-                        deadline,
-                    },
-                );
-                self.len += 1;
-                Event::Registered
+        let fields = instance.changed_fields(&hb, addr);
+        let Some(leases) = self.services.get_mut(hb.service.as_str()) else {
+            return Event::UnknownDown;
+        };
+        if fields.is_empty() {
+            if let Some(lease) = leases.get_mut(hb.instance.as_str()) {
+                *lease = deadline;
             }
-            Some(lease) => {
-                lease.deadline = deadline;
-                let fields = lease.instance.changed_fields(&new);
-                if fields.is_empty() {
-                    return Event::Renewed;
-                }
-                let drained = !lease.instance.draining && new.draining;
-                lease.instance = new;
-                if drained && fields == ["state"] {
-                    Event::Drained
-                } else {
-                    Event::Changed(fields)
-                }
-            }
+            return Event::Renewed;
+        }
+        let drained = !instance.draining && hb.state == State::Drain;
+        let new = Instance::from_heartbeat(instance.id.clone(), instance.service.clone(), hb, addr);
+        leases.remove(&*new.id);
+        leases.insert(ById(Arc::new(new)), deadline);
+        if drained && fields == ["state"] {
+            Event::Drained
+        } else {
+            Event::Changed(fields)
         }
     }
 
@@ -261,7 +363,7 @@ impl Registry {
         let Some(instances) = self.services.get_mut(service) else {
             return Event::UnknownDown;
         };
-        let Some(lease) = instances.remove(instance) else {
+        let Some((removed, _)) = instances.remove_entry(instance) else {
             return Event::UnknownDown;
         };
         if instances.is_empty() {
@@ -269,34 +371,45 @@ impl Registry {
         }
         self.len -= 1;
         // Its heap entries are now stale and are dropped when they surface.
-        Event::Deregistered(lease.instance.addr)
+        Event::Deregistered(removed.0.addr)
+    }
+
+    /// The current lease of `instance` (by service and id): its data and
+    /// deadline.
+    fn lease_of(&self, instance: &Instance) -> Option<(&Arc<Instance>, Ticks)> {
+        self.services
+            .get(&instance.service)?
+            .get_key_value(&*instance.id)
+            .map(|(key, at)| (&key.0, *at))
     }
 
     /// The earliest moment a lease may run out, if any instance is live.
     pub fn next_deadline(&mut self) -> Option<Instant> {
         self.drop_stale_deadlines();
-        self.deadlines.peek().map(|Reverse((at, _, _))| *at)
+        self.deadlines
+            .peek()
+            .map(|Reverse(due)| self.instant(due.at))
     }
 
     /// Brings a valid entry to the top of the heap: entries of removed
     /// instances are dropped, and entries of renewed ones are re-armed at
-    /// their lease's current deadline (reusing the entry's strings).
+    /// their lease's current deadline.
     fn drop_stale_deadlines(&mut self) {
-        while let Some(Reverse((at, service, instance))) = self.deadlines.peek() {
-            let current = self
-                .services
-                .get(service)
-                .and_then(|s| s.get(instance))
-                .map(|lease| lease.deadline);
-            if current == Some(*at) {
+        while let Some(Reverse(due)) = self.deadlines.peek() {
+            let current = self.lease_of(&due.instance);
+            if current.is_some_and(|(_, at)| at == due.at) {
                 return;
             }
-            let at = *at;
-            let Some(Reverse((_, service, instance))) = self.deadlines.pop() else {
-                return;
-            };
-            if let Some(later) = current.filter(|&deadline| deadline > at) {
-                self.deadlines.push(Reverse((later, service, instance)));
+            let later =
+                current
+                    .filter(|&(_, deadline)| deadline > due.at)
+                    .map(|(instance, deadline)| Due {
+                        at: deadline,
+                        instance: instance.clone(),
+                    });
+            self.deadlines.pop();
+            if let Some(later) = later {
+                self.deadlines.push(Reverse(later));
             }
         }
     }
@@ -308,56 +421,43 @@ impl Registry {
             if at > now {
                 break;
             }
-            let Some(Reverse((_, service, instance))) = self.deadlines.pop() else {
+            let Some(Reverse(due)) = self.deadlines.pop() else {
                 break;
             };
-            let addr = self
-                .services
-                .get(&service)
-                .and_then(|s| s.get(&instance))
-                .map(|lease| lease.instance.addr);
-            if let Some(addr) = addr {
-                self.remove(&service, &instance);
-                expired.push(Expired {
-                    service,
-                    instance,
-                    addr,
-                    late_by: now.saturating_duration_since(at),
-                });
-            }
+            let Some(addr) = self.lease_of(&due.instance).map(|(inst, _)| inst.addr) else {
+                continue;
+            };
+            self.remove(&due.instance.service, &due.instance.id);
+            expired.push(Expired {
+                service: due.instance.service.to_string(),
+                instance: due.instance.id.to_string(),
+                addr,
+                late_by: now.saturating_duration_since(at),
+            });
         }
         expired
     }
 
     /// Live services in name order, each with its instances in id order.
-    pub fn services(
-        &self,
-    ) -> impl Iterator<Item = (&str, impl Iterator<Item = (&str, &Instance)>)> {
-        self.services.iter().map(|(name, instances)| {
-            (
-                name.as_str(),
-                instances
-                    .iter()
-                    .map(|(id, lease)| (id.as_str(), &lease.instance)),
-            )
-        })
+    pub fn services(&self) -> impl Iterator<Item = (&str, impl Iterator<Item = &Arc<Instance>>)> {
+        self.services
+            .iter()
+            .map(|(name, instances)| (name.as_ref(), instances.keys().map(|key| &key.0)))
     }
 
     /// The instances of one live service, in id order.
-    pub fn service(&self, name: &str) -> Option<impl Iterator<Item = (&str, &Instance)>> {
-        self.services.get(name).map(|instances| {
-            instances
-                .iter()
-                .map(|(id, lease)| (id.as_str(), &lease.instance))
-        })
+    pub fn service(&self, name: &str) -> Option<impl Iterator<Item = &Arc<Instance>>> {
+        self.services
+            .get(name)
+            .map(|instances| instances.keys().map(|key| &key.0))
     }
 
     /// One instance, if live.
     pub fn get(&self, service: &str, instance: &str) -> Option<&Instance> {
         self.services
             .get(service)?
-            .get(instance)
-            .map(|lease| &lease.instance)
+            .get_key_value(instance)
+            .map(|(key, _)| key.0.as_ref())
     }
 }
 

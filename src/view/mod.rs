@@ -26,20 +26,24 @@
 //! counter that picks where the next answer starts; the records themselves
 //! are never reordered.
 
+pub mod live;
 pub mod publish;
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use hickory_proto::rr::rdata::{A, AAAA, NS, PTR, SOA, SRV, TXT};
+use hickory_proto::rr::rdata::{NS, PTR, SOA};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 
 use crate::config::{SOA_EXPIRE, SOA_REFRESH, SOA_RETRY, ServeConfig};
 use crate::fragments::{FragmentSet, Location};
-use crate::intake::wire::{DEFAULT_WEIGHT, Proto};
-use crate::registry::{Instance, Registry};
+use crate::intake::wire::DEFAULT_WEIGHT;
+use crate::registry::Registry;
+pub use live::ServiceNames;
+use live::address_record;
 
 /// Maps keyed by owner name. ahash: several times faster than SipHash on
 /// names, and still seeded per process against collision flooding.
@@ -87,7 +91,7 @@ pub enum Policy {
 }
 
 /// All records of one type at one name.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct RrSet {
     /// The type of every member.
     pub rtype: RecordType,
@@ -109,7 +113,7 @@ pub struct Cursor(Option<Arc<AtomicUsize>>);
 impl Cursor {
     /// A cursor starting at a random point below `len`, so that frequent
     /// view rebuilds do not keep favouring the first member.
-    fn starting_below(len: usize) -> Self {
+    pub(crate) fn starting_below(len: usize) -> Self {
         Cursor(Some(Arc::new(AtomicUsize::new(fastrand::usize(
             ..len.max(1),
         )))))
@@ -124,12 +128,23 @@ impl Cursor {
 }
 
 /// Types whose answers rotate for load spreading.
-fn rotates(rtype: RecordType) -> bool {
+pub(crate) fn rotates(rtype: RecordType) -> bool {
     matches!(rtype, RecordType::A | RecordType::AAAA | RecordType::SRV)
 }
 
 impl RrSet {
-    pub(crate) fn new(rtype: RecordType, mut members: Vec<Member>, rotate: bool) -> Self {
+    pub(crate) fn new(rtype: RecordType, members: Vec<Member>, rotate: bool) -> Self {
+        Self::with_cursor(rtype, members, rotate, None)
+    }
+
+    /// [`RrSet::new`], rotating with `cursor` (if it rotates at all) rather
+    /// than a new one: RRsets built per lookup keep their turn this way.
+    pub(crate) fn with_cursor(
+        rtype: RecordType,
+        mut members: Vec<Member>,
+        rotate: bool,
+        cursor: Option<&Cursor>,
+    ) -> Self {
         members.sort_by_key(|m| m.priority);
         let uniform = members
             .windows(2)
@@ -139,8 +154,9 @@ impl RrSet {
             (true, true) => Policy::RoundRobin,
             (true, false) => Policy::Weighted,
         };
-        let cursor = match policy {
-            Policy::Fixed => Cursor::default(),
+        let cursor = match (policy, cursor) {
+            (Policy::Fixed, _) => Cursor::default(),
+            (_, Some(cursor)) if cursor.0.is_some() => cursor.clone(),
             _ => Cursor::starting_below(members.len()),
         };
         RrSet {
@@ -154,7 +170,7 @@ impl RrSet {
 
 /// Everything at one owner name. An empty node is an empty non-terminal:
 /// the name exists (NODATA, not NXDOMAIN) but holds no records.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Node {
     /// RRsets, at most one per type.
     pub rrsets: Vec<RrSet>,
@@ -164,6 +180,25 @@ impl Node {
     /// The RRset of `rtype`, if any.
     pub fn rrset(&self, rtype: RecordType) -> Option<&RrSet> {
         self.rrsets.iter().find(|set| set.rtype == rtype)
+    }
+
+    /// A node from RRsets in order (empty ones left out), each with one TTL
+    /// (the smallest of its members') and, if it rotates, the cursor
+    /// `cursor_of` gives for its type.
+    pub(crate) fn from_sets<'c>(
+        sets: Vec<(RecordType, Vec<Member>)>,
+        cursor_of: impl Fn(RecordType) -> Option<&'c Cursor>,
+    ) -> Node {
+        let rrsets = sets
+            .into_iter()
+            .filter(|(_, members)| !members.is_empty())
+            .map(|(rtype, mut members)| {
+                let ttl = members.iter().map(|m| m.record.ttl).min().unwrap_or(0);
+                members.iter_mut().for_each(|m| m.record.ttl = ttl);
+                RrSet::with_cursor(rtype, members, rotates(rtype), cursor_of(rtype))
+            })
+            .collect();
+        Node { rrsets }
     }
 
     /// Adds members to the RRset of `rtype`, creating it if needed. Every
@@ -420,73 +455,6 @@ impl ReverseZone {
     }
 }
 
-/// The names one live service creates (its A/AAAA and SRV names, its
-/// instances' names, their DNS-SD names), with static RRsets at those names
-/// merged in. Built only when that service changes, and shared by every
-/// view until then: a change costs work in proportion to its service.
-#[derive(Debug, Default)]
-pub struct ServiceNames {
-    nodes: NameMap<Node>,
-    /// Owner names created by heartbeats, for fragment validation.
-    owners: HashSet<LowerName, ahash::RandomState>,
-    /// `_<service>._<proto>` names with browsable instances.
-    type_names: Vec<Name>,
-    /// (address, instance name, TTL) of every instance, for PTR records.
-    addresses: Vec<(IpAddr, Name, u32)>,
-    /// Ancestors outside this service's names that must exist as empty
-    /// non-terminals (`_tcp.<zone>`), unless something else holds them.
-    outer: Vec<LowerName>,
-}
-
-impl ServiceNames {
-    /// Builds the names of `service` from its live `instances`.
-    pub fn build<'r>(
-        config: &ServeConfig,
-        service: &str,
-        instances: impl Iterator<Item = (&'r str, &'r Instance)>,
-        statics: &StaticZone,
-    ) -> ServiceNames {
-        let mut builder = LiveBuilder::new(config);
-        builder.service(service, instances, statics);
-        let LiveBuilder {
-            mut nodes,
-            owners,
-            service_types,
-            addresses,
-            ..
-        } = builder;
-        merge_statics(&mut nodes, statics);
-        let key = service.to_ascii_lowercase();
-        let apex = &config.zone;
-        let mut outer = Vec::new();
-        let mut ancestors: Vec<LowerName> = Vec::new();
-        for owner in nodes.keys() {
-            let mut name = Name::from(owner.clone()).base_name();
-            while name.num_labels() > apex.num_labels() {
-                ancestors.push(LowerName::from(&name));
-                name = name.base_name();
-            }
-        }
-        for ancestor in ancestors {
-            if nodes.contains_key(&ancestor) || statics.node(&ancestor).is_some() {
-                continue;
-            }
-            if service_keys(&ancestor, apex.num_labels()).any(|k| k == key.as_bytes()) {
-                nodes.insert(ancestor, Node::default());
-            } else if !outer.contains(&ancestor) {
-                outer.push(ancestor);
-            }
-        }
-        ServiceNames {
-            nodes,
-            owners,
-            type_names: service_types,
-            addresses,
-            outer,
-        }
-    }
-}
-
 /// The service keys a name inside the zone may belong to: the label just
 /// above the apex (`web` for `web.<zone>` and `i1.web.<zone>`), and for
 /// `_<service>._tcp` and `_<service>._udp` names the service label.
@@ -525,8 +493,8 @@ fn merge_statics(nodes: &mut NameMap<Node>, statics: &StaticZone) {
 pub enum Origin<'v> {
     /// The apex layer, rebuilt for every view.
     Apex,
-    /// A live service's names (its key and the shared part).
-    Service(&'v str, &'v Arc<ServiceNames>),
+    /// A live service's names.
+    Service(&'v Arc<ServiceNames>),
     /// The static layer from the fragments.
     Statics(&'v Arc<StaticZone>),
 }
@@ -556,9 +524,13 @@ pub struct View {
     pub reverse: Vec<ReverseZone>,
 }
 
+/// A node as a lookup finds it: shared with the view (apex and static
+/// names), or built for this lookup (a live service's names).
+pub type NodeRef<'v> = Cow<'v, Node>;
+
 impl View {
     /// The node at `name` (lower case, absolute), if the name exists.
-    pub fn node(&self, name: &LowerName) -> Option<&Node> {
+    pub fn node(&self, name: &LowerName) -> Option<NodeRef<'_>> {
         self.locate(name).map(|(_, node)| node)
     }
 
@@ -569,20 +541,20 @@ impl View {
 
     /// The node at `name` and the layer holding it: the apex names, then
     /// the service the name belongs to, then the static layer.
-    fn locate(&self, name: &LowerName) -> Option<(Origin<'_>, &Node)> {
+    fn locate(&self, name: &LowerName) -> Option<(Origin<'_>, NodeRef<'_>)> {
         if let Some(node) = self.apex.get(name) {
-            return Some((Origin::Apex, node));
+            return Some((Origin::Apex, Cow::Borrowed(node.as_ref())));
         }
-        let live = service_keys(name, self.origin.num_labels()).find_map(|key| {
-            let key = std::str::from_utf8(key).ok()?;
-            let (key, names) = self.services.get_key_value(key)?;
-            let node = names.nodes.get(name)?;
-            Some((Origin::Service(key, names), node))
+        let apex_labels = self.origin.num_labels();
+        let live = service_keys(name, apex_labels).find_map(|key| {
+            let names = self.services.get(std::str::from_utf8(key).ok()?)?;
+            let node = names.node(name, apex_labels, &self.statics)?;
+            Some((Origin::Service(names), Cow::Owned(node)))
         });
         live.or_else(|| {
             self.statics
                 .node(name)
-                .map(|node| (Origin::Statics(&self.statics), node))
+                .map(|node| (Origin::Statics(&self.statics), Cow::Borrowed(node)))
         })
     }
 
@@ -599,23 +571,20 @@ impl View {
 
     /// True when heartbeats created `name` (not the apex or the NS host).
     pub fn is_live_owner(&self, name: &LowerName) -> bool {
-        service_keys(name, self.origin.num_labels()).any(|key| {
+        let apex_labels = self.origin.num_labels();
+        service_keys(name, apex_labels).any(|key| {
             std::str::from_utf8(key)
                 .ok()
                 .and_then(|key| self.services.get(key))
-                .is_some_and(|names| names.owners.contains(name))
+                .is_some_and(|names| names.creates(name, apex_labels))
         })
     }
 
-    /// Live owner names at or below `name`.
-    pub fn live_owners_under<'a>(
-        &'a self,
-        name: &'a LowerName,
-    ) -> impl Iterator<Item = &'a LowerName> + 'a {
+    /// A live owner name at or below `name`, if any.
+    pub fn live_owner_under(&self, name: &LowerName) -> Option<LowerName> {
         self.services
             .values()
-            .flat_map(|names| names.owners.iter())
-            .filter(move |n| name.zone_of(n))
+            .find_map(|names| names.owner_under(name))
     }
 
     /// Builds the view for `serial` from every service in `registry`: what
@@ -667,9 +636,7 @@ impl View {
             let mut by_name: Vec<&String> = services.keys().collect();
             by_name.sort();
             for key in by_name {
-                builder
-                    .addresses
-                    .extend(services[key].addresses.iter().cloned());
+                builder.addresses.extend(services[key].addresses());
             }
             builder.reverse_zones(serial)
         };
@@ -720,7 +687,7 @@ impl SharedApex {
         for key in by_name {
             builder
                 .service_types
-                .extend(services[key].type_names.iter().cloned());
+                .extend(services[key].browsable.iter().cloned());
         }
         builder.browsing();
         let mut nodes = builder.nodes;
@@ -743,7 +710,7 @@ impl SharedApex {
     /// what the shared apex names hold.
     pub fn affected_by(old: Option<&ServiceNames>, new: Option<&ServiceNames>) -> bool {
         fn shape(names: Option<&ServiceNames>) -> (&[Name], &[LowerName]) {
-            names.map_or((&[], &[]), |n| (&n.type_names, &n.outer))
+            names.map_or((&[], &[]), |n| (&n.browsable, &n.outer))
         }
         shape(old) != shape(new)
     }
@@ -782,21 +749,6 @@ fn soa_record_at(apex: &Name, config: &ServeConfig, serial: u32, ttl: u32) -> Re
     )
 }
 
-fn record_type_of(ip: IpAddr) -> RecordType {
-    match ip {
-        IpAddr::V4(_) => RecordType::A,
-        IpAddr::V6(_) => RecordType::AAAA,
-    }
-}
-
-fn address_record(name: &Name, ttl: u32, ip: IpAddr) -> Record {
-    let rdata = match ip {
-        IpAddr::V4(v4) => RData::A(A(v4)),
-        IpAddr::V6(v6) => RData::AAAA(AAAA(v6)),
-    };
-    Record::from_rdata(name.clone(), ttl, rdata)
-}
-
 /// `labels` (leftmost first) followed by `zone`: the names heartbeats
 /// create. `None` if a label is not a valid label or the name is too long.
 pub fn child_name(labels: &[&str], zone: &Name) -> Option<Name> {
@@ -809,7 +761,6 @@ pub fn child_name(labels: &[&str], zone: &Name) -> Option<Name> {
 struct LiveBuilder<'c> {
     config: &'c ServeConfig,
     nodes: NameMap<Node>,
-    owners: HashSet<LowerName, ahash::RandomState>,
     /// `_<service>._<proto>` names with browsable instances, for
     /// `_services._dns-sd._udp`.
     service_types: Vec<Name>,
@@ -822,7 +773,6 @@ impl<'c> LiveBuilder<'c> {
         LiveBuilder {
             config,
             nodes: NameMap::default(),
-            owners: HashSet::default(),
             service_types: Vec::new(),
             addresses: Vec::new(),
         }
@@ -830,140 +780,6 @@ impl<'c> LiveBuilder<'c> {
 
     fn node(&mut self, name: &Name) -> &mut Node {
         self.nodes.entry(LowerName::from(name)).or_default()
-    }
-
-    fn child(&self, labels: &[&str]) -> Name {
-        child_name(labels, &self.config.zone)
-            .expect("labels were validated when the heartbeat was decoded, and the zone leaves room for two")
-    }
-
-    /// Adds the names of one service. Names a fragment claims (a CNAME, a
-    /// delegated subtree) are skipped: the intake refuses such heartbeats,
-    /// and this keeps a view consistent if a fragment claimed a name after
-    /// the instance registered.
-    fn service<'r>(
-        &mut self,
-        service: &str,
-        instances: impl Iterator<Item = (&'r str, &'r Instance)>,
-        statics: &StaticZone,
-    ) {
-        let zone = self.config.zone.clone();
-        let service_name = self.child(&[service]);
-        let answer_ttl = self.config.answer_ttl;
-        let service_label = format!("_{service}");
-        // `_<service>._tcp` and `_<service>._udp`: SRV for clients, PTR for
-        // DNS-SD browsers; `None` where a fragment claims the name.
-        let type_names: [Option<Name>; 2] = [Proto::Tcp, Proto::Udp].map(|proto| {
-            let name = self.child(&[&service_label, &format!("_{}", proto.as_str())]);
-            statics.claim(&name, &zone).is_none().then_some(name)
-        });
-        let mut by_family: [Vec<Member>; 2] = [Vec::new(), Vec::new()];
-        let mut srv: [Vec<Member>; 2] = [Vec::new(), Vec::new()];
-        let mut browse: [Vec<Member>; 2] = [Vec::new(), Vec::new()];
-        for (id, instance) in instances {
-            let ttl = answer_ttl.min(instance.ttl);
-            let instance_name = self.child(&[id, service]);
-            if statics.claim(&instance_name, &zone).is_some() {
-                continue;
-            }
-            let address = address_record(&instance_name, ttl, instance.addr);
-            let rtype = record_type_of(instance.addr);
-            // Kept only where reverse zones need them: memory per instance.
-            if !self.config.reverse_zones.is_empty() {
-                self.addresses
-                    .push((instance.addr, instance_name.clone(), ttl));
-            }
-            self.owners.insert(LowerName::from(&instance_name));
-            self.node(&instance_name)
-                .extend(rtype, vec![Member::plain(address.clone())]);
-            let proto = usize::from(instance.proto == Proto::Udp);
-            let srv_data = RData::SRV(SRV::new(
-                instance.priority,
-                instance.weight,
-                instance.port,
-                instance_name.clone(),
-            ));
-
-            // DNS-SD (RFC 6763): `<instance>._<service>._<proto>` has SRV
-            // and TXT (the metadata; one empty string when there is none),
-            // also while draining, like the instance's own name.
-            let dnssd_name = type_names[proto]
-                .as_ref()
-                .and_then(|t| t.prepend_label(id).ok())
-                .filter(|n| statics.claim(n, &zone).is_none());
-            if let Some(dnssd_name) = &dnssd_name {
-                let dnssd_srv = Record::from_rdata(dnssd_name.clone(), ttl, srv_data.clone());
-                let strings: Vec<String> = if instance.meta.is_empty() {
-                    vec![String::new()]
-                } else {
-                    instance
-                        .meta
-                        .iter()
-                        .map(|(k, v)| format!("{k}={v}"))
-                        .collect()
-                };
-                let txt =
-                    Record::from_rdata(dnssd_name.clone(), ttl, RData::TXT(TXT::new(strings)));
-                self.owners.insert(LowerName::from(dnssd_name));
-                let node = self.node(dnssd_name);
-                node.extend(
-                    RecordType::SRV,
-                    vec![Member {
-                        record: dnssd_srv,
-                        priority: instance.priority,
-                        weight: instance.weight,
-                        glue: vec![address.clone()],
-                    }],
-                );
-                node.extend(RecordType::TXT, vec![Member::plain(txt)]);
-            }
-            if instance.draining {
-                continue;
-            }
-            if let Some(dnssd_name) = dnssd_name {
-                // Its SRV, TXT and address go in the additional section,
-                // looked up when answering (not copied here: memory).
-                browse[proto].push(Member {
-                    record: Record::from_rdata(Name::root(), ttl, RData::PTR(PTR(dnssd_name))),
-                    priority: 0,
-                    weight: 0,
-                    glue: Vec::new(),
-                });
-            }
-            let family = usize::from(rtype == RecordType::AAAA);
-            let mut service_address = address.clone();
-            service_address.name = service_name.clone();
-            by_family[family].push(Member {
-                record: service_address,
-                priority: instance.priority,
-                weight: instance.weight,
-                glue: Vec::new(),
-            });
-            srv[proto].push(Member {
-                record: Record::from_rdata(Name::root(), ttl, srv_data),
-                priority: instance.priority,
-                weight: instance.weight,
-                glue: vec![address],
-            });
-        }
-        if statics.claim(&service_name, &zone).is_none() {
-            self.owners.insert(LowerName::from(&service_name));
-            for (family, members) in [RecordType::A, RecordType::AAAA].into_iter().zip(by_family) {
-                self.rrset_at(&service_name, family, members);
-            }
-        }
-        for ((type_name, srv_members), ptr_members) in type_names.into_iter().zip(srv).zip(browse) {
-            let Some(type_name) = type_name else { continue };
-            if srv_members.is_empty() {
-                continue;
-            }
-            self.owners.insert(LowerName::from(&type_name));
-            self.rrset_at(&type_name, RecordType::SRV, srv_members);
-            if !ptr_members.is_empty() {
-                self.rrset_at(&type_name, RecordType::PTR, ptr_members);
-                self.service_types.push(type_name);
-            }
-        }
     }
 
     /// The reverse zones, with a PTR for each live instance whose address
