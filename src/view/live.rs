@@ -475,3 +475,146 @@ pub(super) fn address_record(name: &Name, ttl: u32, ip: IpAddr) -> Record {
     };
     Record::from_rdata(name.clone(), ttl, rdata)
 }
+
+/// What the zone's shared names need from all live services together: the
+/// DNS-SD service types with browsable instances (for
+/// `_services._dns-sd._udp`) and the empty non-terminals services share
+/// (`_tcp.<zone>`), with how many services need each. Persistent sets
+/// updated per changed service, so a service appearing or going costs
+/// O(log services), and a view's copy is O(1).
+#[derive(Debug, Default, Clone)]
+pub struct LiveIndex {
+    types: imbl::OrdSet<Name>,
+    outer: imbl::HashMap<LowerName, u32>,
+}
+
+impl LiveIndex {
+    /// The index of every service in `services`.
+    pub fn of<'s>(services: impl Iterator<Item = &'s Arc<ServiceNames>>) -> Self {
+        let mut index = LiveIndex::default();
+        for names in services {
+            index.replace(None, Some(names));
+        }
+        index
+    }
+
+    /// Accounts for `old` (if any) being replaced by `new` (if any).
+    pub fn replace(&mut self, old: Option<&ServiceNames>, new: Option<&ServiceNames>) {
+        if let Some(old) = old {
+            for name in &old.browsable {
+                self.types.remove(name);
+            }
+            for name in &old.outer {
+                let count = self.outer.get(name).copied().unwrap_or(0);
+                if count <= 1 {
+                    self.outer.remove(name);
+                } else {
+                    self.outer.insert(name.clone(), count - 1);
+                }
+            }
+        }
+        if let Some(new) = new {
+            for name in &new.browsable {
+                self.types.insert(name.clone());
+            }
+            for name in &new.outer {
+                *self.outer.entry(name.clone()).or_insert(0) += 1;
+            }
+        }
+    }
+
+    /// The browsable service types, in canonical order.
+    pub fn types(&self) -> impl Iterator<Item = &Name> {
+        self.types.iter()
+    }
+
+    /// True when some live service needs `name` as an empty non-terminal.
+    pub fn needs(&self, name: &LowerName) -> bool {
+        self.outer.contains_key(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+    use crate::intake::wire::Heartbeat;
+    use crate::registry::Registry;
+    use crate::view::publish::Publisher;
+
+    fn beat(registry: &mut Registry, service: &str, id: &str, proto: Proto) {
+        let mut hb = Heartbeat::new(service, id, 80);
+        hb.proto = proto;
+        let addr = IpAddr::from([10, 0, 0, 1]);
+        registry.apply(hb, addr, tokio::time::Instant::now());
+    }
+
+    fn down(registry: &mut Registry, service: &str, id: &str) {
+        let mut hb = Heartbeat::new(service, id, 80);
+        hb.state = crate::intake::wire::State::Down;
+        registry.apply(hb, IpAddr::from([10, 0, 0, 1]), tokio::time::Instant::now());
+    }
+
+    fn name(text: &str) -> LowerName {
+        LowerName::from(Name::from_ascii(text).expect("valid name"))
+    }
+
+    #[test]
+    fn service_types_and_shared_names_follow_services_one_by_one() {
+        let zone = Name::from_ascii("svc.internal.").expect("zone");
+        let config = Arc::new(ServeConfig::new(zone));
+        let mut registry = Registry::new(100, Vec::new());
+        let mut publisher = Publisher::new(config, &registry, Arc::new(StaticZone::default()));
+        let changed = |names: &[&str]| names.iter().map(|s| s.to_string()).collect::<HashSet<_>>();
+        let types = |publisher: &Publisher| {
+            let view = publisher.handle().load();
+            let node = view
+                .node(&name("_services._dns-sd._udp.svc.internal."))
+                .expect("the type list always exists");
+            let ptrs: Vec<String> = node
+                .rrset(RecordType::PTR)
+                .map(|set| {
+                    set.members
+                        .iter()
+                        .map(|m| m.record.data.to_string())
+                        .collect()
+                })
+                .unwrap_or_default();
+            ptrs
+        };
+        let tcp_exists = |publisher: &Publisher| {
+            publisher
+                .handle()
+                .load()
+                .node(&name("_tcp.svc.internal."))
+                .is_some()
+        };
+        assert!(types(&publisher).is_empty());
+        assert!(!tcp_exists(&publisher));
+
+        beat(&mut registry, "web", "a", Proto::Tcp);
+        beat(&mut registry, "db", "a", Proto::Tcp);
+        beat(&mut registry, "dns", "a", Proto::Udp);
+        publisher.publish(&registry, &changed(&["web", "db", "dns"]));
+        assert_eq!(
+            types(&publisher),
+            // DNS canonical order: by the rightmost labels first.
+            [
+                "_db._tcp.svc.internal.",
+                "_web._tcp.svc.internal.",
+                "_dns._udp.svc.internal."
+            ]
+        );
+        assert!(tcp_exists(&publisher));
+
+        // `_tcp` stays while one TCP service is left, and goes with it.
+        down(&mut registry, "web", "a");
+        publisher.publish(&registry, &changed(&["web"]));
+        assert!(tcp_exists(&publisher));
+        down(&mut registry, "db", "a");
+        publisher.publish(&registry, &changed(&["db"]));
+        assert!(!tcp_exists(&publisher));
+        assert_eq!(types(&publisher), ["_dns._udp.svc.internal."]);
+    }
+}

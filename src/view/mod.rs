@@ -9,8 +9,10 @@
 //!
 //! A view has three layers, each shared between views until it changes:
 //! - the apex node (SOA with this view's serial, NS), built per view, with
-//!   the [`SharedApex`] names (the name server's address, DNS-SD browsing,
-//!   shared empty non-terminals), rebuilt only when service types change;
+//!   the [`SharedApex`] names (the name server's address, DNS-SD browsing
+//!   entry points), rebuilt only when fragments change, and the
+//!   [`LiveIndex`] (service types, shared empty non-terminals), updated per
+//!   changed service; the list of service types is built when asked for;
 //! - one [`ServiceNames`] per live service: every name its instances create
 //!   and, at those names, a merged copy of any static RRsets (so a static
 //!   record and live instances at one name and type form one RRset that
@@ -42,8 +44,8 @@ use crate::config::{SOA_EXPIRE, SOA_REFRESH, SOA_RETRY, ServeConfig};
 use crate::fragments::{FragmentSet, Location};
 use crate::intake::wire::DEFAULT_WEIGHT;
 use crate::registry::Registry;
-pub use live::ServiceNames;
 use live::address_record;
+pub use live::{LiveIndex, ServiceNames};
 
 /// Maps keyed by owner name. ahash: several times faster than SipHash on
 /// names, and still seeded per process against collision flooding.
@@ -520,6 +522,12 @@ pub struct View {
     apex: NameMap<Arc<Node>>,
     /// Names created by heartbeats, per service.
     services: ServiceMap,
+    /// Service types and shared empty non-terminals of the live services.
+    index: LiveIndex,
+    /// `_services._dns-sd._udp.<zone>`, whose PTR records list `index`'s types.
+    type_list: LowerName,
+    /// TTL of the records built from live data.
+    answer_ttl: u32,
     /// The reverse zones served, each with PTR records for live instances.
     pub reverse: Vec<ReverseZone>,
 }
@@ -543,6 +551,9 @@ impl View {
     /// the service the name belongs to, then the static layer.
     fn locate(&self, name: &LowerName) -> Option<(Origin<'_>, NodeRef<'_>)> {
         if let Some(node) = self.apex.get(name) {
+            if *name == self.type_list {
+                return Some((Origin::Apex, Cow::Owned(self.type_list_node(node))));
+            }
             return Some((Origin::Apex, Cow::Borrowed(node.as_ref())));
         }
         let apex_labels = self.origin.num_labels();
@@ -556,6 +567,34 @@ impl View {
                 .node(name)
                 .map(|node| (Origin::Statics(&self.statics), Cow::Borrowed(node)))
         })
+        .or_else(|| {
+            self.index
+                .needs(name)
+                .then(|| (Origin::Apex, Cow::Owned(Node::default())))
+        })
+    }
+
+    /// `_services._dns-sd._udp`: a PTR to every browsable service type
+    /// (RFC 6763 §9), before any static records `shared` holds there.
+    /// Built per lookup: the list changes with services, and is rarely asked.
+    fn type_list_node(&self, shared: &Node) -> Node {
+        let owner = Name::from(&self.type_list);
+        let types: Vec<Member> = self
+            .index
+            .types()
+            .map(|t| {
+                let ptr = RData::PTR(PTR(t.clone()));
+                Member::plain(Record::from_rdata(owner.clone(), self.answer_ttl, ptr))
+            })
+            .collect();
+        let mut sets = vec![(RecordType::PTR, types)];
+        for set in &shared.rrsets {
+            match sets.iter_mut().find(|(rtype, _)| *rtype == set.rtype) {
+                Some((_, members)) => members.extend(set.members.iter().cloned()),
+                None => sets.push((set.rtype, set.members.clone())),
+            }
+        }
+        Node::from_sets(sets, |_| None)
     }
 
     /// The live services `name` would belong to, by key (whether or not
@@ -596,17 +635,20 @@ impl View {
         statics: Arc<StaticZone>,
     ) -> View {
         let services = all_services(config, registry, &statics);
-        let shared = SharedApex::build(config, &services, &statics);
-        View::from_services(config, serial, services, &shared, statics)
+        let index = LiveIndex::of(services.values());
+        let shared = SharedApex::build(config, &statics);
+        View::from_services(config, serial, services, index, &shared, statics)
     }
 
-    /// Builds the view for `serial` from already built services and the
-    /// apex names they share: only the apex node itself (its SOA carries
-    /// the serial) and the reverse zones, if any are served, are built here.
+    /// Builds the view for `serial` from already built services, their
+    /// index and the shared apex names: only the apex node itself (its SOA
+    /// carries the serial) and the reverse zones, if any are served, are
+    /// built here.
     pub fn from_services(
         config: &ServeConfig,
         serial: u32,
         services: ServiceMap,
+        index: LiveIndex,
         shared: &SharedApex,
         statics: Arc<StaticZone>,
     ) -> View {
@@ -641,30 +683,32 @@ impl View {
             builder.reverse_zones(serial)
         };
         View {
-            origin,
+            origin: origin.clone(),
             serial,
             negative_soa,
             statics,
             apex: nodes,
             services,
+            index,
+            type_list: child_name(&["_services", "_dns-sd", "_udp"], apex)
+                .map_or_else(|| origin.clone(), |name| LowerName::from(&name)),
+            answer_ttl: config.answer_ttl,
             reverse,
         }
     }
 }
 
 /// The apex layer's names other than the apex itself: the name server's
-/// address, the DNS-SD browsing names (the list of service types) and the
-/// empty non-terminals services share (`_tcp`, `_udp`). They change only
-/// when a service type appears or goes, so views share them until then.
+/// address and the DNS-SD browsing entry points, with any static records
+/// there. They change only with the fragments, so views share them.
 #[derive(Debug, Default, Clone)]
 pub struct SharedApex {
     nodes: NameMap<Arc<Node>>,
 }
 
 impl SharedApex {
-    /// Builds the shared apex names for `services`: O(services), done only
-    /// when their types change.
-    pub fn build(config: &ServeConfig, services: &ServiceMap, statics: &StaticZone) -> SharedApex {
+    /// Builds the shared apex names.
+    pub fn build(config: &ServeConfig, statics: &StaticZone) -> SharedApex {
         let mut builder = LiveBuilder::new(config);
         let apex = &config.zone;
         if config.zone.zone_of(&config.primary_ns) {
@@ -682,37 +726,14 @@ impl SharedApex {
                 builder.node(&config.primary_ns).extend(family, of_family);
             }
         }
-        let mut by_name: Vec<&String> = services.keys().collect();
-        by_name.sort();
-        for key in by_name {
-            builder
-                .service_types
-                .extend(services[key].browsable.iter().cloned());
-        }
         builder.browsing();
         let mut nodes = builder.nodes;
         merge_statics(&mut nodes, statics);
-        for names in services.values() {
-            for outer in &names.outer {
-                if !nodes.contains_key(outer) && statics.node(outer).is_none() {
-                    nodes.insert(outer.clone(), Node::default());
-                }
-            }
-        }
         add_empty_non_terminals(&mut nodes, apex, |n| statics.node(n).is_some());
         nodes.remove(&LowerName::from(apex));
         SharedApex {
             nodes: nodes.into_iter().map(|(k, v)| (k, Arc::new(v))).collect(),
         }
-    }
-
-    /// True when replacing `old` with `new` (either may be absent) changes
-    /// what the shared apex names hold.
-    pub fn affected_by(old: Option<&ServiceNames>, new: Option<&ServiceNames>) -> bool {
-        fn shape(names: Option<&ServiceNames>) -> (&[Name], &[LowerName]) {
-            names.map_or((&[], &[]), |n| (&n.browsable, &n.outer))
-        }
-        shape(old) != shape(new)
     }
 }
 
@@ -761,9 +782,6 @@ pub fn child_name(labels: &[&str], zone: &Name) -> Option<Name> {
 struct LiveBuilder<'c> {
     config: &'c ServeConfig,
     nodes: NameMap<Node>,
-    /// `_<service>._<proto>` names with browsable instances, for
-    /// `_services._dns-sd._udp`.
-    service_types: Vec<Name>,
     /// (address, instance name, TTL) of every live instance, for PTR.
     addresses: Vec<(IpAddr, Name, u32)>,
 }
@@ -773,7 +791,6 @@ impl<'c> LiveBuilder<'c> {
         LiveBuilder {
             config,
             nodes: NameMap::default(),
-            service_types: Vec::new(),
             addresses: Vec::new(),
         }
     }
@@ -824,17 +841,14 @@ impl<'c> LiveBuilder<'c> {
             .collect()
     }
 
-    /// DNS-SD browsing entry points (RFC 6763 §9 and §11): the list of
-    /// service types, and the browsing domains, which point at the zone.
+    /// DNS-SD browsing entry points (RFC 6763 §9 and §11): the name of
+    /// the list of service types (its PTR records are built per lookup
+    /// from the [`LiveIndex`]), and the browsing domains, which point at
+    /// the zone.
     fn browsing(&mut self) {
         let zone = self.config.zone.clone();
-        let ttl = self.config.answer_ttl;
-        let types: Vec<Member> = std::mem::take(&mut self.service_types)
-            .into_iter()
-            .map(|t| Member::plain(Record::from_rdata(Name::root(), ttl, RData::PTR(PTR(t)))))
-            .collect();
         if let Some(services) = child_name(&["_services", "_dns-sd", "_udp"], &zone) {
-            self.rrset_at(&services, RecordType::PTR, types);
+            self.node(&services);
         }
         for label in ["b", "lb"] {
             if let Some(domain) = child_name(&[label, "_dns-sd", "_udp"], &zone) {
@@ -847,13 +861,5 @@ impl<'c> LiveBuilder<'c> {
                     .extend(RecordType::PTR, vec![Member::plain(ptr)]);
             }
         }
-    }
-
-    /// Adds members under `owner` (whose names are placeholders until now).
-    fn rrset_at(&mut self, owner: &Name, rtype: RecordType, mut members: Vec<Member>) {
-        for member in &mut members {
-            member.record.name = owner.clone();
-        }
-        self.node(owner).extend(rtype, members);
     }
 }

@@ -13,7 +13,7 @@ use arc_swap::ArcSwap;
 
 use std::collections::HashSet;
 
-use super::{ServiceMap, ServiceNames, SharedApex, StaticZone, View, all_services};
+use super::{LiveIndex, ServiceMap, ServiceNames, SharedApex, StaticZone, View, all_services};
 use crate::config::ServeConfig;
 use crate::registry::Registry;
 
@@ -46,7 +46,9 @@ pub struct Publisher {
     statics: Arc<StaticZone>,
     /// The names of every live service, as the last view has them.
     services: ServiceMap,
-    /// The apex names views share, rebuilt when service types change.
+    /// Service types and shared empty non-terminals, updated per service.
+    index: LiveIndex,
+    /// The apex names views share, rebuilt when fragments change.
     shared: SharedApex,
     /// True when the static layer changed since the last view: every
     /// service's names are rebuilt (static data merges into them).
@@ -73,11 +75,13 @@ impl Publisher {
     pub fn new(config: Arc<ServeConfig>, registry: &Registry, statics: Arc<StaticZone>) -> Self {
         let serial = next_serial(None);
         let services = all_services(&config, registry, &statics);
-        let shared = SharedApex::build(&config, &services, &statics);
+        let index = LiveIndex::of(services.values());
+        let shared = SharedApex::build(&config, &statics);
         let handle = ViewHandle::new(View::from_services(
             &config,
             serial,
             services.clone(),
+            index.clone(),
             &shared,
             statics.clone(),
         ));
@@ -87,6 +91,7 @@ impl Publisher {
             serial,
             statics,
             services,
+            index,
             shared,
             statics_changed: false,
         }
@@ -118,10 +123,10 @@ impl Publisher {
     /// of the static layer); the others are shared with the last view.
     pub fn publish(&mut self, registry: &Registry, changed: &HashSet<String>) -> u32 {
         self.serial = next_serial(Some(self.serial));
-        let mut shared_changed = false;
         if std::mem::take(&mut self.statics_changed) {
             self.services = all_services(&self.config, registry, &self.statics);
-            shared_changed = true;
+            self.index = LiveIndex::of(self.services.values());
+            self.shared = SharedApex::build(&self.config, &self.statics);
         } else {
             for service in changed {
                 let new = registry.service(service).map(|instances| {
@@ -136,16 +141,14 @@ impl Publisher {
                     Some(names) => self.services.insert(service.clone(), names.clone()),
                     None => self.services.remove(service),
                 };
-                shared_changed |= SharedApex::affected_by(old.as_deref(), new.as_deref());
+                self.index.replace(old.as_deref(), new.as_deref());
             }
-        }
-        if shared_changed {
-            self.shared = SharedApex::build(&self.config, &self.services, &self.statics);
         }
         self.handle.store(View::from_services(
             &self.config,
             self.serial,
             self.services.clone(),
+            self.index.clone(),
             &self.shared,
             self.statics.clone(),
         ));
