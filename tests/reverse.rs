@@ -66,3 +66,24 @@ fn ptr_records_leave_with_their_instance() {
     });
     assert_eq!(rdatas(&reply.answers), ["w1.web.svc.internal."]);
 }
+
+#[test]
+fn ptr_records_follow_an_address_change() {
+    let server = server();
+    server.beat("beacon/1 service=web instance=w1 port=80 addr=10.0.1.7");
+    let moved = server.await_reply("7.1.0.10.in-addr.arpa.", RecordType::PTR, |m| {
+        m.answers.len() == 1
+    });
+    assert_eq!(rdatas(&moved.answers), ["w1.web.svc.internal."]);
+    let old = server.query("1.0.0.10.in-addr.arpa.", RecordType::PTR);
+    assert_eq!(rdatas(&old.answers), ["a1.api.svc.internal."]);
+    // The new address's parent exists now (NODATA); a sibling does not.
+    let ent = server.query("1.0.10.in-addr.arpa.", RecordType::PTR);
+    assert_status(&ent, ResponseCode::NoError, true);
+    assert!(ent.answers.is_empty());
+    let sibling = server.query("2.0.10.in-addr.arpa.", RecordType::PTR);
+    assert_status(&sibling, ResponseCode::NXDomain, true);
+    // A name that is not how an address is written: NXDOMAIN.
+    let odd = server.query("07.1.0.10.in-addr.arpa.", RecordType::PTR);
+    assert_status(&odd, ResponseCode::NXDomain, true);
+}

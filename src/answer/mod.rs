@@ -170,7 +170,6 @@ pub fn direct_node<'v>(view: &'v View, qname: &LowerName) -> Option<NodeRef<'v>>
             .iter()
             .find(|zone| zone.origin.zone_of(qname))
             .and_then(|zone| zone.node(qname))
-            .map(Cow::Borrowed)
     }
 }
 
@@ -194,7 +193,7 @@ fn resolve_reverse<'v>(
             .push(Cow::Borrowed(&zone.negative_soa));
         return resolution;
     };
-    let found = resolution.add(&Cow::Borrowed(node), |node| pick(node, qtype), view);
+    let found = resolution.add(&node, |node| pick(node, qtype), view);
     if !found {
         resolution
             .authorities

@@ -317,11 +317,9 @@ impl ServiceNames {
         None
     }
 
-    /// (address, instance name, TTL) of every instance, for reverse zones.
-    pub fn addresses(&self) -> impl Iterator<Item = (IpAddr, Name, u32)> + '_ {
-        self.instances
-            .iter()
-            .filter_map(|inst| Some((inst.addr, self.instance_name(inst)?, self.ttl(inst))))
+    /// The live instances served, in id order.
+    pub fn instances(&self) -> &[Arc<Instance>] {
+        &self.instances
     }
 
     /// Instances that are up, with `proto`, with their indices.
@@ -488,18 +486,24 @@ pub struct LiveIndex {
     outer: imbl::HashMap<LowerName, u32>,
 }
 
-impl LiveIndex {
+/// An index over every live service, kept current one changed service
+/// at a time (so a change costs work for that service only).
+pub trait ServiceIndex: Default {
+    /// Accounts for `old` (if any) being replaced by `new` (if any).
+    fn replace(&mut self, old: Option<&ServiceNames>, new: Option<&ServiceNames>);
+
     /// The index of every service in `services`.
-    pub fn of<'s>(services: impl Iterator<Item = &'s Arc<ServiceNames>>) -> Self {
-        let mut index = LiveIndex::default();
+    fn of<'s>(services: impl Iterator<Item = &'s Arc<ServiceNames>>) -> Self {
+        let mut index = Self::default();
         for names in services {
             index.replace(None, Some(names));
         }
         index
     }
+}
 
-    /// Accounts for `old` (if any) being replaced by `new` (if any).
-    pub fn replace(&mut self, old: Option<&ServiceNames>, new: Option<&ServiceNames>) {
+impl ServiceIndex for LiveIndex {
+    fn replace(&mut self, old: Option<&ServiceNames>, new: Option<&ServiceNames>) {
         if let Some(old) = old {
             for name in &old.browsable {
                 self.types.remove(name);
@@ -522,7 +526,9 @@ impl LiveIndex {
             }
         }
     }
+}
 
+impl LiveIndex {
     /// The browsable service types, in canonical order.
     pub fn types(&self) -> impl Iterator<Item = &Name> {
         self.types.iter()

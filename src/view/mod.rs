@@ -30,10 +30,10 @@
 
 pub mod live;
 pub mod publish;
+pub mod reverse;
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -45,7 +45,8 @@ use crate::fragments::{FragmentSet, Location};
 use crate::intake::wire::DEFAULT_WEIGHT;
 use crate::registry::Registry;
 use live::address_record;
-pub use live::{LiveIndex, ServiceNames};
+pub use live::{LiveIndex, ServiceIndex, ServiceNames};
+pub use reverse::{AddressIndex, ReverseZone};
 
 /// Maps keyed by owner name. ahash: several times faster than SipHash on
 /// names, and still seeded per process against collision flooding.
@@ -439,24 +440,6 @@ impl StaticZone {
     }
 }
 
-/// A reverse zone (`in-addr.arpa`, `ip6.arpa`): PTR records from live
-/// instances' addresses to their names, rebuilt with the live layer.
-#[derive(Debug)]
-pub struct ReverseZone {
-    /// The reverse zone's apex.
-    pub origin: LowerName,
-    /// Its SOA, with the negative-caching TTL.
-    pub negative_soa: Record,
-    nodes: NameMap<Node>,
-}
-
-impl ReverseZone {
-    /// The node at `name`, if the name exists.
-    pub fn node(&self, name: &LowerName) -> Option<&Node> {
-        self.nodes.get(name)
-    }
-}
-
 /// The service keys a name inside the zone may belong to: the label just
 /// above the apex (`web` for `web.<zone>` and `i1.web.<zone>`), and for
 /// `_<service>._tcp` and `_<service>._udp` names the service label.
@@ -636,19 +619,20 @@ impl View {
     ) -> View {
         let services = all_services(config, registry, &statics);
         let index = LiveIndex::of(services.values());
+        let addresses = AddressIndex::when_served(config, services.values());
         let shared = SharedApex::build(config, &statics);
-        View::from_services(config, serial, services, index, &shared, statics)
+        View::from_services(config, serial, services, index, addresses, &shared, statics)
     }
 
     /// Builds the view for `serial` from already built services, their
-    /// index and the shared apex names: only the apex node itself (its SOA
-    /// carries the serial) and the reverse zones, if any are served, are
-    /// built here.
+    /// indexes and the shared apex names: only the apexes (their SOAs
+    /// carry the serial) are built here.
     pub fn from_services(
         config: &ServeConfig,
         serial: u32,
         services: ServiceMap,
         index: LiveIndex,
+        addresses: AddressIndex,
         shared: &SharedApex,
         statics: Arc<StaticZone>,
     ) -> View {
@@ -671,17 +655,29 @@ impl View {
         }
         let mut nodes = shared.nodes.clone();
         nodes.insert(origin.clone(), Arc::new(top));
-        let reverse = if config.reverse_zones.is_empty() {
-            Vec::new()
-        } else {
-            let mut builder = LiveBuilder::new(config);
-            let mut by_name: Vec<&String> = services.keys().collect();
-            by_name.sort();
-            for key in by_name {
-                builder.addresses.extend(services[key].addresses());
-            }
-            builder.reverse_zones(serial)
-        };
+        let reverse = config
+            .reverse_zones
+            .iter()
+            .map(|reverse_apex| {
+                let mut top = Node::default();
+                let soa = soa_record_at(reverse_apex, config, serial, config.soa_ttl);
+                let ns = Record::from_rdata(
+                    reverse_apex.clone(),
+                    config.soa_ttl,
+                    RData::NS(NS(config.primary_ns.clone())),
+                );
+                top.extend(RecordType::SOA, vec![Member::plain(soa)]);
+                top.extend(RecordType::NS, vec![Member::plain(ns)]);
+                ReverseZone::new(
+                    LowerName::from(reverse_apex),
+                    soa_record_at(reverse_apex, config, serial, config.negative_ttl()),
+                    top,
+                    addresses.clone(),
+                    apex.clone(),
+                    config.answer_ttl,
+                )
+            })
+            .collect();
         View {
             origin: origin.clone(),
             serial,
@@ -782,8 +778,6 @@ pub fn child_name(labels: &[&str], zone: &Name) -> Option<Name> {
 struct LiveBuilder<'c> {
     config: &'c ServeConfig,
     nodes: NameMap<Node>,
-    /// (address, instance name, TTL) of every live instance, for PTR.
-    addresses: Vec<(IpAddr, Name, u32)>,
 }
 
 impl<'c> LiveBuilder<'c> {
@@ -791,54 +785,11 @@ impl<'c> LiveBuilder<'c> {
         LiveBuilder {
             config,
             nodes: NameMap::default(),
-            addresses: Vec::new(),
         }
     }
 
     fn node(&mut self, name: &Name) -> &mut Node {
         self.nodes.entry(LowerName::from(name)).or_default()
-    }
-
-    /// The reverse zones, with a PTR for each live instance whose address
-    /// falls inside one (several instances on one address: several PTRs).
-    fn reverse_zones(&mut self, serial: u32) -> Vec<ReverseZone> {
-        let config = self.config;
-        config
-            .reverse_zones
-            .iter()
-            .map(|apex| {
-                let mut nodes = NameMap::<Node>::default();
-                let soa = soa_record_at(apex, config, serial, config.soa_ttl);
-                let ns = Record::from_rdata(
-                    apex.clone(),
-                    config.soa_ttl,
-                    RData::NS(NS(config.primary_ns.clone())),
-                );
-                let top = nodes.entry(LowerName::from(apex)).or_default();
-                top.extend(RecordType::SOA, vec![Member::plain(soa)]);
-                top.extend(RecordType::NS, vec![Member::plain(ns)]);
-                for (addr, name, ttl) in &self.addresses {
-                    let reverse_name = Name::from(*addr);
-                    if apex.zone_of(&reverse_name) {
-                        let ptr = Record::from_rdata(
-                            reverse_name.clone(),
-                            *ttl,
-                            RData::PTR(PTR(name.clone())),
-                        );
-                        nodes
-                            .entry(LowerName::from(&reverse_name))
-                            .or_default()
-                            .extend(RecordType::PTR, vec![Member::plain(ptr)]);
-                    }
-                }
-                add_empty_non_terminals(&mut nodes, apex, |_| false);
-                ReverseZone {
-                    origin: LowerName::from(apex),
-                    negative_soa: soa_record_at(apex, config, serial, config.negative_ttl()),
-                    nodes,
-                }
-            })
-            .collect()
     }
 
     /// DNS-SD browsing entry points (RFC 6763 §9 and §11): the name of

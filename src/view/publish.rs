@@ -13,7 +13,10 @@ use arc_swap::ArcSwap;
 
 use std::collections::HashSet;
 
-use super::{LiveIndex, ServiceMap, ServiceNames, SharedApex, StaticZone, View, all_services};
+use super::{
+    AddressIndex, LiveIndex, ServiceIndex, ServiceMap, ServiceNames, SharedApex, StaticZone, View,
+    all_services,
+};
 use crate::config::ServeConfig;
 use crate::registry::Registry;
 
@@ -48,6 +51,8 @@ pub struct Publisher {
     services: ServiceMap,
     /// Service types and shared empty non-terminals, updated per service.
     index: LiveIndex,
+    /// Instances by address, for reverse zones (empty when none is served).
+    addresses: AddressIndex,
     /// The apex names views share, rebuilt when fragments change.
     shared: SharedApex,
     /// True when the static layer changed since the last view: every
@@ -76,12 +81,14 @@ impl Publisher {
         let serial = next_serial(None);
         let services = all_services(&config, registry, &statics);
         let index = LiveIndex::of(services.values());
+        let addresses = AddressIndex::when_served(&config, services.values());
         let shared = SharedApex::build(&config, &statics);
         let handle = ViewHandle::new(View::from_services(
             &config,
             serial,
             services.clone(),
             index.clone(),
+            addresses.clone(),
             &shared,
             statics.clone(),
         ));
@@ -92,6 +99,7 @@ impl Publisher {
             statics,
             services,
             index,
+            addresses,
             shared,
             statics_changed: false,
         }
@@ -126,6 +134,7 @@ impl Publisher {
         if std::mem::take(&mut self.statics_changed) {
             self.services = all_services(&self.config, registry, &self.statics);
             self.index = LiveIndex::of(self.services.values());
+            self.addresses = AddressIndex::when_served(&self.config, self.services.values());
             self.shared = SharedApex::build(&self.config, &self.statics);
         } else {
             for service in changed {
@@ -142,6 +151,9 @@ impl Publisher {
                     None => self.services.remove(service),
                 };
                 self.index.replace(old.as_deref(), new.as_deref());
+                if !self.config.reverse_zones.is_empty() {
+                    self.addresses.replace(old.as_deref(), new.as_deref());
+                }
             }
         }
         self.handle.store(View::from_services(
@@ -149,6 +161,7 @@ impl Publisher {
             self.serial,
             self.services.clone(),
             self.index.clone(),
+            self.addresses.clone(),
             &self.shared,
             self.statics.clone(),
         ));
