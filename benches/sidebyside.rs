@@ -1,11 +1,15 @@
-//! Side by side: beacon, Knot DNS and NSD serving the same data on one
-//! core each, under the same load from the project's own generator.
+//! Side by side: beacon, Knot DNS, NSD and (when installed) the hickory-dns
+//! reference server serving the same data on one core each, under the same
+//! load from the project's own generator.
 //!
 //! Run: `cargo bench --bench sidebyside` (needs `apt-get install -y knot nsd`;
-//! dnsperf, if installed, gives a second opinion with `BENCH_DNSPERF=1`).
+//! hickory-dns joins when `hickory-dns` is on PATH or BENCH_HICKORY_BIN
+//! names it: `cargo install hickory-dns --version 0.26.3 --locked`; it runs
+//! with `-q`, since at INFO it logs every query; dnsperf, if installed,
+//! gives a second opinion with `BENCH_DNSPERF=1`).
 //!
 //! The data: 200 services × 3 instances. beacon gets them as real
-//! heartbeats; Knot and NSD read the same names from a zone file: A records
+//! heartbeats; the others read the same names from a zone file: A records
 //! at `svcN`, SRV at `_svcN._tcp` with targets `iK.svcN` and their A
 //! records. The mix: 50% A for a service, 30% SRV, 10% A for an instance,
 //! 10% names that do not exist (NXDOMAIN). No EDNS, like dnsperf.
@@ -16,7 +20,8 @@
 //! beacon's runs, heartbeats renew its instances at 10,000/s.
 //!
 //! Knobs (environment): BENCH_ROUNDS (3), BENCH_SECONDS (10),
-//! BENCH_MODES (udp,rate,tcp), BENCH_SERVERS (beacon,knot,nsd),
+//! BENCH_MODES (udp,rate,tcp), BENCH_SERVERS (beacon,knot,nsd, plus hickory
+//! when found),
 //! BENCH_OUTSTANDING (200), BENCH_RATE (20000), BENCH_HEARTBEATS (10000).
 //! Everything listens on 127.0.0.1 and stops when the run ends.
 
@@ -251,6 +256,53 @@ fn start_nsd(dir: &Path, zone: &Path) -> Server {
     }
 }
 
+/// The hickory-dns binary: BENCH_HICKORY_BIN, else `hickory-dns` on PATH
+/// or where `cargo install` puts it.
+fn hickory_binary() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("BENCH_HICKORY_BIN") {
+        return Some(PathBuf::from(path));
+    }
+    let on_path = Command::new("sh")
+        .args(["-c", "command -v hickory-dns"])
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .map(|out| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()));
+    on_path.or_else(|| {
+        let installed = PathBuf::from(std::env::var_os("HOME")?).join(".cargo/bin/hickory-dns");
+        installed.exists().then_some(installed)
+    })
+}
+
+/// hickory-dns 0.26 as shipped, one worker, warnings only.
+fn start_hickory(dir: &Path, zone: &Path, binary: &Path) -> Server {
+    let port = free_port();
+    let run = dir.join("hickory");
+    std::fs::create_dir_all(&run).expect("hickory dir");
+    let conf = format!(
+        "listen_addrs_ipv4 = [\"127.0.0.1\"]\nlisten_port = {port}\ndirectory = \"{zones}\"\n\
+         drop_privileges = false\n\n[[zones]]\nzone = \"{ZONE}\"\nzone_type = \"Primary\"\n\
+         stores = {{ type = \"file\", zone_path = \"{file}\" }}\n",
+        zones = zone.parent().expect("dir").display(),
+        file = zone.file_name().expect("name").to_string_lossy(),
+    );
+    let conf_path = run.join("hickory.toml");
+    std::fs::write(&conf_path, conf).expect("hickory.toml");
+    let child = Command::new(binary)
+        .args(["-q", "--workers", "1", "-c"])
+        .arg(&conf_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start hickory-dns");
+    Server {
+        name: "hickory",
+        child,
+        dns: SocketAddr::from(([127, 0, 0, 1], port)),
+        heartbeat: None,
+    }
+}
+
 /// One measured run.
 struct Row {
     server: &'static str,
@@ -310,7 +362,17 @@ fn main() {
     let rounds: usize = env_or("BENCH_ROUNDS", if smoke { 1 } else { 3 });
     let seconds: u64 = env_or("BENCH_SECONDS", if smoke { 1 } else { 10 });
     let modes = env_list("BENCH_MODES", "udp,rate,tcp");
-    let names = env_list("BENCH_SERVERS", "beacon,knot,nsd");
+    let hickory = hickory_binary();
+    let default_servers = if hickory.is_some() {
+        "beacon,knot,nsd,hickory"
+    } else {
+        eprintln!(
+            "hickory-dns not found: it is left out (`cargo install hickory-dns --version 0.26.3 \
+             --locked`, or BENCH_HICKORY_BIN, to include it)"
+        );
+        "beacon,knot,nsd"
+    };
+    let names = env_list("BENCH_SERVERS", default_servers);
     let heartbeat_rate: u64 = env_or("BENCH_HEARTBEATS", 10_000);
     for tool in ["knotd", "nsd", "taskset"] {
         let wanted = match tool {
@@ -363,7 +425,13 @@ fn main() {
             ),
             "knot" => start_knot(dir.path(), &zone_path),
             "nsd" => start_nsd(dir.path(), &zone_path),
-            other => panic!("unknown server {other} (beacon, knot, nsd)"),
+            "hickory" => match &hickory {
+                Some(binary) => start_hickory(dir.path(), &zone_path, binary),
+                None => panic!(
+                    "hickory-dns is missing: `cargo install hickory-dns --version 0.26.3 --locked`"
+                ),
+            },
+            other => panic!("unknown server {other} (beacon, knot, nsd, hickory)"),
         };
         if server.heartbeat.is_some() {
             register_all(&server);
