@@ -41,6 +41,7 @@
 pub mod answer;
 pub mod fragments;
 pub mod intake;
+pub mod net;
 pub mod registry;
 pub mod server;
 pub mod view;

@@ -62,6 +62,18 @@ fn a_burst_of_garbage_heartbeats_changes_nothing() {
 }
 
 #[test]
+fn an_oversized_heartbeat_is_refused_with_its_real_size() {
+    let server = TestServer::start(&[]);
+    // Received into a buffer just over the limit, yet reported in full.
+    common::send_datagram(server.heartbeat, &[b'x'; 9000]);
+    server.wait_for_log("datagram of 9000 bytes is over the 1400-byte limit");
+    server.beat("beacon/1 service=web instance=a port=80 addr=10.0.0.1");
+    server.await_reply("web.svc.internal.", RecordType::A, |m| {
+        !m.answers.is_empty()
+    });
+}
+
+#[test]
 fn malformed_dns_packets_never_stop_the_server() {
     let server = TestServer::start(&[]);
     server.beat("beacon/1 service=web instance=a port=80 addr=10.0.0.1");

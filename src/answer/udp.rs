@@ -172,7 +172,7 @@ impl Worker {
                         for (slot, message) in received.iter_mut().zip(results) {
                             *slot = Received {
                                 len: message.bytes,
-                                from: message.address.as_ref().and_then(socket_addr),
+                                from: message.address.as_ref().and_then(crate::net::socket_addr),
                                 truncated: message.flags.contains(MsgFlags::MSG_TRUNC),
                             };
                             count += 1;
@@ -267,13 +267,4 @@ impl Worker {
             }
         });
     }
-}
-
-fn socket_addr(address: &SockaddrStorage) -> Option<SocketAddr> {
-    if let Some(v4) = address.as_sockaddr_in() {
-        return Some(SocketAddr::from(std::net::SocketAddrV4::from(*v4)));
-    }
-    address
-        .as_sockaddr_in6()
-        .map(|v6| SocketAddr::from(std::net::SocketAddrV6::from(*v6)))
 }

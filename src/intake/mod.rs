@@ -12,6 +12,7 @@
 //! heartbeat is published at once (well under a millisecond). A plain renewal
 //! publishes nothing.
 
+pub mod receive;
 pub mod wire;
 
 use std::collections::HashSet;
@@ -29,7 +30,8 @@ use tracing::{debug, info, warn};
 use crate::registry::{Event, Refusal, Registry};
 use crate::view::StaticZone;
 use crate::view::publish::Publisher;
-use wire::{Heartbeat, WireError};
+use receive::{Batch, RECV_BATCH};
+use wire::{Heartbeat, MAX_DATAGRAM, WireError};
 
 /// Most datagrams handled before the view is republished, so a flood of
 /// changes still publishes regularly.
@@ -118,9 +120,7 @@ impl Intake {
 
     /// Runs until `shutdown` is cancelled.
     pub async fn run(mut self, shutdown: CancellationToken) {
-        // Heartbeats are at most MAX_DATAGRAM bytes; a larger buffer lets us
-        // see (and refuse) oversized datagrams instead of silently truncating.
-        let mut buf = vec![0u8; 65_536];
+        let mut batch = Batch::default();
         // Services whose instances changed since the last view.
         let mut changed: HashSet<String> = HashSet::new();
         loop {
@@ -129,17 +129,11 @@ impl Intake {
             changed.clear();
             tokio::select! {
                 () = shutdown.cancelled() => break,
-                received = self.socket.recv_from(&mut buf) => {
-                    match received {
-                        Ok((len, src)) => dirty |= self.datagram(&buf[..len], src, &mut changed),
-                        Err(error) => debug!(%error, "heartbeat socket receive error"),
+                ready = self.socket.readable() => {
+                    if let Err(error) = ready {
+                        debug!(%error, "heartbeat socket error");
                     }
-                    for _ in 1..BATCH {
-                        match self.socket.try_recv_from(&mut buf) {
-                            Ok((len, src)) => dirty |= self.datagram(&buf[..len], src, &mut changed),
-                            Err(_) => break,
-                        }
-                    }
+                    dirty |= self.drain(&mut batch, &mut changed);
                 }
                 () = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {}
                 changed = self.statics.changed() => {
@@ -181,6 +175,37 @@ impl Intake {
             );
         }
         !expired.is_empty()
+    }
+
+    /// Handles what the socket holds, up to [`BATCH`] datagrams, read
+    /// [`RECV_BATCH`] at a time; returns true when the view must be rebuilt.
+    fn drain(&mut self, batch: &mut Batch, changed: &mut HashSet<String>) -> bool {
+        let mut dirty = false;
+        let mut handled = 0;
+        while handled < BATCH {
+            let count = match batch.receive(&self.socket) {
+                Ok(count) => count,
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(error) => {
+                    debug!(%error, "heartbeat socket receive error");
+                    break;
+                }
+            };
+            for index in 0..count {
+                let (bytes, received) = batch.datagram(index);
+                let Some(src) = received.from else { continue };
+                if received.len > MAX_DATAGRAM {
+                    self.malformed(&WireError::Oversized(received.len), src);
+                } else {
+                    dirty |= self.datagram(bytes, src, changed);
+                }
+            }
+            handled += count;
+            if count < RECV_BATCH {
+                break;
+            }
+        }
+        dirty
     }
 
     /// Handles one datagram; returns true when the view must be rebuilt.

@@ -1,0 +1,18 @@
+//! Socket helpers shared by the DNS workers and the heartbeat intake.
+//!
+//! Takes what the kernel reports about a datagram; produces std types. It
+//! never does I/O itself.
+
+use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
+
+use nix::sys::socket::SockaddrStorage;
+
+/// The sender of a datagram, as `recvmmsg` reported it (IPv4 or IPv6).
+pub fn socket_addr(address: &SockaddrStorage) -> Option<SocketAddr> {
+    if let Some(v4) = address.as_sockaddr_in() {
+        return Some(SocketAddr::from(SocketAddrV4::from(*v4)));
+    }
+    address
+        .as_sockaddr_in6()
+        .map(|v6| SocketAddr::from(SocketAddrV6::from(*v6)))
+}
