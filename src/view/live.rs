@@ -27,7 +27,7 @@ use std::sync::Arc;
 use hickory_proto::rr::rdata::{A, AAAA, PTR, SRV, TXT};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 
-use super::{Cursor, Member, NameMap, Node, StaticZone, child_name, rotates};
+use super::{Cursor, Member, NameMap, Node, StaticZone, child_name, merge_sets, rotates};
 use crate::config::ServeConfig;
 use crate::intake::wire::{DEFAULT_WEIGHT, Proto};
 use crate::registry::Instance;
@@ -333,8 +333,9 @@ impl ServiceNames {
     /// The node at `name` (lower case, inside the zone), if this service
     /// creates it, built now, with `statics`' RRsets at that name merged in.
     pub fn node(&self, name: &LowerName, apex_labels: u8, statics: &StaticZone) -> Option<Node> {
+        let shape = self.shape(name, apex_labels)?;
         let mut sets: Vec<(RecordType, Vec<Member>)> = Vec::new();
-        match self.shape(name, apex_labels)? {
+        match shape {
             Shape::Service => {
                 if !self.base_served {
                     return None;
@@ -421,15 +422,9 @@ impl ServiceNames {
             }
         }
         if let Some(static_node) = statics.node(name) {
-            for set in &static_node.rrsets {
-                match sets.iter_mut().find(|(rtype, _)| *rtype == set.rtype) {
-                    Some((_, members)) => members.extend(set.members.iter().cloned()),
-                    None => sets.push((set.rtype, set.members.clone())),
-                }
-            }
+            merge_sets(&mut sets, static_node);
         }
         let merged = self.merged.get(name);
-        let shape = self.shape(name, apex_labels)?;
         Some(Node::from_sets(sets, |rtype| match (shape, rtype) {
             (Shape::Service, RecordType::A) => Some(&self.cursors[0]),
             (Shape::Service, RecordType::AAAA) => Some(&self.cursors[1]),

@@ -222,6 +222,18 @@ impl Node {
     }
 }
 
+/// Appends the members of each RRset of `node` to the set of the same
+/// type in `sets` (after the members already there), or as a new set:
+/// static records joining records built for a lookup.
+pub(crate) fn merge_sets(sets: &mut Vec<(RecordType, Vec<Member>)>, node: &Node) {
+    for set in &node.rrsets {
+        match sets.iter_mut().find(|(rtype, _)| *rtype == set.rtype) {
+            Some((_, members)) => members.extend(set.members.iter().cloned()),
+            None => sets.push((set.rtype, set.members.clone())),
+        }
+    }
+}
+
 /// Adds every missing name between each owner and the apex to `nodes`
 /// (the live layer), unless `elsewhere` (the static layer) has it.
 fn add_empty_non_terminals(
@@ -571,12 +583,7 @@ impl View {
             })
             .collect();
         let mut sets = vec![(RecordType::PTR, types)];
-        for set in &shared.rrsets {
-            match sets.iter_mut().find(|(rtype, _)| *rtype == set.rtype) {
-                Some((_, members)) => members.extend(set.members.iter().cloned()),
-                None => sets.push((set.rtype, set.members.clone())),
-            }
-        }
+        merge_sets(&mut sets, shared);
         Node::from_sets(sets, |_| None)
     }
 
