@@ -1,28 +1,33 @@
 //! The published view: one immutable snapshot of everything the zone serves.
 //!
 //! Takes the zone settings, the live registry and the static data of the
-//! zone fragments; produces a [`View`]: lower-case owner name → the RRsets
-//! at that name, records already built with their final TTLs and the
-//! addresses that go in the additional section. Once built, a view is never
-//! changed: the answering path reads it without locks, and any change means
-//! building a new view and publishing it through [`publish::ViewHandle`].
+//! zone fragments; produces a [`View`], which finds the node (the RRsets)
+//! at a lower-case owner name. Static and apex data are kept as records
+//! with their final TTLs; the names of live services are built when a
+//! lookup asks for them, from the instances the view shares with the
+//! registry. Once built, a view is never changed: the answering path reads
+//! it without locks, and any change means building a new view and
+//! publishing it through [`publish::ViewHandle`].
 //!
-//! A view has three layers, each shared between views until it changes:
+//! A view has these parts, each shared between views until it changes:
 //! - the apex node (SOA with this view's serial, NS), built per view, with
 //!   the [`SharedApex`] names (the name server's address, DNS-SD browsing
-//!   entry points), rebuilt only when fragments change, and the
-//!   [`LiveIndex`] (service types, shared empty non-terminals), updated per
-//!   changed service; the list of service types is built when asked for;
-//! - one [`ServiceNames`] per live service: every name its instances create
-//!   and, at those names, a merged copy of any static RRsets (so a static
+//!   entry points), rebuilt only when fragments change;
+//! - one [`ServiceNames`] per live service ([`live`]): its instances and
+//!   rotation cursors, from which a lookup builds the records of one of its
+//!   names, with any static RRsets at that name merged in (so a static
 //!   record and live instances at one name and type form one RRset that
-//!   rotates across both), rebuilt only when that service changes, in a
+//!   rotates across both); rebuilt only when that service changes, in a
 //!   persistent map whose copy per view is O(1);
+//! - indexes over all services, updated per changed service: the
+//!   [`LiveIndex`] (DNS-SD service types, shared empty non-terminals) and,
+//!   when reverse zones are served, the [`AddressIndex`] ([`reverse`]);
 //! - the [`StaticZone`] from the fragments, rebuilt (by changed name) only
 //!   when a fragment changes; a change there rebuilds every service too.
 //!
 //! A lookup tries the apex names, then the service the name belongs to
-//! (found from its labels), then the static layer.
+//! (found from its labels), then the static layer, then the shared empty
+//! non-terminals.
 //!
 //! The only interior mutability is each RRset's rotation cursor, an atomic
 //! counter that picks where the next answer starts; the records themselves
