@@ -562,6 +562,21 @@ mod tests {
     }
 
     #[test]
+    fn names_outside_the_zone_never_reach_a_service() {
+        // A zone of four labels: `1.0.0.10.in-addr.arpa.` then has the
+        // shape of instance `1` of service `0` (its first two labels).
+        let zone = Name::from_ascii("svc.corp.example.com.").expect("zone");
+        let config = Arc::new(ServeConfig::new(zone));
+        let mut registry = Registry::new(100, Vec::new());
+        beat(&mut registry, "0", "1", Proto::Tcp);
+        let publisher = Publisher::new(config, &registry, Arc::new(StaticZone::default()));
+        let view = publisher.handle().load();
+        assert!(view.node(&name("1.0.svc.corp.example.com.")).is_some());
+        assert!(view.node(&name("1.0.0.10.in-addr.arpa.")).is_none());
+        assert!(view.node_origin(&name("1.0.0.10.in-addr.arpa.")).is_none());
+    }
+
+    #[test]
     fn service_types_and_shared_names_follow_services_one_by_one() {
         let zone = Name::from_ascii("svc.internal.").expect("zone");
         let config = Arc::new(ServeConfig::new(zone));

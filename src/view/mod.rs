@@ -550,6 +550,11 @@ impl View {
     /// The node at `name` and the layer holding it: the apex names, then
     /// the service the name belongs to, then the static layer.
     fn locate(&self, name: &LowerName) -> Option<(Origin<'_>, NodeRef<'_>)> {
+        // Service keys come from a name's labels; outside the zone (a
+        // reverse name, say) they would name a service by accident.
+        if !self.origin.zone_of(name) {
+            return None;
+        }
         if let Some(node) = self.apex.get(name) {
             if *name == self.type_list {
                 return Some((Origin::Apex, Cow::Owned(self.type_list_node(node))));
