@@ -12,95 +12,51 @@
 //! Bounded: every wait gives up after 10 s, every loop has a fixed count,
 //! and the server is killed at the end.
 
+mod harness;
+mod load;
+
 use std::fmt::Write as _;
 use std::fs;
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::str::FromStr;
-use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use harness::{Server, log_field, start_beacon_in};
 use hickory_proto::op::{Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{Name, RecordType};
 
-const BEACON: &str = env!("CARGO_BIN_EXE_beacon");
 const FULL_RECORDS: usize = 100_000;
 const FULL_EDITS_PER_KIND: usize = 100;
 
-struct Server {
-    child: Child,
-    dns: SocketAddr,
+/// A started beacon and what its start-up took.
+struct Started {
+    server: Server,
+    /// Fragment load time, as the server logs it.
     load_ms: f64,
+    /// From spawning the process to its listening line.
     start_ms: f64,
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
-    let start = line.find(&format!("{name}="))? + name.len() + 1;
-    line[start..].split_whitespace().next()
-}
-
-fn start(dir: &Path) -> Server {
+fn start(dir: &Path) -> Started {
     let began = Instant::now();
-    let mut child = Command::new(BEACON)
-        .args([
-            "serve",
-            "--dns",
-            "127.0.0.1:0",
-            "--heartbeat",
-            "127.0.0.1:0",
-            "--zones",
-        ])
-        .arg(dir)
-        .env("RUST_LOG", "warn,beacon::server=info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start beacon");
-    let stderr = child.stderr.take().expect("piped");
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut load_ms = f64::NAN;
-    loop {
-        let Ok(line) = rx.recv_timeout(Duration::from_secs(30)) else {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("beacon did not start");
-        };
-        if line.contains("zone fragments loaded") {
-            load_ms = field(&line, "elapsed_ms")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(f64::NAN);
-        }
-        if line.contains(" listening ") {
-            let dns = field(&line, "dns_udp")
-                .and_then(|v| v.parse().ok())
-                .expect("dns address");
-            return Server {
-                child,
-                dns,
-                load_ms,
-                start_ms: began.elapsed().as_secs_f64() * 1000.0,
-            };
-        }
+    let (server, startup) = start_beacon_in(dir, &[]);
+    let start_ms = began.elapsed().as_secs_f64() * 1000.0;
+    let load_ms = startup
+        .iter()
+        .find(|line| line.contains("zone fragments loaded"))
+        .and_then(|line| log_field(line, "elapsed_ms"))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(f64::NAN);
+    Started {
+        server,
+        load_ms,
+        start_ms,
     }
 }
 
-/// The A record of `name` as text, or "" when there is none.
 fn ask(socket: &UdpSocket, server: SocketAddr, name: &Name, id: u16) -> String {
     let mut msg = Message::new(id, MessageType::Query, OpCode::Query);
     msg.add_query(Query::query(name.clone(), RecordType::A));
@@ -217,13 +173,13 @@ fn main() {
     for (label, dir) in [(&many_label, &many), (&one_label, &one)] {
         let runs: Vec<(f64, f64)> = (0..3)
             .map(|_| {
-                let server = start(dir);
+                let started = start(dir);
                 wait_for(
-                    server.dns,
+                    started.server.dns,
                     &format!("h{last}.svc.internal."),
                     &address_of(last),
                 );
-                (server.load_ms, server.start_ms)
+                (started.load_ms, started.start_ms)
             })
             .collect();
         println!(
@@ -258,7 +214,7 @@ fn main() {
     }
 
     // 2. Edit latency with 100,000 records loaded.
-    let server = start(&many);
+    let server = start(&many).server;
     let small = many.join("edit.zone");
     let mut in_place = Vec::new();
     let mut renamed = Vec::new();
@@ -302,7 +258,7 @@ fn main() {
     drop(server);
 
     // 3. One line changed in a 100,000-record file.
-    let server = start(&one);
+    let server = start(&one).server;
     let big = one.join("big.zone");
     let original = fs::read_to_string(&big).expect("read");
     let mut samples = Vec::new();

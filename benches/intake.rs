@@ -30,8 +30,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use harness::{
-    FirstAnswer, blast, count_answers, cpu_jiffies, env_list, env_or, pin_process, pin_self,
-    process_tree, start_beacon, udp_drops,
+    FirstAnswer, blast, count_answers, cpu_jiffies, env_numbers, env_or, pin_self, start_beacon,
+    udp_drops,
 };
 use hickory_proto::rr::RecordType;
 use load::Question;
@@ -55,10 +55,7 @@ fn main() {
     } else {
         "100000,200000,300000,400000,600000"
     };
-    let rates: Vec<u64> = env_list("BENCH_RATES", default_rates)
-        .iter()
-        .filter_map(|r| r.parse().ok())
-        .collect();
+    let rates: Vec<u64> = env_numbers("BENCH_RATES", default_rates);
     let fresh: usize = env_or("BENCH_FRESH", if smoke { 20 } else { 1000 });
     let cpus = thread::available_parallelism().map_or(1, usize::from);
     let dir = tempfile::tempdir().expect("temp dir");
@@ -67,9 +64,7 @@ fn main() {
     args.extend(extra.split_whitespace());
     let server = start_beacon(dir.path(), &args);
     if cpus >= 2 {
-        for pid in process_tree(server.child.id()) {
-            pin_process(pid, 1);
-        }
+        server.pin_to(1);
         pin_self(0);
     }
     let target = server.heartbeat.expect("heartbeat port");

@@ -25,8 +25,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use harness::{
-    FirstAnswer, Server, blast, count_answers, env_list, env_or, pin_process, pin_self,
-    process_tree, start_beacon,
+    FirstAnswer, Server, blast, count_answers, env_numbers, env_or, pin_self, start_beacon,
 };
 use hickory_proto::rr::RecordType;
 use load::Question;
@@ -114,10 +113,7 @@ struct Size {
 fn main() {
     let smoke = harness::smoke();
     let default_sizes = if smoke { "1000" } else { "1000,100000" };
-    let sizes: Vec<usize> = env_list("BENCH_SIZES", default_sizes)
-        .iter()
-        .filter_map(|s| s.parse().ok())
-        .collect();
+    let sizes: Vec<usize> = env_numbers("BENCH_SIZES", default_sizes);
     let rounds: usize = env_or("BENCH_ROUNDS", if smoke { 1 } else { 3 });
     let cpus = thread::available_parallelism().map_or(1, usize::from);
     let dir = tempfile::tempdir().expect("temp dir");
@@ -136,9 +132,7 @@ fn main() {
                 &["--udp-workers", "1", "--max-instances", "2000000"],
             );
             if cpus >= 2 {
-                for pid in process_tree(server.child.id()) {
-                    pin_process(pid, 1);
-                }
+                server.pin_to(1);
             }
             let before = rss_kib(server.child.id());
             let started = Instant::now();

@@ -37,10 +37,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use harness::{
-    Server, cpu_jiffies, env_list, env_or, free_port, pin_process, pin_self, process_tree,
-    start_beacon,
-};
+use harness::{Server, cpu_jiffies, env_list, env_or, free_port, pin_self, start_beacon};
 use hickory_proto::rr::RecordType;
 use load::{Outcome, Question};
 
@@ -209,15 +206,21 @@ fn start_knot(dir: &Path, zone: &Path) -> Server {
     );
     let conf_path = run.join("knot.conf");
     std::fs::write(&conf_path, conf).expect("knot.conf");
-    let child = Command::new("knotd")
-        .arg("-c")
-        .arg(&conf_path)
+    let mut command = Command::new("knotd");
+    command.arg("-c").arg(&conf_path);
+    start_peer("knot", command, port)
+}
+
+/// Runs a peer server's `command` (its output discarded) that listens on
+/// 127.0.0.1 at `port`.
+fn start_peer(name: &'static str, mut command: Command, port: u16) -> Server {
+    let child = command
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("start knotd");
+        .unwrap_or_else(|error| panic!("start {name}: {error}"));
     Server {
-        name: "knot",
+        name,
         child,
         dns: SocketAddr::from(([127, 0, 0, 1], port)),
         heartbeat: None,
@@ -241,19 +244,9 @@ fn start_nsd(dir: &Path, zone: &Path) -> Server {
     );
     let conf_path = run.join("nsd.conf");
     std::fs::write(&conf_path, conf).expect("nsd.conf");
-    let child = Command::new("nsd")
-        .args(["-d", "-c"])
-        .arg(&conf_path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start nsd");
-    Server {
-        name: "nsd",
-        child,
-        dns: SocketAddr::from(([127, 0, 0, 1], port)),
-        heartbeat: None,
-    }
+    let mut command = Command::new("nsd");
+    command.args(["-d", "-c"]).arg(&conf_path);
+    start_peer("nsd", command, port)
 }
 
 /// The hickory-dns binary: BENCH_HICKORY_BIN, else `hickory-dns` on PATH
@@ -288,19 +281,9 @@ fn start_hickory(dir: &Path, zone: &Path, binary: &Path) -> Server {
     );
     let conf_path = run.join("hickory.toml");
     std::fs::write(&conf_path, conf).expect("hickory.toml");
-    let child = Command::new(binary)
-        .args(["-q", "--workers", "1", "-c"])
-        .arg(&conf_path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start hickory-dns");
-    Server {
-        name: "hickory",
-        child,
-        dns: SocketAddr::from(([127, 0, 0, 1], port)),
-        heartbeat: None,
-    }
+    let mut command = Command::new(binary);
+    command.args(["-q", "--workers", "1", "-c"]).arg(&conf_path);
+    start_peer("hickory", command, port)
 }
 
 /// One measured run.
@@ -438,9 +421,7 @@ fn main() {
         }
         wait_until_answering(&server, &probe);
         if cpus >= 2 {
-            for pid in process_tree(server.child.id()) {
-                pin_process(pid, SERVER_CPU);
-            }
+            server.pin_to(SERVER_CPU);
         }
         servers.push(server);
     }

@@ -24,6 +24,15 @@ pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
+/// `name` from the environment (or `default`) as a comma-separated list
+/// of numbers; entries that do not parse are left out.
+pub fn env_numbers<T: std::str::FromStr>(name: &str, default: &str) -> Vec<T> {
+    env_list(name, default)
+        .iter()
+        .filter_map(|entry| entry.parse().ok())
+        .collect()
+}
+
 /// `name` from the environment (or `default`) as a comma-separated list.
 pub fn env_list(name: &str, default: &str) -> Vec<String> {
     std::env::var(name)
@@ -99,6 +108,16 @@ pub struct Server {
     pub heartbeat: Option<SocketAddr>,
 }
 
+impl Server {
+    /// Pins every thread of the server's process tree to `cpu` (servers
+    /// such as Knot pin their own threads, so this runs after start-up).
+    pub fn pin_to(&self, cpu: usize) {
+        for pid in process_tree(self.child.id()) {
+            pin_process(pid, cpu);
+        }
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = Command::new("kill")
@@ -120,6 +139,18 @@ impl Drop for Server {
 pub fn start_beacon(dir: &Path, extra: &[&str]) -> Server {
     let zones = dir.join("beacon-zones");
     std::fs::create_dir_all(&zones).expect("zones dir");
+    start_beacon_in(&zones, extra).0
+}
+
+/// The value of `key=` in a log line.
+pub fn log_field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    let start = line.find(&format!("{key}="))? + key.len() + 1;
+    line[start..].split_whitespace().next()
+}
+
+/// Starts the beacon under test on the fragments in `zones` with `extra`
+/// flags; returns it and its log up to the line that says it listens.
+pub fn start_beacon_in(zones: &Path, extra: &[&str]) -> (Server, Vec<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_beacon"))
         .args([
             "serve",
@@ -130,23 +161,32 @@ pub fn start_beacon(dir: &Path, extra: &[&str]) -> Server {
         ])
         .args(extra)
         .arg("--zones")
-        .arg(&zones)
+        .arg(zones)
         .env(
             "RUST_LOG",
             std::env::var("BENCH_BEACON_LOG").unwrap_or_else(|_| "warn".into())
                 + ",beacon::server=info",
         )
+        .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .expect("start beacon");
     let stderr = child.stderr.take().expect("piped");
     let mut lines = BufReader::new(stderr).lines();
-    let line = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .find(|l| l.contains(" listening "))
-        .expect("beacon reports its addresses");
+    let mut startup = Vec::new();
+    for line in lines.by_ref().map_while(Result::ok) {
+        let listening = line.contains(" listening ");
+        startup.push(line);
+        if listening {
+            break;
+        }
+    }
+    let line = startup
+        .last()
+        .filter(|l| l.contains(" listening "))
+        .expect("beacon reports its addresses")
+        .clone();
     // Keep draining its log so it never blocks on a full pipe.
     // With BENCH_BEACON_LOG set, its log goes to our stderr.
     let echo = std::env::var("BENCH_BEACON_LOG").is_ok();
@@ -157,21 +197,18 @@ pub fn start_beacon(dir: &Path, extra: &[&str]) -> Server {
             }
         }
     });
-    let field = |key: &str| -> SocketAddr {
-        let start = line.find(&format!("{key}=")).expect("field") + key.len() + 1;
-        line[start..]
-            .split_whitespace()
-            .next()
-            .expect("value")
-            .parse()
+    let address = |key: &str| -> SocketAddr {
+        log_field(&line, key)
+            .and_then(|v| v.parse().ok())
             .expect("address")
     };
-    Server {
+    let server = Server {
         name: "beacon",
-        dns: field("dns_udp"),
-        heartbeat: Some(field("heartbeat")),
+        dns: address("dns_udp"),
+        heartbeat: Some(address("heartbeat")),
         child,
-    }
+    };
+    (server, startup)
 }
 
 /// Every process (the server and its children, such as NSD's workers).
