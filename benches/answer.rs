@@ -13,8 +13,9 @@ use std::collections::HashSet;
 use beacon::answer::fast::FastPath;
 use beacon::answer::resolve;
 use beacon::config::{ServeConfig, parse_domain};
-use beacon::intake::wire::Heartbeat;
+use beacon::intake::wire;
 use beacon::registry::Registry;
+use beacon::registry::announcement::Announcement;
 use beacon::view::publish::Publisher;
 use beacon::view::{StaticZone, View};
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -34,7 +35,7 @@ fn registry() -> Registry {
     let now = Instant::now();
     for s in 0..200u32 {
         for i in 0..3u32 {
-            let mut hb = Heartbeat::new(&format!("svc{s}"), &format!("i{i}"), 8080);
+            let mut hb = Announcement::new(&format!("svc{s}"), &format!("i{i}"), 8080);
             hb.addr = Some(IpAddr::V4(Ipv4Addr::new(
                 10,
                 0,
@@ -123,7 +124,7 @@ fn rebuilding(c: &mut Criterion) {
 fn decoding(c: &mut Criterion) {
     let datagram = b"beacon/1 service=web instance=web-1 port=8080 addr=10.0.0.1 ttl=15 weight=1 meta.version=1.4.2\n";
     c.bench_function("decode heartbeat", |b| {
-        b.iter(|| black_box(Heartbeat::decode(black_box(datagram)).is_ok()))
+        b.iter(|| black_box(wire::decode(black_box(datagram)).is_ok()))
     });
 }
 

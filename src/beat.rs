@@ -1,6 +1,6 @@
 //! `beacon beat`: announce one instance by sending heartbeats.
 //!
-//! Takes a validated [`Heartbeat`] and where to send it; produces a datagram
+//! Takes a validated [`Announcement`] and where to send it; produces a datagram
 //! every interval until stopped. On Ctrl-C or SIGTERM it sends a final
 //! `state=down`, so the instance leaves the answers at once instead of when
 //! its lease runs out. It never waits for replies: heartbeats are
@@ -14,13 +14,14 @@ use tokio::net::UdpSocket;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{debug, info, warn};
 
-use crate::intake::wire::{Heartbeat, State};
+use crate::intake::wire;
+use crate::registry::announcement::{Announcement, State};
 
 /// What `beacon beat` does.
 #[derive(Debug, Clone)]
 pub struct BeatConfig {
     /// The heartbeat to send (its state is the state of every beat but the last).
-    pub heartbeat: Heartbeat,
+    pub heartbeat: Announcement,
     /// The server's heartbeat address.
     pub server: SocketAddr,
     /// Time between heartbeats.
@@ -68,8 +69,8 @@ pub fn default_instance(port: u16) -> String {
     format!("{label}{suffix}")
 }
 
-async fn send(socket: &UdpSocket, hb: &Heartbeat) -> io::Result<()> {
-    socket.send(hb.encode().as_bytes()).await.map(|_| ())
+async fn send(socket: &UdpSocket, hb: &Announcement) -> io::Result<()> {
+    socket.send(wire::encode(hb).as_bytes()).await.map(|_| ())
 }
 
 /// Sends heartbeats until Ctrl-C or SIGTERM (or once, with `--once`).
@@ -135,7 +136,7 @@ pub async fn run(config: BeatConfig) -> Result<(), BeatError> {
             _ = interrupt.recv() => break,
         }
     }
-    let down = Heartbeat {
+    let down = Announcement {
         state: State::Down,
         ..hb.clone()
     };
@@ -151,12 +152,12 @@ pub async fn run(config: BeatConfig) -> Result<(), BeatError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::intake::wire::check_label;
+    use crate::registry::announcement::check_instance;
 
     #[test]
     fn default_instance_is_a_valid_label() {
         let id = default_instance(8080);
         assert!(id.ends_with("-8080"), "{id}");
-        assert_eq!(check_label(&id).as_deref(), Ok(id.as_str()));
+        assert_eq!(check_instance(&id).as_deref(), Ok(id.as_str()));
     }
 }

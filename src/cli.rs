@@ -14,7 +14,8 @@ use hickory_proto::rr::Name;
 
 use crate::beat::{self, BeatConfig};
 use crate::config::{self, ServeConfig};
-use crate::intake::wire::{self, Heartbeat, Proto, State};
+use crate::intake::wire;
+use crate::registry::announcement::{self, Announcement, Proto, State};
 
 /// beacon: an authoritative DNS server for service discovery.
 #[derive(Debug, Parser)]
@@ -66,7 +67,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SECS", default_value_t = config::DEFAULT_ANSWER_TTL)]
     pub answer_ttl: u32,
     /// Most live instances; heartbeats from new instances beyond it are refused.
-    #[arg(long, value_name = "N", default_value_t = crate::registry::DEFAULT_MAX_INSTANCES)]
+    #[arg(long, value_name = "N", default_value_t = config::DEFAULT_MAX_INSTANCES)]
     pub max_instances: usize,
     /// Primary name server (SOA MNAME and apex NS) [default: ns.<zone>].
     #[arg(long, value_name = "NAME", value_parser = config::parse_domain)]
@@ -105,12 +106,16 @@ pub struct ServeArgs {
     #[arg(long, value_name = "CIDR")]
     pub forward_allow: Vec<ipnet::IpNet>,
     /// Largest UDP reply offered to EDNS clients, in bytes (512 to 4096).
-    #[arg(long, value_name = "BYTES", default_value_t = crate::answer::handler::DEFAULT_MAX_UDP_PAYLOAD)]
+    #[arg(long, value_name = "BYTES", default_value_t = config::DEFAULT_MAX_UDP_PAYLOAD)]
     pub max_udp_payload: u16,
     /// UDP answering threads, each with its own SO_REUSEPORT socket
     /// [default: the CPUs this process may run on].
     #[arg(long, value_name = "N")]
     pub udp_workers: Option<usize>,
+    /// Most A, AAAA and SRV records in one answer: a window that rotates
+    /// through the whole set, so big services fit UDP [default: no cap].
+    #[arg(long, value_name = "N")]
+    pub max_answers: Option<usize>,
     /// Answer common UDP queries from pre-encoded replies (`off`: every
     /// query takes the general path; for comparison and debugging).
     #[arg(long, value_name = "on|off", default_value = "on", value_parser = parse_switch, action = clap::ArgAction::Set)]
@@ -159,6 +164,7 @@ impl ServeArgs {
             cfg.udp_workers = workers;
         }
         cfg.fast_path = self.fast_path;
+        cfg.max_answers = self.max_answers;
         if !self.forward_allow.is_empty() {
             cfg.forward_allow = self.forward_allow;
         }
@@ -187,8 +193,12 @@ pub enum StateArg {
     Down,
 }
 
-fn parse_label(text: &str) -> Result<String, String> {
-    wire::check_label(text)
+fn parse_service(text: &str) -> Result<String, String> {
+    announcement::check_service(text)
+}
+
+fn parse_instance(text: &str) -> Result<String, String> {
+    announcement::check_instance(text)
 }
 
 fn parse_meta(text: &str) -> Result<(String, String), String> {
@@ -210,14 +220,14 @@ fn parse_seconds(text: &str) -> Result<Duration, String> {
 /// Flags of `beacon beat`.
 #[derive(Debug, Args)]
 pub struct BeatArgs {
-    /// Service name (one DNS label: letters, digits, hyphens).
-    #[arg(long, value_parser = parse_label)]
+    /// Service name (one DNS label of up to 62 letters, digits, hyphens).
+    #[arg(long, value_parser = parse_service)]
     pub service: String,
     /// Port the instance serves on.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     pub port: u16,
     /// Instance id, unique within the service [default: <hostname>-<port>].
-    #[arg(long, value_parser = parse_label)]
+    #[arg(long, value_parser = parse_instance)]
     pub instance: Option<String>,
     /// Address to serve [default: the source address the server sees].
     #[arg(long, value_name = "IP")]
@@ -226,14 +236,14 @@ pub struct BeatArgs {
     #[arg(long, value_enum, default_value_t = ProtoArg::Tcp)]
     pub proto: ProtoArg,
     /// Lease in seconds: the instance expires this long after its last heartbeat.
-    #[arg(long, value_name = "SECS", default_value_t = wire::DEFAULT_TTL,
-          value_parser = clap::value_parser!(u32).range(1..=i64::from(wire::MAX_TTL)))]
+    #[arg(long, value_name = "SECS", default_value_t = config::DEFAULT_LEASE,
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(config::MAX_LEASE)))]
     pub ttl: u32,
     /// Seconds between heartbeats (fractions allowed) [default: a third of the ttl].
     #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
     pub interval: Option<Duration>,
     /// RFC 2782 weight: relative share of the load within a priority.
-    #[arg(long, default_value_t = wire::DEFAULT_WEIGHT)]
+    #[arg(long, default_value_t = config::DEFAULT_WEIGHT)]
     pub weight: u16,
     /// RFC 2782 priority: lower is preferred.
     #[arg(long, default_value_t = 0)]
@@ -261,7 +271,7 @@ impl BeatArgs {
         let instance = self
             .instance
             .unwrap_or_else(|| beat::default_instance(self.port));
-        let mut hb = Heartbeat::new(&self.service, &instance, self.port);
+        let mut hb = Announcement::new(&self.service, &instance, self.port);
         hb.addr = self.addr;
         hb.proto = match self.proto {
             ProtoArg::Tcp => Proto::Tcp,
@@ -281,7 +291,7 @@ impl BeatArgs {
         }
         // The server will run the same checks; running them here turns a
         // silently dropped datagram into an error at start.
-        let checked = Heartbeat::decode(hb.encode().as_bytes())
+        let checked = wire::decode(wire::encode(&hb).as_bytes())
             .map_err(|e| format!("invalid heartbeat: {e}"))?;
         let ttl = Duration::from_secs(u64::from(hb.ttl));
         let interval = self.interval.unwrap_or(ttl / 3);

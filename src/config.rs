@@ -1,12 +1,15 @@
-//! Validated settings for `beacon serve`, with their documented defaults.
+//! Validated settings for `beacon serve`, with every default and bound.
 //!
 //! Takes nothing from the outside world itself: the command line (see
 //! [`crate::cli`]) fills a [`ServeConfig`] and calls [`ServeConfig::validate`]
 //! before any socket is bound, so a bad value fails at start with a message
-//! saying what to fix.
+//! saying what to fix. Every default, and every bound on what the network
+//! can make the server hold, is a named constant here; the modules that
+//! apply them import them from here. It depends on nothing else of ours.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use hickory_proto::rr::Name;
 
@@ -35,6 +38,72 @@ pub const SOA_RETRY: i32 = 10;
 pub const SOA_EXPIRE: i32 = 86_400;
 /// Idle time after which a TCP connection is closed, in seconds.
 pub const DEFAULT_TCP_IDLE: u64 = 10;
+/// Largest UDP reply offered to EDNS clients (DNS flag day 2020: 1232
+/// bytes avoids IP fragmentation on common paths).
+pub const DEFAULT_MAX_UDP_PAYLOAD: u16 = 1232;
+/// Time between full rescans of the zones folder.
+pub const DEFAULT_RESCAN: Duration = Duration::from_secs(30);
+/// Default cap on live instances.
+pub const DEFAULT_MAX_INSTANCES: usize = 100_000;
+
+/// Lease, in seconds, when a heartbeat names none.
+pub const DEFAULT_LEASE: u32 = 15;
+/// Longest lease a heartbeat may ask for: one day. Anything longer is a
+/// mistake (or a sender pretending to be permanent), so it is refused.
+pub const MAX_LEASE: u32 = 86_400;
+/// RFC 2782 weight when a sender names none (weights are relative).
+pub const DEFAULT_WEIGHT: u16 = 1;
+/// Longest heartbeat datagram accepted. Fits one unfragmented packet on
+/// any common path, and bounds the work one sender can cause.
+pub const MAX_HEARTBEAT_BYTES: usize = 1400;
+/// Most metadata pairs one instance may carry.
+pub const MAX_META_PAIRS: usize = 32;
+/// Longest service name: `_<service>` must still be one DNS label (63
+/// octets) for its SRV and DNS-SD names.
+pub const MAX_SERVICE_LABEL: usize = 62;
+/// Longest instance id: one DNS label.
+pub const MAX_INSTANCE_LABEL: usize = 63;
+
+/// Most TCP connections open at once; more are closed on accept.
+pub const MAX_TCP_CONNECTIONS: usize = 10_000;
+/// Pre-encoded answers one answering thread keeps before it starts over.
+pub const MAX_CACHED_ANSWERS: usize = 100_000;
+/// Bytes of pre-encoded answers one answering thread keeps before it
+/// starts over.
+pub const MAX_CACHED_BYTES: usize = 64 * 1024 * 1024;
+/// Largest zone fragment read. A bigger file is refused with a message,
+/// so a stray log or dump named `*.zone` cannot stall the loader.
+pub const MAX_FRAGMENT_BYTES: u64 = 16 * 1024 * 1024;
+/// Time allowed to each forwarding upstream for one query.
+pub const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
+/// Largest DNS message over TCP (RFC 1035 §4.2.2: a two-octet length).
+pub const MAX_TCP_MESSAGE: usize = 65_535;
+
+/// Serials reserved ahead in the state directory: the stored ceiling is
+/// rewritten only when the serial passes it, and a restart continues above
+/// it, so a serial never goes back even after kill -9.
+pub const SERIAL_RESERVE: u32 = 1000;
+
+/// Exit status when a part of the server died (sysexits' EX_SOFTWARE), so
+/// a supervisor tells a crash from a clean stop.
+pub const EXIT_DIED: u8 = 70;
+
+/// Where serials (and, later, the registry snapshot) persist when
+/// `--state-dir` is not given: systemd's `$STATE_DIRECTORY`, else
+/// `$XDG_STATE_HOME/beacon/<zone>`, else `~/.local/state/beacon/<zone>`.
+/// Never inside the working directory, so `serve` in a checkout leaves
+/// the checkout clean. `None` when no home is known.
+pub fn default_state_dir(zone: &Name) -> Option<PathBuf> {
+    let var = |name| std::env::var_os(name).filter(|v| !v.is_empty());
+    if let Some(dir) = var("STATE_DIRECTORY") {
+        return Some(PathBuf::from(dir));
+    }
+    let base = var("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| var("HOME").map(|home| PathBuf::from(home).join(".local/state")))?;
+    let zone = zone.to_string();
+    Some(base.join("beacon").join(zone.trim_end_matches('.')))
+}
 
 /// Networks allowed to use forwarding by default: loopback only, so that
 /// beacon is never an open resolver.
@@ -88,6 +157,34 @@ pub struct ServeConfig {
     pub udp_workers: usize,
     /// Whether common UDP queries are answered from pre-encoded replies.
     pub fast_path: bool,
+    /// Most A/AAAA/SRV records in one answer (a rotated window); `None`
+    /// sends the whole RRset when it fits.
+    pub max_answers: Option<usize>,
+    /// Where the SOA serial persists, and whether that place was chosen
+    /// by the user (an unusable explicit one stops the server at start).
+    pub state_dir: StateDir,
+}
+
+/// Where state persists across restarts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateDir {
+    /// Given with `--state-dir`: it must be usable.
+    Explicit(PathBuf),
+    /// The default place: used if it can be, with a warning if not.
+    Default(PathBuf),
+    /// Nothing persists (`--state-dir off`, or no home directory).
+    Off,
+}
+
+/// Longest zone name, in wire octets, that leaves room for the longest
+/// name heartbeats create: an instance label (1 + 63 octets), `_<service>`
+/// (1 + 63) and `_tcp` (1 + 4) in 255 octets.
+pub const MAX_ZONE_WIRE_LEN: usize = 255 - 64 - 64 - 5;
+
+/// Length of `name` in wire octets (labels with their length octets,
+/// and the root's zero octet).
+pub fn zone_wire_len(name: &Name) -> usize {
+    name.iter().map(|label| label.len() + 1).sum::<usize>() + 1
 }
 
 /// Most UDP workers allowed: beyond the CPU count they only add switching.
@@ -159,26 +256,29 @@ impl ServeConfig {
         let contact = Name::from_ascii("hostmaster")
             .and_then(|h| h.append_domain(&zone))
             .unwrap_or_else(|_| zone.clone());
+        let state_dir = default_state_dir(&zone).map_or(StateDir::Off, StateDir::Default);
         ServeConfig {
             zone,
             dns: DEFAULT_DNS,
             heartbeat: DEFAULT_HEARTBEAT,
             zones_dir: PathBuf::from(DEFAULT_ZONES_DIR),
             answer_ttl: DEFAULT_ANSWER_TTL,
-            max_instances: crate::registry::DEFAULT_MAX_INSTANCES,
+            max_instances: DEFAULT_MAX_INSTANCES,
             primary_ns,
             contact,
             ns_addrs: Vec::new(),
             soa_ttl: DEFAULT_SOA_TTL,
             soa_minimum: DEFAULT_SOA_MINIMUM,
             tcp_idle: DEFAULT_TCP_IDLE,
-            rescan: crate::fragments::watch::DEFAULT_RESCAN,
+            rescan: DEFAULT_RESCAN,
             reverse_zones: Vec::new(),
             forward: Vec::new(),
             forward_allow: default_forward_allow(),
-            max_udp_payload: crate::answer::handler::DEFAULT_MAX_UDP_PAYLOAD,
+            max_udp_payload: DEFAULT_MAX_UDP_PAYLOAD,
             udp_workers: default_udp_workers(),
             fast_path: true,
+            max_answers: None,
+            state_dir,
         }
     }
 
@@ -214,14 +314,15 @@ impl ServeConfig {
                 "the root zone cannot be served; name a zone such as svc.internal",
             ));
         }
-        // `<instance>.<service>.<zone>` must fit in 255 octets with two
-        // 63-octet labels.
-        if self.zone.len() > 255 - 2 * 64 {
+        // The longest name heartbeats create, `<instance>._<service>._tcp.<zone>`,
+        // must fit in 255 octets.
+        if zone_wire_len(&self.zone) > MAX_ZONE_WIRE_LEN {
             return Err(invalid(
                 "--zone",
                 format!(
-                    "`{}` is too long to leave room for <instance>.<service> labels (at most 127 characters)",
-                    self.zone
+                    "`{}` is too long to leave room for <instance>._<service>._tcp labels (at most {} characters)",
+                    self.zone,
+                    MAX_ZONE_WIRE_LEN - 1
                 ),
             ));
         }
@@ -302,6 +403,12 @@ impl ServeConfig {
                     "{} is outside 1..={MAX_UDP_WORKERS} (one per CPU is usual)",
                     self.udp_workers
                 ),
+            ));
+        }
+        if self.max_answers == Some(0) {
+            return Err(invalid(
+                "--max-answers",
+                "must be at least 1 (leave it out for no cap)",
             ));
         }
         if self.rescan.is_zero() {

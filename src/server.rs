@@ -30,6 +30,7 @@ use crate::fragments::{Loader, NoLiveNames};
 use crate::intake::Intake;
 use crate::registry::Registry;
 use crate::view::StaticZone;
+use crate::view::feed::StaticFeed;
 use crate::view::publish::Publisher;
 
 /// Why the server could not start or stopped abnormally.
@@ -175,14 +176,9 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
     let views = publisher.handle();
     let (statics_tx, statics_rx) = tokio::sync::watch::channel(statics);
     let fragment_requests = watcher.requests();
+    let feed = StaticFeed::new(config.zone.clone(), views.clone(), statics_tx);
     let fragment_thread = watcher
-        .spawn(
-            loader,
-            config.zone.clone(),
-            views.clone(),
-            statics_tx,
-            config.rescan,
-        )
+        .spawn(loader, feed, config.rescan)
         .map_err(|e| ServeError::Dns(format!("cannot start the zone fragment watcher: {e}")))?;
     let hangup = fragment_requests.clone();
     let mut sighup = signal(SignalKind::hangup())

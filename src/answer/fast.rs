@@ -1,25 +1,33 @@
 //! Pre-encoded answers: the fast path for UDP and TCP queries.
 //!
-//! Takes one raw query datagram and the current [`View`]; produces the
-//! reply's bytes when the query has the common shape, or `None` to leave the
-//! datagram to the general path ([`super::handler`]). The common shape: a
-//! standard query with one question of class IN, no EDNS or EDNS version 0
-//! without the DO bit, for a name in our zones whose answer is one plain
-//! RRset (rotated as usual) or a negative answer (NXDOMAIN, NODATA), and
-//! whose reply fits (over UDP) the client's payload size. Everything else (ANY, CNAME
-//! chains, referrals, forwarding, truncation, odd headers) stays on the
-//! general path, which gives the same answers more slowly.
+//! Takes one raw query and the current [`View`]; produces the reply's
+//! bytes when the query has the common shape, or `false` to leave it to
+//! the general path ([`super::handler`]). The common shape: a standard
+//! query with one question of class IN, no EDNS or EDNS version 0 (the DO
+//! bit is copied into the reply, as RFC 3225 asks; our zones are unsigned),
+//! for a name in our zones whose answer is one plain RRset (rotated as
+//! usual) or a negative answer (NXDOMAIN, NODATA). Everything else (ANY,
+//! CNAME chains, referrals, forwarding, EDNS options it does not know,
+//! odd headers) stays on the general path, which gives the same answers
+//! more slowly.
 //!
 //! The records come from the general path's own `resolve`, encoded by
 //! hickory-proto, and are kept per worker thread in a hash map keyed by the
-//! lower-cased wire name and type. An entry remembers what it was built
-//! from (one live service's names, the static layer, or just that view)
-//! and is rebuilt only when that changed, so a heartbeat that changes one
-//! service costs the cache that service's answers, not all of them. A reply is then the query's
+//! lower-cased wire name and type. Each entry carries the view's stamp of
+//! what it was built from and is rebuilt only when the view says it no
+//! longer holds, so a heartbeat that changes one service costs the cache
+//! that service's answers, not all of them. A reply is then the query's
 //! header and question (echoed byte for byte, so the client's letter case
 //! survives) followed by copies of those bytes in this answer's rotation
-//! order. Owner names are compressed against the question, whose position
-//! never changes, so the pieces can be put in any order.
+//! order. Owner names (and PTR targets) are compressed against the
+//! question, whose position never changes, so the pieces can be put in any
+//! order.
+//!
+//! It applies the same size rules as the general path: `--max-answers`
+//! cuts A, AAAA and SRV answers to a rotated window; a reply that does not
+//! fit loses its glue first, then a UDP reply is truncated (TC, no records
+//! but the OPT) and a TCP reply carries as many records as fit, in this
+//! answer's rotation order.
 //!
 //! It never locks, never waits, never touches the disk and, on a hit, never
 //! allocates (except for RFC 2782 weighted ordering). The rotation cursor is
@@ -36,14 +44,8 @@ use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, B
 
 use super::rotate::{Ranked, order_by};
 use super::{direct_node, glue, resolve_in_order};
-use crate::view::{Cursor, Origin, Policy, ServiceNames, StaticZone, View};
-
-/// Cached answers per worker thread before the cache starts over; bounds
-/// the memory a flood of distinct names can take.
-const MAX_CACHED_ANSWERS: usize = 100_000;
-
-/// Cached bytes per worker thread before the cache starts over.
-const MAX_CACHED_BYTES: usize = 64 * 1024 * 1024;
+use crate::config::{MAX_CACHED_ANSWERS, MAX_CACHED_BYTES, MAX_TCP_MESSAGE};
+use crate::view::{AnswerStamp, Cursor, Policy, View};
 
 /// Header length, and where the question (and so its name) starts.
 const HEADER_LEN: usize = 12;
@@ -60,8 +62,17 @@ struct Parsed {
     question_len: usize,
     /// The question type.
     qtype: u16,
-    /// The client's EDNS payload size, if it sent EDNS.
-    edns_payload: Option<u16>,
+    /// The client's EDNS, if it sent any.
+    edns: Option<ClientEdns>,
+}
+
+/// What the fast path reads from a client's OPT record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ClientEdns {
+    /// The payload size offered.
+    payload: u16,
+    /// The DO bit.
+    dnssec_ok: bool,
 }
 
 /// Parses `datagram` if it has the fast path's shape, writing the
@@ -99,7 +110,7 @@ fn parse(datagram: &[u8], key: &mut Vec<u8>) -> Option<Parsed> {
         return None; // not class IN
     }
     let question_end = at + 4;
-    let edns_payload = if additionals == 1 {
+    let edns = if additionals == 1 {
         Some(parse_opt(datagram.get(question_end..)?)?)
     } else if datagram.len() == question_end {
         None
@@ -113,19 +124,20 @@ fn parse(datagram: &[u8], key: &mut Vec<u8>) -> Option<Parsed> {
     Some(Parsed {
         question_len: question_end - HEADER_LEN,
         qtype,
-        edns_payload,
+        edns,
     })
 }
 
 /// Parses an OPT record that is all that is left of the query: version 0,
-/// DO clear, options well formed. Returns the client's payload size.
-fn parse_opt(record: &[u8]) -> Option<u16> {
+/// extended rcode 0, only the DO flag, options well formed and none the
+/// general path would act on.
+fn parse_opt(record: &[u8]) -> Option<ClientEdns> {
     let fixed = record.get(..11)?;
     if fixed[0] != 0 || u16::from_be_bytes([fixed[1], fixed[2]]) != OPT {
         return None;
     }
-    // Extended rcode, version, then the flags (DO is the top bit).
-    if fixed[5] != 0 || fixed[6] != 0 || fixed[7] & 0x80 != 0 {
+    // Extended rcode, version, then the flags: DO (the top bit) alone.
+    if fixed[5] != 0 || fixed[6] != 0 || fixed[7] & 0x7F != 0 || fixed[8] != 0 {
         return None;
     }
     let payload = u16::from_be_bytes([fixed[3], fixed[4]]);
@@ -143,28 +155,34 @@ fn parse_opt(record: &[u8]) -> Option<u16> {
         }
         options = options.get(4 + len..)?;
     }
-    Some(payload)
+    Some(ClientEdns {
+        payload,
+        dnssec_ok: fixed[7] & 0x80 != 0,
+    })
 }
 
-/// One member of an RRset, encoded: where its answer record and its glue
-/// lie in the entry's bytes (the glue follows the record). 16 bytes, since
-/// a big RRset has one per member in every worker's cache.
+/// One member of an RRset, encoded: where its answer record lies in the
+/// entry's bytes, and its glue right after it. 16 bytes, since a big RRset
+/// has one per member in every worker's cache.
 #[derive(Debug)]
 struct EncodedMember {
+    answer_start: u32,
+    answer_len: u16,
+    glue_len: u16,
+    glue_count: u16,
     priority: u16,
     weight: u16,
-    answer_start: u32,
-    glue_start: u32,
-    glue_end: u32,
 }
 
 impl EncodedMember {
     fn answer(&self) -> Range<usize> {
-        self.answer_start as usize..self.glue_start as usize
+        let start = self.answer_start as usize;
+        start..start + usize::from(self.answer_len)
     }
 
     fn glue(&self) -> Range<usize> {
-        self.glue_start as usize..self.glue_end as usize
+        let start = self.answer().end;
+        start..start + usize::from(self.glue_len)
     }
 }
 
@@ -184,12 +202,14 @@ struct Encoded {
     rcode: u8,
     policy: Policy,
     cursor: Cursor,
+    /// True for A, AAAA and SRV, which `--max-answers` caps.
+    capped: bool,
     members: Vec<EncodedMember>,
     authority: Range<usize>,
     authority_count: u16,
-    glue_count: u16,
-    /// Length of everything after the question, without the OPT record.
-    sections_len: usize,
+    /// Bytes of every member's answer record, and of every member's glue.
+    answers_len: usize,
+    glue_len: usize,
     /// True when some glue was looked up at other names.
     looked_up: bool,
     bytes: Vec<u8>,
@@ -204,35 +224,6 @@ enum Entry {
     Ready(Encoded),
 }
 
-/// What an entry was built from: it stays valid while that is unchanged.
-#[derive(Debug)]
-enum Source {
-    /// One view only (apex data, negative answers with the SOA serial,
-    /// reverse zones, answers whose glue was looked up elsewhere).
-    View(Arc<View>),
-    /// One live service's names, shared by views until the service changes.
-    Service(String, Arc<ServiceNames>),
-    /// The static layer, shared by views until a fragment changes, for a
-    /// name no live service could claim: the keys of the services that
-    /// would take it over (merging its records) if they appeared.
-    Statics(Arc<StaticZone>, Vec<String>),
-}
-
-impl Source {
-    fn still_holds(&self, view: &Arc<View>) -> bool {
-        match self {
-            Source::View(built) => Arc::ptr_eq(built, view),
-            Source::Service(key, names) => view
-                .service_names(key)
-                .is_some_and(|now| Arc::ptr_eq(now, names)),
-            Source::Statics(statics, keys) => {
-                Arc::ptr_eq(statics, &view.statics)
-                    && keys.iter().all(|key| view.service_names(key).is_none())
-            }
-        }
-    }
-}
-
 /// The fast path of one worker thread: its cache of pre-encoded answers.
 /// Entries outlive views: each is checked against the view of the query
 /// and rebuilt only when the part of the zone it came from changed, so a
@@ -242,7 +233,7 @@ pub struct FastPath {
     /// Entries with what they came from and the serial of the last view
     /// they were found valid for (checking again is needed only when the
     /// view changed).
-    cache: HashMap<Box<[u8]>, (Source, Entry, u32), ahash::RandomState>,
+    cache: HashMap<Box<[u8]>, (AnswerStamp, Entry, u32), ahash::RandomState>,
     cached_bytes: usize,
     max_udp_payload: u16,
     key: Vec<u8>,
@@ -278,7 +269,7 @@ impl FastPath {
         }
         let fresh = match self.cache.get_mut(self.key.as_slice()) {
             Some((_, _, checked)) if *checked == view.serial => true,
-            Some((source, _, checked)) if source.still_holds(view) => {
+            Some((stamp, _, checked)) if view.still_holds(stamp) => {
                 *checked = view.serial;
                 true
             }
@@ -289,7 +280,7 @@ impl FastPath {
                 self.cache.clear();
                 self.cached_bytes = 0;
             }
-            let (source, entry) = encode(view, &self.key, query.qtype);
+            let (stamp, entry) = encode(view, &self.key, query.qtype);
             let size = |entry: &Entry| match entry {
                 Entry::Ready(encoded) => encoded.bytes.len(),
                 Entry::General => 0,
@@ -297,7 +288,7 @@ impl FastPath {
             self.cached_bytes += size(&entry) + self.key.len();
             let replaced = self.cache.insert(
                 self.key.clone().into_boxed_slice(),
-                (source, entry, view.serial),
+                (stamp, entry, view.serial),
             );
             if let Some((_, old, _)) = replaced {
                 self.cached_bytes = self
@@ -310,112 +301,218 @@ impl FastPath {
         };
         // The OPT record offers the same size over both transports; only
         // UDP replies must fit in it.
-        let offered = query
-            .edns_payload
-            .map(|payload| payload.clamp(512, self.max_udp_payload));
-        let limit = match (over_tcp, offered) {
-            (true, _) => usize::from(u16::MAX),
-            (false, Some(offered)) => usize::from(offered),
+        let opt = query.edns.map(|edns| ClientEdns {
+            payload: edns.payload.clamp(512, self.max_udp_payload),
+            dnssec_ok: edns.dnssec_ok,
+        });
+        let limit = match (over_tcp, opt) {
+            (true, _) => MAX_TCP_MESSAGE,
+            (false, Some(opt)) => usize::from(opt.payload),
             (false, None) => 512,
         };
-        let question_end = HEADER_LEN + query.question_len;
-        let opt_len = if offered.is_some() { 11 } else { 0 };
-        if question_end + encoded.sections_len + opt_len > limit {
-            return false; // the general path decides what to leave out
-        }
-        assemble(encoded, datagram, question_end, offered, out);
+        let reply = Reply {
+            datagram,
+            question_end: HEADER_LEN + query.question_len,
+            opt,
+            limit,
+            over_tcp,
+        };
+        let cap = view.max_answers.filter(|_| encoded.capped);
+        reply.assemble(encoded, cap, out);
         true
     }
 }
 
-/// Writes one reply: the query's header and question, then `encoded`.
-fn assemble(
-    encoded: &Encoded,
-    datagram: &[u8],
+/// Which members one reply lists, in order: a rotation of all of them
+/// (round-robin, or fixed with offset 0), or an explicit RFC 2782 order.
+enum Order<'e> {
+    Rotated { offset: usize, count: usize },
+    Listed(Vec<&'e EncodedMember>),
+}
+
+impl<'e> Order<'e> {
+    /// This reply's order of `encoded`'s members, at most `cap` of them.
+    fn of(encoded: &'e Encoded, cap: Option<usize>) -> Order<'e> {
+        let n = encoded.members.len();
+        let count = cap.map_or(n, |cap| cap.min(n));
+        match encoded.policy {
+            Policy::Fixed | Policy::RoundRobin => {
+                let offset = if n == 0 { 0 } else { encoded.cursor.next() % n };
+                Order::Rotated { offset, count }
+            }
+            Policy::Weighted => {
+                let mut order = order_by(&encoded.members, encoded.policy, encoded.cursor.next());
+                order.truncate(count);
+                Order::Listed(order)
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Order::Rotated { count, .. } => *count,
+            Order::Listed(order) => order.len(),
+        }
+    }
+
+    /// Calls `visit` with the first `take` members in order.
+    fn visit(
+        &self,
+        all: &'e [EncodedMember],
+        take: usize,
+        mut visit: impl FnMut(&'e EncodedMember),
+    ) {
+        match self {
+            Order::Rotated { offset, count } => {
+                let n = all.len();
+                for i in (0..(*count).min(take)).map(|i| (offset + i) % n.max(1)) {
+                    visit(&all[i]);
+                }
+            }
+            Order::Listed(order) => order.iter().take(take).for_each(|m| visit(m)),
+        }
+    }
+}
+
+/// One reply being put together: the query it answers and its size limit.
+struct Reply<'q> {
+    datagram: &'q [u8],
     question_end: usize,
-    edns_payload: Option<u16>,
-    out: &mut Vec<u8>,
-) {
-    out.clear();
-    out.extend_from_slice(&datagram[..2]);
-    // QR, AA as resolved, RD copied; CD copied, the rcode.
-    out.push(0x80 | if encoded.authoritative { 0x04 } else { 0 } | (datagram[2] & 0x01));
-    out.push((datagram[3] & 0x10) | encoded.rcode);
-    let members = u16::try_from(encoded.members.len()).unwrap_or(u16::MAX);
-    let additionals = encoded.glue_count + u16::from(edns_payload.is_some());
-    for count in [1, members, encoded.authority_count, additionals] {
-        out.extend_from_slice(&count.to_be_bytes());
-    }
-    out.extend_from_slice(&datagram[HEADER_LEN..question_end]);
-    let bytes = &encoded.bytes;
-    let n = encoded.members.len();
-    match encoded.policy {
-        Policy::Fixed | Policy::RoundRobin => {
-            let offset = if n == 0 { 0 } else { encoded.cursor.next() % n };
-            let order = (offset..n).chain(0..offset);
-            for i in order.clone() {
-                out.extend_from_slice(&bytes[encoded.members[i].answer()]);
-            }
-            out.extend_from_slice(&bytes[encoded.authority.clone()]);
-            for i in order {
-                out.extend_from_slice(&bytes[encoded.members[i].glue()]);
+    /// The reply's OPT: the client's DO bit, our payload size.
+    opt: Option<ClientEdns>,
+    limit: usize,
+    over_tcp: bool,
+}
+
+impl Reply<'_> {
+    /// Writes the reply from `encoded` into `out`: everything if it fits,
+    /// else without glue, else (UDP) truncated or (TCP) the first records.
+    fn assemble(&self, encoded: &Encoded, cap: Option<usize>, out: &mut Vec<u8>) {
+        let order = Order::of(encoded, cap);
+        let all = &encoded.members;
+        let chosen = order.len();
+        let (answers_len, glue_len, glue_count) = if chosen == all.len() {
+            let glue_count = all.iter().map(|m| usize::from(m.glue_count)).sum();
+            (encoded.answers_len, encoded.glue_len, glue_count)
+        } else {
+            let (mut answers, mut glue, mut count) = (0, 0, 0);
+            order.visit(all, chosen, |m| {
+                answers += usize::from(m.answer_len);
+                glue += usize::from(m.glue_len);
+                count += usize::from(m.glue_count);
+            });
+            (answers, glue, count)
+        };
+        let fixed = self.question_end + self.opt.map_or(0, |_| 11) + encoded.authority.len();
+        if fixed + answers_len + glue_len <= self.limit {
+            self.write(encoded, &order, chosen, Some(glue_count), out);
+        } else if fixed + answers_len <= self.limit {
+            // RFC 2181 §9: additional data is optional.
+            self.write(encoded, &order, chosen, None, out);
+        } else if !self.over_tcp {
+            self.truncated(encoded, out);
+        } else {
+            let mut room = self.limit.saturating_sub(fixed);
+            let mut fitting = 0;
+            order.visit(all, chosen, |m| {
+                let len = usize::from(m.answer_len);
+                if len <= room && room > 0 {
+                    room -= len;
+                    fitting += 1;
+                } else {
+                    room = 0;
+                }
+            });
+            if fitting == 0 {
+                self.truncated(encoded, out);
+            } else {
+                self.write(encoded, &order, fitting, None, out);
             }
         }
-        Policy::Weighted => {
-            let order = order_by(&encoded.members, encoded.policy, encoded.cursor.next());
-            for member in &order {
-                out.extend_from_slice(&bytes[member.answer()]);
-            }
-            out.extend_from_slice(&bytes[encoded.authority.clone()]);
-            for member in &order {
-                out.extend_from_slice(&bytes[member.glue()]);
-            }
+    }
+
+    /// The header: the query's ID, QR, AA as resolved, TC if asked, RD and
+    /// CD copied, the rcode, and the section counts.
+    fn header(&self, encoded: &Encoded, truncated: bool, counts: [usize; 3], out: &mut Vec<u8>) {
+        let query = self.datagram;
+        out.clear();
+        out.extend_from_slice(&query[..2]);
+        out.push(
+            0x80 | if encoded.authoritative { 0x04 } else { 0 }
+                | if truncated { 0x02 } else { 0 }
+                | (query[2] & 0x01),
+        );
+        out.push((query[3] & 0x10) | encoded.rcode);
+        let opt = usize::from(self.opt.is_some());
+        for count in [1, counts[0], counts[1], counts[2] + opt] {
+            out.extend_from_slice(&u16::try_from(count).unwrap_or(u16::MAX).to_be_bytes());
+        }
+        out.extend_from_slice(&query[HEADER_LEN..self.question_end]);
+    }
+
+    /// The OPT record, if the query had one: root owner, our payload size,
+    /// version 0, the client's DO bit, no options.
+    fn opt(&self, out: &mut Vec<u8>) {
+        if let Some(opt) = self.opt {
+            out.extend_from_slice(&[0, 0, 41]);
+            out.extend_from_slice(&opt.payload.to_be_bytes());
+            out.extend_from_slice(&[0, 0, if opt.dnssec_ok { 0x80 } else { 0 }, 0, 0, 0]);
         }
     }
-    if let Some(payload) = edns_payload {
-        // OPT: root owner, our payload size, version 0, no flags, no options.
-        out.extend_from_slice(&[0, 0, 41]);
-        out.extend_from_slice(&payload.to_be_bytes());
-        out.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+
+    /// A reply with the first `take` members of `order`, the authority
+    /// section, and the members' glue when `glue_count` says there is room.
+    fn write(
+        &self,
+        encoded: &Encoded,
+        order: &Order<'_>,
+        take: usize,
+        glue_count: Option<usize>,
+        out: &mut Vec<u8>,
+    ) {
+        let counts = [
+            take,
+            usize::from(encoded.authority_count),
+            glue_count.unwrap_or(0),
+        ];
+        self.header(encoded, false, counts, out);
+        let bytes = &encoded.bytes;
+        order.visit(&encoded.members, take, |m| {
+            out.extend_from_slice(&bytes[m.answer()])
+        });
+        out.extend_from_slice(&bytes[encoded.authority.clone()]);
+        if glue_count.is_some() {
+            order.visit(&encoded.members, take, |m| {
+                out.extend_from_slice(&bytes[m.glue()])
+            });
+        }
+        self.opt(out);
+    }
+
+    /// TC, no records but the OPT: the client should ask over TCP.
+    fn truncated(&self, encoded: &Encoded, out: &mut Vec<u8>) {
+        self.header(encoded, true, [0, 0, 0], out);
+        self.opt(out);
     }
 }
 
 /// Resolves `key` (lower-cased wire name and type) through the general
 /// path's `resolve` and encodes the result, if it has a shape the fast
-/// path serves.
-fn encode(view: &Arc<View>, key: &[u8], qtype: u16) -> (Source, Entry) {
-    let this_view = || Source::View(view.clone());
+/// path serves, with what the view says the answer depends on.
+fn encode(view: &View, key: &[u8], qtype: u16) -> (AnswerStamp, Entry) {
     let wire_name = &key[..key.len() - 2];
     let Ok(name) = Name::read(&mut BinDecoder::new(wire_name)) else {
-        return (this_view(), Entry::General);
+        return (AnswerStamp::for_view(view), Entry::General);
     };
     let qname = LowerName::from(&name);
     let entry = encode_entry(view, &qname, wire_name, qtype);
-    // Positive answers from one part of the zone, with no glue looked up
-    // elsewhere, stay valid while that part does; the rest live one view.
-    let source = match (&entry, view.node_origin(&qname)) {
-        (Entry::Ready(encoded), Some(origin))
-            if !encoded.members.is_empty() && !encoded.looked_up =>
-        {
-            match origin {
-                Origin::Service(names) => Source::Service(names.key().to_string(), names.clone()),
-                Origin::Statics(statics) => {
-                    let keys: Vec<String> = view
-                        .service_keys_of(&qname)
-                        .map(|k| String::from_utf8_lossy(k).into_owned())
-                        .collect();
-                    if keys.iter().any(|key| view.service_names(key).is_some()) {
-                        this_view()
-                    } else {
-                        Source::Statics(statics.clone(), keys)
-                    }
-                }
-                Origin::Apex => this_view(),
-            }
-        }
-        _ => this_view(),
-    };
-    (source, entry)
+    // Positive answers with no data looked up at other names may outlive
+    // this view; the view says for how long.
+    let self_contained = matches!(
+        &entry,
+        Entry::Ready(encoded) if !encoded.members.is_empty() && !encoded.looked_up
+    );
+    (view.stamp(&qname, self_contained), entry)
 }
 
 /// Encodes the answer to `qname`/`qtype`, if the fast path serves it.
@@ -435,11 +532,12 @@ fn encode_entry(view: &View, qname: &LowerName, wire_name: &[u8], qtype: u16) ->
         rcode,
         policy: Policy::Fixed,
         cursor: Cursor::default(),
+        capped: crate::view::rotates(rtype),
         members: Vec::new(),
         authority: 0..0,
         authority_count: 0,
-        glue_count: 0,
-        sections_len: 0,
+        answers_len: 0,
+        glue_len: 0,
         looked_up: false,
         bytes: Vec::with_capacity(256),
     };
@@ -494,67 +592,85 @@ fn encode_entry(view: &View, qname: &LowerName, wire_name: &[u8], qtype: u16) ->
                     return Entry::General;
                 }
             }
-            let glue_count = u16::try_from(glue_records.len()).unwrap_or(u16::MAX);
-            encoded.glue_count = encoded.glue_count.saturating_add(glue_count);
-            // Replies are at most 64 KiB, so offsets fit in u32; anything
-            // bigger is left to the general path.
-            let (Ok(answer_start), Ok(glue_start), Ok(glue_end)) = (
+            // A record, or one member's glue, longer than a message cannot
+            // be sent anyway; such odd data goes to the general path.
+            let (Ok(answer_start), Ok(answer_len), Ok(glue_len), Ok(glue_count)) = (
                 u32::try_from(start),
-                u32::try_from(answer_end),
-                u32::try_from(bytes.len()),
+                u16::try_from(answer_end - start),
+                u16::try_from(bytes.len() - answer_end),
+                u16::try_from(glue_records.len()),
             ) else {
                 return Entry::General;
             };
+            encoded.answers_len += usize::from(answer_len);
+            encoded.glue_len += usize::from(glue_len);
             encoded.members.push(EncodedMember {
+                answer_start,
+                answer_len,
+                glue_len,
+                glue_count,
                 priority: member.priority,
                 weight: member.weight,
-                answer_start,
-                glue_start,
-                glue_end,
             });
         }
         encoded.authority = bytes.len()..bytes.len();
         encoded.policy = set.policy;
         encoded.cursor = set.cursor.clone();
     }
-    encoded.sections_len = encoded.bytes.len();
     // Entries live long and there may be many: no spare capacity.
     encoded.bytes.shrink_to_fit();
     Entry::Ready(encoded)
 }
 
-/// Appends `record` to `out`: rdata as hickory-proto encodes it without
-/// compression, the owner name compressed against the question name
-/// (`question`, lower-cased wire form at offset 12 of every reply).
+/// Appends `record` to `out`: as hickory-proto encodes it without
+/// compression, except that the owner name, and a PTR record's target, are
+/// compressed against the question name (`question`, lower-cased wire form
+/// at offset 12 of every reply), the one name whose place never changes.
 fn encode_record(record: &Record, question: &[u8], out: &mut Vec<u8>) -> Option<()> {
     let mut wire = Vec::with_capacity(64);
     let mut encoder = BinEncoder::new(&mut wire);
     encoder.set_name_encoding(NameEncoding::Uncompressed);
     record.emit(&mut encoder).ok()?;
     let owner_len = name_len(&wire)?;
-    let owner = &wire[..owner_len];
+    compress_against(&wire[..owner_len], question, out)?;
+    let fixed = wire.get(owner_len..owner_len + 10)?;
+    if record.record_type() != RecordType::PTR {
+        out.extend_from_slice(&wire[owner_len..]);
+        return Some(());
+    }
+    // TYPE, CLASS, TTL; then RDLENGTH for the compressed target.
+    out.extend_from_slice(&fixed[..8]);
+    let target = wire.get(owner_len + 10..)?;
+    let mut rdata = Vec::with_capacity(target.len());
+    compress_against(target, question, &mut rdata)?;
+    out.extend_from_slice(&u16::try_from(rdata.len()).ok()?.to_be_bytes());
+    out.extend_from_slice(&rdata);
+    Some(())
+}
+
+/// Appends the uncompressed wire name `name`, its longest suffix that
+/// ends the question replaced by a pointer into the question.
+fn compress_against(name: &[u8], question: &[u8], out: &mut Vec<u8>) -> Option<()> {
     let boundaries = label_starts(question);
     let mut at = 0;
     loop {
-        let suffix = &owner[at..];
+        let suffix = name.get(at..)?;
         if suffix.len() > 1 && suffix.len() <= question.len() {
             let start = question.len() - suffix.len();
             if boundaries.contains(&start) && question[start..].eq_ignore_ascii_case(suffix) {
-                out.extend_from_slice(&owner[..at]);
+                out.extend_from_slice(&name[..at]);
                 let pointer = 0xC000 | u16::try_from(HEADER_LEN + start).ok()?;
                 out.extend_from_slice(&pointer.to_be_bytes());
-                break;
+                return Some(());
             }
         }
-        let len = usize::from(owner[at]);
+        let len = usize::from(*name.get(at)?);
         if len == 0 {
-            out.extend_from_slice(owner);
-            break;
+            out.extend_from_slice(name);
+            return Some(());
         }
         at += len + 1;
     }
-    out.extend_from_slice(&wire[owner_len..]);
-    Some(())
 }
 
 /// Length of the uncompressed wire name at the start of `wire`.
@@ -612,17 +728,27 @@ mod tests {
         let mut key = Vec::new();
         let parsed = parse(&query("Web.SVC.internal.", 1, &[], 0), &mut key).expect("parses");
         assert_eq!(parsed.qtype, 1);
-        assert_eq!(parsed.edns_payload, None);
+        assert_eq!(parsed.edns, None);
         assert_eq!(&key[..4], b"\x03web");
         let parsed = parse(&query("web.svc.internal.", 33, &OPT_1232, 1), &mut key).expect("edns");
-        assert_eq!(parsed.edns_payload, Some(1232));
+        assert_eq!(
+            parsed.edns,
+            Some(ClientEdns {
+                payload: 1232,
+                dnssec_ok: false
+            })
+        );
+        let mut do_bit = OPT_1232;
+        do_bit[7] = 0x80;
+        let parsed = parse(&query("web.svc.internal.", 1, &do_bit, 1), &mut key).expect("DO");
+        assert!(parsed.edns.is_some_and(|edns| edns.dnssec_ok));
     }
 
     #[test]
     fn rare_shapes_are_left_to_the_general_path() {
         let mut key = Vec::new();
-        let mut do_bit = OPT_1232;
-        do_bit[7] = 0x80;
+        let mut other_flag = OPT_1232;
+        other_flag[8] = 0x01;
         let mut version1 = OPT_1232;
         version1[6] = 1;
         let mut response = query("a.", 1, &[], 0);
@@ -636,7 +762,7 @@ mod tests {
         subnet[10] = 8;
         subnet.extend_from_slice(&[0, 8, 0, 4, 0, 1, 0, 0]);
         for (what, datagram) in [
-            ("DO bit", query("a.", 1, &do_bit, 1)),
+            ("an unknown EDNS flag", query("a.", 1, &other_flag, 1)),
             ("EDNS version 1", query("a.", 1, &version1, 1)),
             ("a response", response),
             ("NOTIFY", notify),

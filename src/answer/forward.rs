@@ -10,7 +10,6 @@
 //! never touches the view.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::time::Duration;
 
 use hickory_proto::op::Message;
 use ipnet::IpNet;
@@ -18,8 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::time::{Instant, timeout, timeout_at};
 
-/// Time allowed to each upstream for one query.
-pub const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
+use crate::config::UPSTREAM_TIMEOUT;
 
 /// Why no upstream answered.
 #[derive(Debug, thiserror::Error)]
@@ -44,7 +42,7 @@ impl Forwarder {
 
     /// True when `client` may have its questions forwarded.
     pub fn allows(&self, client: IpAddr) -> bool {
-        let client = crate::intake::wire::canonical_ip(client);
+        let client = crate::net::canonical_ip(client);
         self.allowed.iter().any(|net| net.contains(&client))
     }
 

@@ -1,12 +1,21 @@
 //! The bridge to hickory-server: the only module that implements its traits.
 //!
-//! Takes each decoded request from hickory's UDP and TCP loops; produces the
-//! reply through hickory's response handle. Per request it loads one view
-//! snapshot, checks the header (opcode, question count, EDNS version,
-//! class), calls [`resolve`], makes sure a UDP reply fits (dropping the
-//! additional section, or else setting TC with no records but the OPT), and
-//! builds the message. It never logs per query
-//! above DEBUG, never locks and never touches the disk.
+//! Takes each query the fast path leaves alone (raw bytes from the UDP
+//! workers and TCP connections, decoded into hickory's `Request`);
+//! produces the reply's bytes. Per request it loads one view snapshot,
+//! checks the header (opcode, question count, EDNS version, class), calls
+//! [`resolve`], makes the reply fit (see [`fit`]) and builds the message.
+//! It never logs per query above DEBUG, never locks and never touches the
+//! disk.
+//!
+//! What fits: a UDP reply fits the client's EDNS payload size (clamped to
+//! `--max-udp-payload`; 512 bytes without EDNS), a TCP reply 65,535 bytes.
+//! When everything does not fit, the additional section goes first; if the
+//! answer still does not fit, a UDP reply has TC set and no records but
+//! the OPT (the client retries over TCP), and a TCP reply carries the
+//! first records of the answer, in this answer's rotation order, as many
+//! as fit (whole records only). Replies always carry the OPT record when
+//! the query had one, with the query's DO bit copied (RFC 3225).
 
 use std::borrow::Cow;
 use std::iter;
@@ -23,16 +32,13 @@ use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseI
 use hickory_server::zone_handler::MessageResponseBuilder;
 use tracing::debug;
 
-use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncoder};
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
 use hickory_server::net::xfer::Protocol;
 
 use super::forward::Forwarder;
 use super::{Resolution, resolve};
+use crate::config::MAX_TCP_MESSAGE;
 use crate::view::publish::ViewHandle;
-
-/// Default largest UDP payload we offer (DNS flag day 2020: 1232 bytes
-/// avoids IP fragmentation on common paths).
-pub const DEFAULT_MAX_UDP_PAYLOAD: u16 = 1232;
 
 /// Answers queries from the current view, and forwards the rest when
 /// upstreams are configured.
@@ -118,12 +124,14 @@ impl ResponseHandler for Capture {
 }
 
 /// The OPT record of a reply: version 0, the client's payload size clamped
-/// to `512..=max`.
+/// to `512..=max`, the client's DO bit (RFC 3225: copied, although our
+/// zones are unsigned), no options.
 fn reply_edns(request: &Request, max: u16) -> Option<Edns> {
     request.edns.as_ref().map(|client| {
         let mut edns = Edns::new();
         edns.set_version(0);
         edns.set_max_payload(client.max_payload().clamp(512, max));
+        edns.set_dnssec_ok(client.flags().dnssec_ok);
         edns
     })
 }
@@ -208,6 +216,12 @@ impl RequestHandler for DnsHandler {
             // RFC 2181 §9: additional data is optional; leave it out
             // rather than set TC.
             Fit::WithoutAdditionals => resolution.additionals.clear(),
+            // Over TCP there is nowhere else to go: the first records, in
+            // this answer's rotation order, so load still spreads.
+            Fit::FirstAnswers(count) => {
+                resolution.answers.truncate(count);
+                resolution.additionals.clear();
+            }
             // Not even the answer fits: TC with no records (never a partial
             // RRset) but with the OPT record, so the client retries over TCP
             // knowing our EDNS support.
@@ -231,30 +245,39 @@ impl RequestHandler for DnsHandler {
 /// How much of a resolution fits in one reply.
 #[derive(Debug, PartialEq, Eq)]
 enum Fit {
+    /// Everything.
     All,
+    /// Everything but the additional section.
     WithoutAdditionals,
+    /// Over TCP: this many answer records, the authority section, no
+    /// additional section.
+    FirstAnswers(usize),
+    /// Nothing: TC, no records but the OPT.
     Nothing,
 }
 
-/// Encodes trial replies to see what fits the UDP payload limit (the
-/// client's EDNS size as clamped, or 512 bytes without EDNS). TCP fits all.
+/// Decides what fits the reply's size limit: the client's EDNS size (as
+/// clamped) or 512 bytes over UDP, 65,535 bytes over TCP. Trial replies
+/// are encoded exactly as the real one will be.
 fn fit(
     request: &Request,
     edns: Option<&Edns>,
     metadata: Metadata,
     resolution: &Resolution<'_>,
 ) -> Fit {
-    if request.protocol() != Protocol::Udp {
-        return Fit::All;
-    }
-    let limit = edns.map_or(512, Edns::max_payload);
-    let fits = |additionals: usize| {
-        let mut buffer = Vec::with_capacity(usize::from(limit));
+    let over_udp = request.protocol() == Protocol::Udp;
+    let limit = if over_udp {
+        edns.map_or(512, Edns::max_payload)
+    } else {
+        u16::try_from(MAX_TCP_MESSAGE).unwrap_or(u16::MAX)
+    };
+    let fits = |answers: usize, additionals: usize| {
+        let mut buffer = Vec::with_capacity(usize::from(limit).min(4096));
         let mut encoder = BinEncoder::new(&mut buffer);
         encoder.set_max_size(limit);
         let trial = MessageResponseBuilder::new(&request.queries, edns).build(
             metadata,
-            resolution.answers.iter().map(AsRef::as_ref),
+            resolution.answers[..answers].iter().map(AsRef::as_ref),
             resolution.authorities.iter().map(AsRef::as_ref),
             iter::empty(),
             resolution.additionals[..additionals]
@@ -265,13 +288,66 @@ fn fit(
             .destructive_emit(&mut encoder)
             .is_ok_and(|info| !info.truncation)
     };
-    if fits(resolution.additionals.len()) {
-        Fit::All
-    } else if !resolution.additionals.is_empty() && fits(0) {
-        Fit::WithoutAdditionals
-    } else {
-        Fit::Nothing
+    let answers = resolution.answers.len();
+    if fits(answers, resolution.additionals.len()) {
+        return Fit::All;
     }
+    if !resolution.additionals.is_empty() && fits(answers, 0) {
+        return Fit::WithoutAdditionals;
+    }
+    if over_udp {
+        return Fit::Nothing;
+    }
+    // The estimate is exact but for the authority section's compression;
+    // step back in the rare case it was too kind.
+    let mut count = answers_that_fit(request, edns, resolution, usize::from(limit));
+    while count > 0 && !fits(count, 0) {
+        count -= 1;
+    }
+    if count == 0 {
+        Fit::Nothing
+    } else {
+        Fit::FirstAnswers(count)
+    }
+}
+
+/// How many of the resolution's answer records, from the first, fit in
+/// `limit` bytes with the header, the question, the authority section
+/// (counted uncompressed) and the OPT record: one encoding pass, reading
+/// the length after each record.
+fn answers_that_fit(
+    request: &Request,
+    edns: Option<&Edns>,
+    resolution: &Resolution<'_>,
+    limit: usize,
+) -> usize {
+    let mut reserve = edns.map_or(0, |_| 11);
+    for record in &resolution.authorities {
+        let mut alone = Vec::new();
+        let mut encoder = BinEncoder::new(&mut alone);
+        if record.emit(&mut encoder).is_err() {
+            return 0;
+        }
+        reserve += alone.len();
+    }
+    let mut buffer = Vec::with_capacity(limit);
+    let mut encoder = BinEncoder::new(&mut buffer);
+    if encoder.emit_vec(&[0; 12]).is_err() {
+        return 0;
+    }
+    for query in request.queries.queries() {
+        if query.original().emit(&mut encoder).is_err() {
+            return 0;
+        }
+    }
+    let mut count = 0;
+    for record in &resolution.answers {
+        if record.emit(&mut encoder).is_err() || encoder.len() + reserve > limit {
+            break;
+        }
+        count += 1;
+    }
+    count
 }
 
 /// Sends `response`; on failure reports SERVFAIL to hickory's bookkeeping

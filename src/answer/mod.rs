@@ -73,14 +73,14 @@ impl<'v> Resolution<'v> {
         match node {
             Cow::Borrowed(node) => {
                 let Some(set) = pick(node) else { return false };
-                for member in ordered(set, stored_order) {
+                for member in ordered(set, stored_order, view.max_answers) {
                     self.answers.push(Cow::Borrowed(&member.record));
                     glue(member, view, &mut self.additionals);
                 }
             }
             Cow::Owned(node) => {
                 let Some(set) = pick(node) else { return false };
-                for member in ordered(set, stored_order) {
+                for member in ordered(set, stored_order, view.max_answers) {
                     self.answers.push(Cow::Owned(member.record.clone()));
                     glue(member, view, &mut self.additionals);
                 }
@@ -91,13 +91,17 @@ impl<'v> Resolution<'v> {
 }
 
 /// The members of `set` as this answer lists them: in stored order (for
-/// the fast path, which rotates per reply), or rotated now.
-fn ordered(set: &RrSet, stored_order: bool) -> Vec<&Member> {
+/// the fast path, which rotates and caps per reply), or rotated now and,
+/// for A, AAAA and SRV, cut to the first `max_answers` (a rotated window).
+fn ordered(set: &RrSet, stored_order: bool, max_answers: Option<usize>) -> Vec<&Member> {
     if stored_order {
-        set.members.iter().collect()
-    } else {
-        rotate::order(set)
+        return set.members.iter().collect();
     }
+    let mut order = rotate::order(set);
+    if let Some(max) = max_answers.filter(|_| crate::view::rotates(set.rtype)) {
+        order.truncate(max);
+    }
+    order
 }
 
 /// Appends the records of `node`'s RRset of `rtype` to `out`: borrowed

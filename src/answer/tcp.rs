@@ -26,11 +26,8 @@ use tracing::{debug, warn};
 
 use super::fast::FastPath;
 use super::handler::DnsHandler;
+use crate::config::MAX_TCP_CONNECTIONS;
 use crate::view::publish::ViewHandle;
-
-/// Most connections open at once; more are closed on accept (each costs
-/// a task and buffers, and clients are expected to reuse connections).
-pub const MAX_CONNECTIONS: usize = 10_000;
 
 thread_local! {
     /// The fast path of this Tokio worker thread.
@@ -69,7 +66,7 @@ pub async fn serve(listener: TcpListener, service: TcpService, shutdown: Cancell
                 continue;
             }
         };
-        if open.fetch_add(1, Ordering::Relaxed) >= MAX_CONNECTIONS {
+        if open.fetch_add(1, Ordering::Relaxed) >= MAX_TCP_CONNECTIONS {
             open.fetch_sub(1, Ordering::Relaxed);
             debug!(%peer, "too many TCP connections; closing the new one");
             continue;

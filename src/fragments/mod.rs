@@ -21,11 +21,8 @@ use std::sync::Arc;
 
 use hickory_proto::rr::{LowerName, Name, RecordType};
 
+use crate::config::MAX_FRAGMENT_BYTES;
 use parse::LineRecord;
-
-/// Largest fragment file read. A bigger file is refused with a message,
-/// so a stray log or dump named `*.zone` cannot stall the loader.
-pub const MAX_FRAGMENT_BYTES: u64 = 16 * 1024 * 1024;
 
 /// Where a record came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -727,72 +724,5 @@ impl Loader {
             }
         }
         problems
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::view::StaticZone;
-
-    /// Edits applied incrementally give exactly what a fresh load gives.
-    #[test]
-    fn incremental_reloads_match_a_fresh_load() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let zone = Name::from_ascii("svc.internal.").expect("zone");
-        let versions = [
-            "$TTL 60\na A 10.0.0.1\nb.deep.down A 10.0.0.2\nc CNAME a\n",
-            // change one, add a deep name, drop the CNAME, change $TTL
-            "$TTL 30\na A 10.0.0.9\nb.deep.down A 10.0.0.2\nx.deep.down A 10.0.0.3\n",
-            // remove the deep names: their empty non-terminals must go too
-            "$TTL 30\na A 10.0.0.9\n",
-            // same records, moved lines, blank owners
-            "\n\n$TTL 30\na A 10.0.0.9\n  A 10.0.0.10\n$ORIGIN sub\nm MX 10 a\n",
-        ];
-        let path = dir.path().join("f.zone");
-        let mut loader = Loader::new(dir.path().to_path_buf(), zone.clone());
-        let mut statics = StaticZone::default();
-        for (i, text) in versions.iter().enumerate() {
-            std::fs::write(&path, text).expect("write");
-            let force: HashSet<PathBuf> = [path.clone()].into();
-            let rescan = loader.rescan(&force, false, &NoLiveNames);
-            assert!(
-                rescan.problems.is_empty(),
-                "version {i}: {:?}",
-                rescan.problems
-            );
-            statics = statics.update(&zone, loader.set(), &rescan.changed_names);
-            let fresh = StaticZone::build(&zone, loader.set());
-            assert_eq!(statics.dump(), fresh.dump(), "version {i}");
-        }
-        std::fs::remove_file(&path).expect("remove");
-        let rescan = loader.rescan(&HashSet::new(), false, &NoLiveNames);
-        statics = statics.update(&zone, loader.set(), &rescan.changed_names);
-        assert!(statics.dump().is_empty(), "{:?}", statics.dump());
-    }
-
-    /// A broken version in between does not confuse what changed.
-    #[test]
-    fn a_failed_version_in_between_keeps_the_diff_right() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let zone = Name::from_ascii("svc.internal.").expect("zone");
-        let path = dir.path().join("f.zone");
-        let mut loader = Loader::new(dir.path().to_path_buf(), zone.clone());
-        let mut statics = StaticZone::default();
-        for text in [
-            "a A 10.0.0.1\nb A 10.0.0.2\n",
-            "a A 10.0.0.5\nb A 10.0.0.300\n",
-            "a A 10.0.0.5\nb A 10.0.0.2\n",
-        ] {
-            std::fs::write(&path, text).expect("write");
-            let force: HashSet<PathBuf> = [path.clone()].into();
-            let rescan = loader.rescan(&force, false, &NoLiveNames);
-            statics = statics.update(&zone, loader.set(), &rescan.changed_names);
-        }
-        assert_eq!(
-            statics.dump(),
-            StaticZone::build(&zone, loader.set()).dump()
-        );
-        assert!(statics.dump().iter().any(|l| l.contains("10.0.0.5")));
     }
 }

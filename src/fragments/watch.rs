@@ -2,41 +2,33 @@
 //!
 //! Takes the [`Loader`] after its first load, filesystem events (notify,
 //! through a debouncer that merges an editor's write-to-temp-then-rename
-//! into one change), a periodic rescan and SIGHUP requests; produces a new
-//! [`StaticZone`] on a watch channel whenever the set of good fragments
-//! changes, and logs every problem once per change of the file at fault.
+//! into one change), a periodic rescan and SIGHUP requests; hands each new
+//! set of good fragments, with the names that changed, to a [`Feed`]
+//! whenever it changes, and logs every problem once per change of the file
+//! at fault.
 //!
 //! It runs on its own thread because parsing a large file takes real CPU
 //! time, which must not stall the async tasks that answer queries. It
-//! never touches the answering path: the intake task picks the new static
-//! zone up and publishes the next view.
+//! never touches the answering path or the view: the feed (built by the
+//! view) turns fragments into served data.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use hickory_proto::rr::{LowerName, Name};
 use notify_debouncer_full::notify::event::{MetadataKind, ModifyKind};
 use notify_debouncer_full::notify::{EventKind, RecursiveMode};
 use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, new_debouncer};
-use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use super::{LiveNames, Loader, Rescan};
-use crate::view::publish::ViewHandle;
-use crate::view::{StaticZone, View};
+use super::{FragmentSet, LiveNames, Loader, NameSet, Rescan};
 
 /// Quiet time after the last event before a change is loaded. Short,
 /// because edits must be live within 50 ms; long enough to see the rename
 /// that ends an editor's save together with the write before it.
 pub const DEBOUNCE: Duration = Duration::from_millis(10);
-
-/// Default time between full rescans, which catch what the watcher misses
-/// (network file systems, lost events, symlink targets outside the folder).
-pub const DEFAULT_RESCAN: Duration = Duration::from_secs(30);
 
 /// Requests to the watcher thread.
 #[derive(Debug)]
@@ -49,21 +41,15 @@ pub enum Request {
     Stop,
 }
 
-/// Names heartbeats hold in the current view.
-struct Live(Arc<View>);
-
-impl LiveNames for Live {
-    fn at(&self, name: &LowerName) -> Option<String> {
-        self.0
-            .is_live_owner(name)
-            .then(|| format!("the live name {name} (registered by heartbeats)"))
-    }
-
-    fn under(&self, name: &LowerName) -> Option<String> {
-        self.0
-            .live_owner_under(name)
-            .map(|n| format!("the live name {n} (registered by heartbeats)"))
-    }
+/// What the watcher thread needs besides the folder: the names heartbeats
+/// hold (fragments may not clash with them), and where each changed set of
+/// good fragments goes.
+pub trait Feed: Send + 'static {
+    /// The names live data holds now.
+    fn live(&self) -> Box<dyn LiveNames + '_>;
+    /// The good fragments are now `set`; the records at `changed` differ.
+    /// Returns false when nobody listens any more (the thread then ends).
+    fn publish(&mut self, set: &FragmentSet, changed: &NameSet) -> bool;
 }
 
 /// Logs what a load did; every problem at WARN, once (the loader reports
@@ -161,16 +147,13 @@ impl Watcher {
     }
 
     /// Runs the watcher thread: reloads on events, on requests and every
-    /// `rescan_every`, and sends each new static zone on `statics`.
+    /// `rescan_every`, and hands each new set of fragments to `feed`.
     pub fn spawn(
         self,
         mut loader: Loader,
-        zone: Name,
-        views: ViewHandle,
-        statics: watch::Sender<Arc<StaticZone>>,
+        mut feed: impl Feed,
         rescan_every: Duration,
     ) -> std::io::Result<thread::JoinHandle<()>> {
-        let mut current = statics.borrow().clone();
         let Watcher {
             requests: own_sender,
             inbox,
@@ -215,14 +198,12 @@ impl Watcher {
                     Err(RecvTimeoutError::Timeout) => (HashSet::new(), false),
                 };
                 let started = Instant::now();
-                let rescan = loader.rescan(&force, force_all, &Live(views.load()));
+                let rescan = loader.rescan(&force, force_all, feed.live().as_ref());
                 log_rescan(&rescan, started.elapsed());
                 if rescan.changed() {
-                    let zone_data = current.update(&zone, loader.set(), &rescan.changed_names);
-                    let zone_data = Arc::new(zone_data);
-                    current = zone_data.clone();
-                    debug!(elapsed_us = started.elapsed().as_micros(), "static zone rebuilt");
-                    if statics.send(zone_data).is_err() {
+                    let listening = feed.publish(loader.set(), &rescan.changed_names);
+                    debug!(elapsed_us = started.elapsed().as_micros(), "fragments changed");
+                    if !listening {
                         break;
                     }
                 }

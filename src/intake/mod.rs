@@ -16,9 +16,8 @@ pub mod receive;
 pub mod wire;
 
 use std::collections::HashSet;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::net::UdpSocket;
@@ -27,11 +26,13 @@ use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::config::MAX_HEARTBEAT_BYTES;
+use crate::registry::announcement::{Announcement, State, check_instance_addr};
 use crate::registry::{Event, Refusal, Registry};
 use crate::view::StaticZone;
 use crate::view::publish::Publisher;
 use receive::{Batch, RECV_BATCH};
-use wire::{Heartbeat, MAX_DATAGRAM, WireError};
+use wire::WireError;
 
 /// Most datagrams handled before the view is republished, so a flood of
 /// changes still publishes regularly.
@@ -40,17 +41,6 @@ const BATCH: usize = 1024;
 /// Shortest gap between two WARN lines about bad datagrams or refusals;
 /// in between they are counted and logged at DEBUG.
 const WARN_EVERY: Duration = Duration::from_secs(10);
-
-/// Counters of the intake, readable from other tasks.
-#[derive(Debug, Default)]
-pub struct IntakeStats {
-    /// Datagrams that decoded into a heartbeat.
-    pub accepted: AtomicU64,
-    /// Datagrams dropped as malformed or invalid.
-    pub malformed: AtomicU64,
-    /// Heartbeats refused by the registry (cap, reserved name).
-    pub refused: AtomicU64,
-}
 
 /// Logs a WARN line at most once per [`WARN_EVERY`], DEBUG otherwise.
 #[derive(Debug)]
@@ -88,7 +78,10 @@ pub struct Intake {
     registry: Registry,
     publisher: Publisher,
     statics: watch::Receiver<Arc<StaticZone>>,
-    stats: Arc<IntakeStats>,
+    /// Datagrams dropped as malformed or invalid, for the log.
+    malformed: u64,
+    /// Heartbeats refused by the registry (cap, reserved or claimed name).
+    refused: u64,
     malformed_warn: RateLimitedWarn,
     refused_warn: RateLimitedWarn,
 }
@@ -107,15 +100,11 @@ impl Intake {
             registry,
             publisher,
             statics,
-            stats: Arc::new(IntakeStats::default()),
+            malformed: 0,
+            refused: 0,
             malformed_warn: RateLimitedWarn::new(),
             refused_warn: RateLimitedWarn::new(),
         }
-    }
-
-    /// The intake's counters.
-    pub fn stats(&self) -> Arc<IntakeStats> {
-        self.stats.clone()
     }
 
     /// Runs until `shutdown` is cancelled.
@@ -194,7 +183,7 @@ impl Intake {
             for index in 0..count {
                 let (bytes, received) = batch.datagram(index);
                 let Some(src) = received.from else { continue };
-                if received.len > MAX_DATAGRAM {
+                if received.len > MAX_HEARTBEAT_BYTES {
                     self.malformed(&WireError::Oversized(received.len), src);
                 } else {
                     dirty |= self.datagram(bytes, src, changed);
@@ -210,9 +199,8 @@ impl Intake {
 
     /// Handles one datagram; returns true when the view must be rebuilt.
     fn datagram(&mut self, bytes: &[u8], src: SocketAddr, changed: &mut HashSet<String>) -> bool {
-        match Heartbeat::decode(bytes) {
+        match wire::decode(bytes) {
             Ok(hb) => {
-                self.stats.accepted.fetch_add(1, Ordering::Relaxed);
                 let changed_service = self.heartbeat(hb, src);
                 let dirty = changed_service.is_some();
                 changed.extend(changed_service);
@@ -226,7 +214,8 @@ impl Intake {
     }
 
     fn malformed(&mut self, error: &WireError, src: SocketAddr) {
-        let total = self.stats.malformed.fetch_add(1, Ordering::Relaxed) + 1;
+        self.malformed += 1;
+        let total = self.malformed;
         match self.malformed_warn.allow(Instant::now()) {
             Some(suppressed) => warn!(
                 %src, %error, total, suppressed,
@@ -237,9 +226,9 @@ impl Intake {
     }
 
     /// Why a fragment forbids the names this heartbeat would create, if it does.
-    fn claimed(&self, hb: &Heartbeat) -> Option<String> {
+    fn claimed(&self, hb: &Announcement) -> Option<String> {
         let statics = self.publisher.statics();
-        if hb.state == wire::State::Down || !statics.has_claims() {
+        if hb.state == State::Down || !statics.has_claims() {
             return None;
         }
         let zone = self.publisher.zone();
@@ -256,8 +245,20 @@ impl Intake {
     }
 
     /// Applies one heartbeat; returns its service when the view must change.
-    fn heartbeat(&mut self, hb: Heartbeat, src: SocketAddr) -> Option<String> {
-        let addr: IpAddr = hb.addr.unwrap_or_else(|| wire::canonical_ip(src.ip()));
+    fn heartbeat(&mut self, hb: Announcement, src: SocketAddr) -> Option<String> {
+        let addr = match hb.addr.map_or_else(|| check_instance_addr(src.ip()), Ok) {
+            Ok(addr) => addr,
+            Err(reason) => {
+                self.malformed(
+                    &WireError::BadValue {
+                        field: "addr".into(),
+                        reason,
+                    },
+                    src,
+                );
+                return None;
+            }
+        };
         let service = hb.service.clone();
         let instance = hb.instance.clone();
         let event = match self.claimed(&hb) {
@@ -279,7 +280,8 @@ impl Intake {
             }
             Event::Renewed | Event::UnknownDown => {}
             Event::Refused(refusal) => {
-                let total = self.stats.refused.fetch_add(1, Ordering::Relaxed) + 1;
+                self.refused += 1;
+                let total = self.refused;
                 match self.refused_warn.allow(Instant::now()) {
                     Some(suppressed) => warn!(
                         %service, %instance, %addr, %src, reason = %refusal, total, suppressed,

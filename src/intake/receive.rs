@@ -14,14 +14,14 @@ use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
-use super::wire::MAX_DATAGRAM;
+use crate::config::MAX_HEARTBEAT_BYTES;
 
 /// Datagrams read per `recvmmsg`.
 pub const RECV_BATCH: usize = 64;
 
 /// Room per datagram: one byte more than a heartbeat may have, so any
 /// longer datagram shows as cut.
-const ROOM: usize = MAX_DATAGRAM + 1;
+const ROOM: usize = MAX_HEARTBEAT_BYTES + 1;
 
 /// One received datagram: its sender and its real length.
 #[derive(Debug, Clone, Copy)]

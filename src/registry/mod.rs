@@ -1,9 +1,9 @@
 //! The live registry: which instances are alive, and until when.
 //!
-//! Takes decoded heartbeats (with the address they resolve to) and the
-//! current time; produces an [`Event`] per heartbeat saying what changed,
-//! the list of instances whose lease ran out, and read access to the live
-//! instances for the view builder. It never does I/O and never reads the
+//! Takes [`Announcement`]s (from heartbeats, with the address they resolve
+//! to) and the current time; produces an [`Event`] per announcement saying
+//! what changed, the list of instances whose lease ran out, and read access
+//! to the live instances for the view builder. It never does I/O and never reads the
 //! clock itself: time is passed in, so expiry is exact and testable.
 //!
 //! Expiry is driven by deadlines: every lease's deadline sits in a min-heap,
@@ -28,10 +28,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::intake::wire::{Heartbeat, Proto, State};
+pub mod announcement;
 
-/// Default cap on live instances.
-pub const DEFAULT_MAX_INSTANCES: usize = 100_000;
+use announcement::{Announcement, Proto, State};
 
 /// One live instance, as the registry keeps it. Shared (`Arc`) with the
 /// views that serve it, which build its records from it when asked: an
@@ -61,7 +60,7 @@ pub struct Instance {
 }
 
 impl Instance {
-    fn from_heartbeat(id: Box<str>, service: Arc<str>, hb: Heartbeat, addr: IpAddr) -> Self {
+    fn from_announcement(id: Box<str>, service: Arc<str>, hb: Announcement, addr: IpAddr) -> Self {
         Instance {
             id,
             service,
@@ -76,9 +75,9 @@ impl Instance {
         }
     }
 
-    /// Names of the fields that differ between `self` and heartbeat `hb`
+    /// Names of the fields that differ between `self` and announcement `hb`
     /// from `addr`, for the log; empty for a plain renewal.
-    fn changed_fields(&self, hb: &Heartbeat, addr: IpAddr) -> Vec<&'static str> {
+    fn changed_fields(&self, hb: &Announcement, addr: IpAddr) -> Vec<&'static str> {
         let mut fields = Vec::new();
         if self.addr != addr {
             fields.push("addr");
@@ -278,9 +277,9 @@ impl Registry {
         epoch + Duration::from_nanos(ticks)
     }
 
-    /// Applies one heartbeat received at `now`; `addr` is the address to
-    /// serve (the heartbeat's own, or the datagram's source).
-    pub fn apply(&mut self, hb: Heartbeat, addr: IpAddr, now: Instant) -> Event {
+    /// Applies one announcement received at `now`; `addr` is the address
+    /// to serve (the announcement's own, or where it came from).
+    pub fn apply(&mut self, hb: Announcement, addr: IpAddr, now: Instant) -> Event {
         if hb.state == State::Down {
             return self.remove(&hb.service, &hb.instance);
         }
@@ -305,7 +304,7 @@ impl Registry {
             None => Arc::from(hb.service.as_str()),
         };
         let id = hb.instance.as_str().into();
-        let instance = Arc::new(Instance::from_heartbeat(id, service.clone(), hb, addr));
+        let instance = Arc::new(Instance::from_announcement(id, service.clone(), hb, addr));
         self.deadlines.push(Reverse(Due {
             at: deadline,
             instance: instance.clone(),
@@ -324,7 +323,7 @@ impl Registry {
         &mut self,
         instance: Arc<Instance>,
         at: Ticks,
-        hb: Heartbeat,
+        hb: Announcement,
         addr: IpAddr,
         deadline: Ticks,
     ) -> Event {
@@ -349,7 +348,8 @@ impl Registry {
             return Event::Renewed;
         }
         let drained = !instance.draining && hb.state == State::Drain;
-        let new = Instance::from_heartbeat(instance.id.clone(), instance.service.clone(), hb, addr);
+        let new =
+            Instance::from_announcement(instance.id.clone(), instance.service.clone(), hb, addr);
         leases.remove(&*new.id);
         leases.insert(ById(Arc::new(new)), deadline);
         if drained && fields == ["state"] {
@@ -468,8 +468,8 @@ mod tests {
     const A: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1));
     const B: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 2));
 
-    fn hb(instance: &str, ttl: u32) -> Heartbeat {
-        let mut hb = Heartbeat::new("web", instance, 80);
+    fn hb(instance: &str, ttl: u32) -> Announcement {
+        let mut hb = Announcement::new("web", instance, 80);
         hb.ttl = ttl;
         hb
     }
@@ -539,7 +539,7 @@ mod tests {
             Event::Refused(Refusal::CapReached(1))
         );
         assert_eq!(reg.apply(hb("a", 5), A, now), Event::Renewed);
-        let reserved = Heartbeat::new("ns", "x", 53);
+        let reserved = Announcement::new("ns", "x", 53);
         assert!(matches!(
             reg.apply(reserved, A, now),
             Event::Refused(Refusal::Reserved(_))

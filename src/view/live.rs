@@ -28,9 +28,10 @@ use hickory_proto::rr::rdata::{A, AAAA, PTR, SRV, TXT};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 
 use super::{Cursor, Member, NameMap, Node, StaticZone, child_name, merge_sets, rotates};
+use crate::config::DEFAULT_WEIGHT;
 use crate::config::ServeConfig;
-use crate::intake::wire::{DEFAULT_WEIGHT, Proto};
 use crate::registry::Instance;
+use crate::registry::announcement::Proto;
 
 /// The two transports, in the order of every per-protocol array here.
 const PROTOS: [Proto; 2] = [Proto::Tcp, Proto::Udp];
@@ -78,6 +79,8 @@ pub struct ServiceNames {
     /// Cursors of other rotating RRsets where static records sit at one
     /// of this service's names (a static A beside an instance's own).
     merged: NameMap<Vec<(RecordType, Cursor)>>,
+    /// This version's number (see [`super::next_generation`]).
+    generation: u64,
     /// `_<service>._<proto>` names with browsable instances.
     pub(super) browsable: Vec<Name>,
     /// Ancestors outside this service's names that must exist as empty
@@ -124,6 +127,7 @@ impl ServiceNames {
             cursors: std::array::from_fn(|_| Cursor::starting_below(instances.len())),
             instances,
             merged: NameMap::default(),
+            generation: super::next_generation(),
             browsable: Vec::new(),
             outer: Vec::new(),
         };
@@ -201,6 +205,11 @@ impl ServiceNames {
     /// The service label this was built for.
     pub fn key(&self) -> &str {
         &self.key
+    }
+
+    /// This version's number: a rebuilt service gets a new one.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// What `name` is among this service's names, from its labels.
@@ -540,20 +549,21 @@ mod tests {
     use std::collections::HashSet;
 
     use super::*;
-    use crate::intake::wire::Heartbeat;
     use crate::registry::Registry;
+    use crate::registry::announcement::{Announcement, State};
+    use crate::view::AnswerStamp;
     use crate::view::publish::Publisher;
 
     fn beat(registry: &mut Registry, service: &str, id: &str, proto: Proto) {
-        let mut hb = Heartbeat::new(service, id, 80);
+        let mut hb = Announcement::new(service, id, 80);
         hb.proto = proto;
         let addr = IpAddr::from([10, 0, 0, 1]);
         registry.apply(hb, addr, tokio::time::Instant::now());
     }
 
     fn down(registry: &mut Registry, service: &str, id: &str) {
-        let mut hb = Heartbeat::new(service, id, 80);
-        hb.state = crate::intake::wire::State::Down;
+        let mut hb = Announcement::new(service, id, 80);
+        hb.state = State::Down;
         registry.apply(hb, IpAddr::from([10, 0, 0, 1]), tokio::time::Instant::now());
     }
 
@@ -574,6 +584,9 @@ mod tests {
         assert!(view.node(&name("1.0.svc.corp.example.com.")).is_some());
         assert!(view.node(&name("1.0.0.10.in-addr.arpa.")).is_none());
         assert!(view.node_origin(&name("1.0.0.10.in-addr.arpa.")).is_none());
+        // A stamp for a reverse name never ties it to that service.
+        let stamp = view.stamp(&name("1.0.0.10.in-addr.arpa."), true);
+        assert_eq!(stamp, AnswerStamp(super::super::Stamp::Serial(view.serial)));
     }
 
     #[test]

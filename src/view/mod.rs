@@ -33,6 +33,7 @@
 //! counter that picks where the next answer starts; the records themselves
 //! are never reordered.
 
+pub mod feed;
 pub mod live;
 pub mod publish;
 pub mod reverse;
@@ -45,9 +46,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use hickory_proto::rr::rdata::{NS, PTR, SOA};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 
+use crate::config::DEFAULT_WEIGHT;
 use crate::config::{SOA_EXPIRE, SOA_REFRESH, SOA_RETRY, ServeConfig};
 use crate::fragments::{FragmentSet, Location};
-use crate::intake::wire::DEFAULT_WEIGHT;
 use crate::registry::Registry;
 use live::address_record;
 pub use live::{LiveIndex, ServiceIndex, ServiceNames};
@@ -135,8 +136,9 @@ impl Cursor {
     }
 }
 
-/// Types whose answers rotate for load spreading.
-pub(crate) fn rotates(rtype: RecordType) -> bool {
+/// Types whose answers rotate for load spreading (and that `--max-answers`
+/// caps).
+pub fn rotates(rtype: RecordType) -> bool {
     matches!(rtype, RecordType::A | RecordType::AAAA | RecordType::SRV)
 }
 
@@ -278,6 +280,8 @@ pub struct StaticZone {
     /// Names heartbeats may not take, with why: CNAME owners and delegated
     /// subtrees, with the fragment line that claims them.
     claims: NameMap<(&'static str, Location)>,
+    /// This version's number (see [`next_generation`]).
+    generation: u64,
 }
 
 impl StaticZone {
@@ -290,7 +294,10 @@ impl StaticZone {
                 .or_default()
                 .push((location, &line_record.record));
         }
-        let mut zone_data = StaticZone::default();
+        let mut zone_data = StaticZone {
+            generation: next_generation(),
+            ..StaticZone::default()
+        };
         zone_data.nodes.reserve(grouped.len());
         for (name, records) in grouped {
             zone_data.patch(zone, name, records);
@@ -306,6 +313,7 @@ impl StaticZone {
         changed: &HashSet<LowerName, ahash::RandomState>,
     ) -> StaticZone {
         let mut zone_data = self.clone();
+        zone_data.generation = next_generation();
         for name in changed {
             let records = fragments
                 .records_at(name)
@@ -393,11 +401,6 @@ impl StaticZone {
     /// The node at `name`, if fragments define it.
     pub fn node(&self, name: &LowerName) -> Option<&Node> {
         self.nodes.get(name).map(AsRef::as_ref)
-    }
-
-    /// Number of names (empty non-terminals included).
-    pub fn name_count(&self) -> usize {
-        self.nodes.len()
     }
 
     /// Every name and record as sorted text, for comparing two builds.
@@ -488,11 +491,50 @@ fn merge_statics(nodes: &mut NameMap<Node>, statics: &StaticZone) {
     }
 }
 
+/// A number no other part of any view has had: each service's names and
+/// each static layer get one when built, so a cached answer can tell
+/// whether the part it came from is still the one served without keeping
+/// that part alive.
+pub(crate) fn next_generation() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// What an answer cached outside the view (the fast path's pre-encoded
+/// replies) was built from, so the view can tell later whether it still
+/// holds: see [`View::stamp`] and [`View::still_holds`]. It names the part
+/// of the zone by number and keeps nothing of it alive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnswerStamp(Stamp);
+
+impl AnswerStamp {
+    /// A stamp good for `view` only.
+    pub fn for_view(view: &View) -> AnswerStamp {
+        AnswerStamp(Stamp::Serial(view.serial))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Stamp {
+    /// Good for one view only (apex data, negative answers, which carry
+    /// the serial, reverse zones, answers with data from other names).
+    Serial(u32),
+    /// One live service's names, until that service changes.
+    Service { key: Box<str>, generation: u64 },
+    /// The static layer, until a fragment changes, at a name no live
+    /// service holds: the keys of the services that would take the name
+    /// over (merging its records into theirs) if they appeared.
+    Statics {
+        generation: u64,
+        keys: Vec<Box<str>>,
+    },
+}
+
 /// Which part of a view a name's node lives in. Parts are shared between
 /// views until they change, so an answer built from one part stays valid
 /// while the next view still holds the same part.
 #[derive(Debug)]
-pub enum Origin<'v> {
+enum Origin<'v> {
     /// The apex layer, rebuilt for every view.
     Apex,
     /// A live service's names.
@@ -528,6 +570,8 @@ pub struct View {
     type_list: LowerName,
     /// TTL of the records built from live data.
     answer_ttl: u32,
+    /// Most A/AAAA/SRV records one answer lists (`--max-answers`).
+    pub max_answers: Option<usize>,
     /// The reverse zones served, each with PTR records for live instances.
     pub reverse: Vec<ReverseZone>,
 }
@@ -543,8 +587,61 @@ impl View {
     }
 
     /// Where the node at `name` comes from (see [`View::node`]).
-    pub fn node_origin(&self, name: &LowerName) -> Option<Origin<'_>> {
+    fn node_origin(&self, name: &LowerName) -> Option<Origin<'_>> {
         self.locate(name).map(|(origin, _)| origin)
+    }
+
+    /// What an answer at `name` built from this view depends on.
+    /// `self_contained` says the answer holds only records of `name`
+    /// itself (no negative answer, no data looked up at other names);
+    /// only such answers may outlive this view.
+    pub fn stamp(&self, name: &LowerName, self_contained: bool) -> AnswerStamp {
+        let this_view = AnswerStamp(Stamp::Serial(self.serial));
+        if !self_contained {
+            return this_view;
+        }
+        match self.node_origin(name) {
+            Some(Origin::Service(names)) => AnswerStamp(Stamp::Service {
+                key: names.key().into(),
+                generation: names.generation(),
+            }),
+            Some(Origin::Statics(statics)) => {
+                let keys: Vec<Box<str>> = self
+                    .service_keys_of(name)
+                    .map(|key| String::from_utf8_lossy(key).into())
+                    .collect();
+                if keys
+                    .iter()
+                    .any(|key| self.services.contains_key(key.as_ref()))
+                {
+                    this_view
+                } else {
+                    AnswerStamp(Stamp::Statics {
+                        generation: statics.generation,
+                        keys,
+                    })
+                }
+            }
+            Some(Origin::Apex) | None => this_view,
+        }
+    }
+
+    /// True when an answer stamped by [`View::stamp`] (in this view or an
+    /// earlier one) is still what this view would answer.
+    pub fn still_holds(&self, stamp: &AnswerStamp) -> bool {
+        match &stamp.0 {
+            Stamp::Serial(serial) => *serial == self.serial,
+            Stamp::Service { key, generation } => self
+                .services
+                .get(key.as_ref())
+                .is_some_and(|now| now.generation() == *generation),
+            Stamp::Statics { generation, keys } => {
+                self.statics.generation == *generation
+                    && keys
+                        .iter()
+                        .all(|key| !self.services.contains_key(key.as_ref()))
+            }
+        }
     }
 
     /// The node at `name` and the layer holding it: the apex names, then
@@ -599,13 +696,8 @@ impl View {
 
     /// The live services `name` would belong to, by key (whether or not
     /// they are live now).
-    pub fn service_keys_of<'n>(&self, name: &'n LowerName) -> impl Iterator<Item = &'n [u8]> {
+    fn service_keys_of<'n>(&self, name: &'n LowerName) -> impl Iterator<Item = &'n [u8]> {
         service_keys(name, self.origin.num_labels())
-    }
-
-    /// The names of the live service `key`, as this view has them.
-    pub fn service_names(&self, key: &str) -> Option<&Arc<ServiceNames>> {
-        self.services.get(key)
     }
 
     /// True when heartbeats created `name` (not the apex or the NS host).
@@ -706,6 +798,7 @@ impl View {
             type_list: child_name(&["_services", "_dns-sd", "_udp"], apex)
                 .map_or_else(|| origin.clone(), |name| LowerName::from(&name)),
             answer_ttl: config.answer_ttl,
+            max_answers: config.max_answers,
             reverse,
         }
     }
