@@ -116,6 +116,11 @@ pub struct ServeArgs {
     /// through the whole set, so big services fit UDP [default: no cap].
     #[arg(long, value_name = "N")]
     pub max_answers: Option<usize>,
+    /// Folder for state that outlives restarts (the SOA serial), or `off`
+    /// [default: $STATE_DIRECTORY, else $XDG_STATE_HOME/beacon/<zone>,
+    /// else ~/.local/state/beacon/<zone>].
+    #[arg(long, value_name = "DIR|off")]
+    pub state_dir: Option<PathBuf>,
     /// Answer common UDP queries from pre-encoded replies (`off`: every
     /// query takes the general path; for comparison and debugging).
     #[arg(long, value_name = "on|off", default_value = "on", value_parser = parse_switch, action = clap::ArgAction::Set)]
@@ -165,6 +170,11 @@ impl ServeArgs {
         }
         cfg.fast_path = self.fast_path;
         cfg.max_answers = self.max_answers;
+        match self.state_dir {
+            Some(dir) if dir.as_os_str() == "off" => cfg.state_dir = config::StateDir::Off,
+            Some(dir) => cfg.state_dir = config::StateDir::Explicit(dir),
+            None => {}
+        }
         if !self.forward_allow.is_empty() {
             cfg.forward_allow = self.forward_allow;
         }

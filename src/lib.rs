@@ -44,6 +44,7 @@ pub mod intake;
 pub mod net;
 pub mod registry;
 pub mod server;
+pub mod state;
 pub mod view;
 
 pub mod beat;

@@ -24,14 +24,16 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::answer::forward::Forwarder;
 use crate::answer::handler::DnsHandler;
 use crate::answer::{tcp, udp};
-use crate::config::ServeConfig;
+use crate::config::{ServeConfig, StateDir as StateDirSetting};
 use crate::fragments::watch::{self, Request};
 use crate::fragments::{Loader, NoLiveNames};
 use crate::intake::Intake;
 use crate::registry::Registry;
+use crate::state::StateDir;
 use crate::view::StaticZone;
 use crate::view::feed::StaticFeed;
 use crate::view::publish::Publisher;
+use crate::view::publish::SerialStore;
 
 /// Why the server could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +55,9 @@ pub enum ServeError {
     /// The DNS server loop failed.
     #[error("DNS server failed: {0}")]
     Dns(String),
+    /// The state directory given with --state-dir cannot be used.
+    #[error("{0} (or pass --state-dir off)")]
+    State(#[from] crate::state::StateError),
 }
 
 /// The addresses actually bound (ports resolved when 0 was asked for).
@@ -131,6 +136,24 @@ fn bind_heartbeat(addr: SocketAddr) -> io::Result<UdpSocket> {
     UdpSocket::from_std(socket.into())
 }
 
+/// Opens the state directory: an explicit one must work, the default one
+/// is used if it can be (with a warning if not).
+fn open_state(dir: &StateDirSetting) -> Result<Option<Box<dyn SerialStore>>, ServeError> {
+    let opened = match dir {
+        StateDirSetting::Off => return Ok(None),
+        StateDirSetting::Explicit(path) => StateDir::open(path)?,
+        StateDirSetting::Default(path) => match StateDir::open(path) {
+            Ok(state) => state,
+            Err(error) => {
+                tracing::warn!(%error, "running without a state directory: SOA serials may go back after a restart");
+                return Ok(None);
+            }
+        },
+    };
+    info!(dir = %opened.path().display(), "state directory");
+    Ok(Some(Box::new(opened)))
+}
+
 /// Runs the server until `shutdown` is cancelled.
 ///
 /// # Errors
@@ -172,7 +195,8 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
         config.max_instances,
         config.reserved_service().into_iter().collect(),
     );
-    let publisher = Publisher::new(config.clone(), &registry, statics.clone());
+    let store = open_state(&config.state_dir)?;
+    let publisher = Publisher::with_store(config.clone(), &registry, statics.clone(), store);
     let views = publisher.handle();
     let (statics_tx, statics_rx) = tokio::sync::watch::channel(statics);
     let fragment_requests = watcher.requests();

@@ -148,6 +148,7 @@ impl Intake {
                 );
             }
         }
+        self.publisher.settle();
     }
 
     fn expire(&mut self, changed: &mut HashSet<String>) -> bool {

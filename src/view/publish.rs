@@ -5,20 +5,139 @@
 //! `ArcSwap`, so a load is an atomic reference-count increment, and a reader
 //! keeps its snapshot alive for as long as it holds the `Arc`. Writers build
 //! a whole new view outside any lock and swap it in.
+//!
+//! It also owns the SOA serial. Each view gets a serial above the last
+//! one (RFC 1982 arithmetic): the current Unix time when that is higher,
+//! else the last plus one, so under churn it may run ahead of the clock.
+//! Serials never go back across restarts: a [`SerialStore`] keeps a
+//! ceiling reserved ahead of use ([`SERIAL_RESERVE`] serials at a time,
+//! so it is written rarely), and the first serial after a start lies above
+//! the stored ceiling. A clean stop stores the exact last serial.
 
+use std::collections::HashSet;
+use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
-
-use std::collections::HashSet;
+use tracing::{error, info};
 
 use super::{
     AddressIndex, LiveIndex, ServiceIndex, ServiceMap, ServiceNames, SharedApex, StaticZone, View,
     all_services,
 };
-use crate::config::ServeConfig;
+use crate::config::{SERIAL_RESERVE, ServeConfig};
 use crate::registry::Registry;
+
+/// Where serial ceilings persist (the state directory).
+pub trait SerialStore: Debug + Send {
+    /// The ceiling stored by an earlier run, if any.
+    fn ceiling(&mut self) -> Option<u32>;
+    /// Stores `ceiling`: no serial above it may be served until the next
+    /// call.
+    ///
+    /// # Errors
+    /// Why it could not be stored.
+    fn reserve(&mut self, ceiling: u32) -> std::io::Result<()>;
+}
+
+/// True when serial `a` is greater than `b` in RFC 1982 arithmetic.
+pub fn serial_gt(a: u32, b: u32) -> bool {
+    a != b && a.wrapping_sub(b) < 0x8000_0000
+}
+
+/// The SOA serial and its persisted ceiling.
+#[derive(Debug)]
+struct Serials {
+    current: u32,
+    /// The stored ceiling, when a store is in use.
+    ceiling: Option<u32>,
+    store: Option<Box<dyn SerialStore>>,
+    /// Set while storing fails, so the failure is logged once.
+    failing: bool,
+}
+
+impl Serials {
+    /// The first serial: above the stored ceiling, and at least the clock.
+    fn start(mut store: Option<Box<dyn SerialStore>>) -> Serials {
+        let stored = store.as_mut().and_then(|store| store.ceiling());
+        let now = unix_now();
+        let current = match stored {
+            Some(stored) if !serial_gt(now, stored) => {
+                info!(
+                    stored,
+                    "continuing serials above the stored one (it ran ahead of the clock)"
+                );
+                stored.wrapping_add(1)
+            }
+            _ => now.max(1),
+        };
+        let mut serials = Serials {
+            current,
+            ceiling: None,
+            store,
+            failing: false,
+        };
+        serials.cover(current);
+        serials
+    }
+
+    /// Makes sure the stored ceiling is at least `serial`.
+    fn cover(&mut self, serial: u32) {
+        let Some(store) = self.store.as_mut() else {
+            return;
+        };
+        if self
+            .ceiling
+            .is_some_and(|ceiling| !serial_gt(serial, ceiling))
+        {
+            return;
+        }
+        let ceiling = serial.wrapping_add(SERIAL_RESERVE);
+        match store.reserve(ceiling) {
+            Ok(()) => {
+                self.ceiling = Some(ceiling);
+                self.failing = false;
+            }
+            Err(error) => {
+                if !self.failing {
+                    error!(%error, "cannot store the SOA serial; after a restart it may go back");
+                }
+                self.failing = true;
+            }
+        }
+    }
+
+    /// The next serial, covered by the stored ceiling.
+    fn advance(&mut self) -> u32 {
+        let now = unix_now();
+        self.current = if serial_gt(now, self.current) {
+            now
+        } else {
+            self.current.wrapping_add(1)
+        };
+        self.cover(self.current);
+        self.current
+    }
+
+    /// Stores the exact current serial (at a clean stop), so the next start
+    /// continues right above it.
+    fn settle(&mut self) {
+        let current = self.current;
+        if let Some(store) = self.store.as_mut()
+            && let Err(error) = store.reserve(current)
+        {
+            error!(%error, "cannot store the SOA serial at shutdown");
+        }
+    }
+}
+
+/// Seconds since the Unix epoch, as a serial.
+fn unix_now() -> u32 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u32::try_from(d.as_secs() % (1 << 32)).unwrap_or(0))
+}
 
 /// Shared, lock-free access to the current view.
 #[derive(Debug, Clone)]
@@ -45,7 +164,7 @@ impl ViewHandle {
 pub struct Publisher {
     config: Arc<ServeConfig>,
     handle: ViewHandle,
-    serial: u32,
+    serials: Serials,
     statics: Arc<StaticZone>,
     /// The names of every live service, as the last view has them.
     services: ServiceMap,
@@ -60,25 +179,23 @@ pub struct Publisher {
     statics_changed: bool,
 }
 
-/// A serial that only grows, starting from the wall clock (seconds since the
-/// epoch) so that it also grows across restarts, as secondaries expect.
-fn next_serial(previous: Option<u32>) -> u32 {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX));
-    match previous {
-        None => now.max(1),
-        // More than one change a second runs ahead of the clock; RFC 1982
-        // arithmetic would let it wrap, but u32 seconds last until 2106.
-        Some(prev) => now.max(prev.wrapping_add(1)),
-    }
-}
-
 impl Publisher {
     /// Publishes the first view (from `registry` and `statics`) and
-    /// returns the publisher.
+    /// returns the publisher; serials are not kept across restarts.
     pub fn new(config: Arc<ServeConfig>, registry: &Registry, statics: Arc<StaticZone>) -> Self {
-        let serial = next_serial(None);
+        Self::with_store(config, registry, statics, None)
+    }
+
+    /// [`Publisher::new`], with serials kept in `store` so that they never
+    /// go back across restarts.
+    pub fn with_store(
+        config: Arc<ServeConfig>,
+        registry: &Registry,
+        statics: Arc<StaticZone>,
+        store: Option<Box<dyn SerialStore>>,
+    ) -> Self {
+        let serials = Serials::start(store);
+        let serial = serials.current;
         let services = all_services(&config, registry, &statics);
         let index = LiveIndex::of(services.values());
         let addresses = AddressIndex::when_served(&config, services.values());
@@ -95,7 +212,7 @@ impl Publisher {
         Publisher {
             config,
             handle,
-            serial,
+            serials,
             statics,
             services,
             index,
@@ -130,7 +247,7 @@ impl Publisher {
     /// in `changed` are rebuilt from `registry` (all of them after a change
     /// of the static layer); the others are shared with the last view.
     pub fn publish(&mut self, registry: &Registry, changed: &HashSet<String>) -> u32 {
-        self.serial = next_serial(Some(self.serial));
+        let serial = self.serials.advance();
         if std::mem::take(&mut self.statics_changed) {
             self.services = all_services(&self.config, registry, &self.statics);
             self.index = LiveIndex::of(self.services.values());
@@ -158,14 +275,19 @@ impl Publisher {
         }
         self.handle.store(View::from_services(
             &self.config,
-            self.serial,
+            serial,
             self.services.clone(),
             self.index.clone(),
             self.addresses.clone(),
             &self.shared,
             self.statics.clone(),
         ));
-        self.serial
+        serial
+    }
+
+    /// Stores the exact last serial; call when the server stops cleanly.
+    pub fn settle(&mut self) {
+        self.serials.settle();
     }
 }
 
@@ -173,11 +295,68 @@ impl Publisher {
 mod tests {
     use super::*;
 
+    /// A store in memory that can be told to fail.
+    #[derive(Debug, Default, Clone)]
+    struct Memory(Arc<std::sync::Mutex<(Option<u32>, bool)>>);
+
+    impl SerialStore for Memory {
+        fn ceiling(&mut self) -> Option<u32> {
+            self.0.lock().expect("lock").0
+        }
+        fn reserve(&mut self, ceiling: u32) -> std::io::Result<()> {
+            let mut stored = self.0.lock().expect("lock");
+            if stored.1 {
+                return Err(std::io::Error::other("disk full"));
+            }
+            stored.0 = Some(ceiling);
+            Ok(())
+        }
+    }
+
     #[test]
-    fn serial_always_grows() {
-        let first = next_serial(None);
-        let second = next_serial(Some(first));
-        assert!(second > first);
-        assert!(next_serial(Some(second)) > second);
+    fn serials_grow_and_never_go_back_across_restarts() {
+        let memory = Memory::default();
+        let mut serials = Serials::start(Some(Box::new(memory.clone())));
+        let first = serials.current;
+        // Churn: a thousand changes in well under a second run ahead of
+        // the clock.
+        let mut last = first;
+        for _ in 0..3000 {
+            let next = serials.advance();
+            assert!(serial_gt(next, last));
+            last = next;
+        }
+        assert!(serial_gt(last, unix_now()));
+        let stored = memory.0.lock().expect("lock").0.expect("stored");
+        assert!(
+            !serial_gt(last, stored),
+            "the ceiling covers what was served"
+        );
+        // A crash now: the next run starts above everything served.
+        let again = Serials::start(Some(Box::new(memory.clone())));
+        assert!(serial_gt(again.current, last));
+        // A clean stop stores the exact serial: the next start is right above.
+        let mut clean = again;
+        clean.settle();
+        let after = Serials::start(Some(Box::new(memory.clone())));
+        assert_eq!(after.current, clean.current.wrapping_add(1));
+    }
+
+    #[test]
+    fn serial_comparison_wraps() {
+        assert!(serial_gt(1, u32::MAX));
+        assert!(serial_gt(5, 4));
+        assert!(!serial_gt(4, 5));
+        assert!(!serial_gt(7, 7));
+    }
+
+    #[test]
+    fn a_failing_store_does_not_stop_publishing() {
+        let memory = Memory::default();
+        memory.0.lock().expect("lock").1 = true;
+        let mut serials = Serials::start(Some(Box::new(memory.clone())));
+        let first = serials.current;
+        assert!(serial_gt(serials.advance(), first));
+        assert!(serials.failing);
     }
 }

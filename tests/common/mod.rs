@@ -30,17 +30,28 @@ pub struct TestServer {
     log: Arc<Mutex<String>>,
     /// The `listening` log line.
     pub listening: String,
+    /// The state directory made for this server, removed with it.
+    state: Option<tempfile::TempDir>,
 }
 
 impl TestServer {
-    /// Starts `beacon serve` on port 0 with extra flags.
+    /// Starts `beacon serve` on port 0 with extra flags (and a state
+    /// directory of its own unless they name one).
     pub fn start(extra: &[&str]) -> TestServer {
         let mut args = vec!["--dns", "127.0.0.1:0", "--heartbeat", "127.0.0.1:0"];
         if !extra.contains(&"--zones") {
             args.extend_from_slice(&["--zones", "/nonexistent-beacon-test-zones"]);
         }
+        let state = (!extra.contains(&"--state-dir"))
+            .then(|| tempfile::tempdir().expect("state directory"));
+        let state_path = state.as_ref().map(|dir| dir.path().display().to_string());
+        if let Some(path) = &state_path {
+            args.extend_from_slice(&["--state-dir", path]);
+        }
         args.extend_from_slice(extra);
-        TestServer::start_exactly(&args)
+        let mut server = TestServer::start_exactly(&args);
+        server.state = state;
+        server
     }
 
     /// Starts `beacon serve` with exactly these flags (none: the embedded
@@ -91,6 +102,7 @@ impl TestServer {
             dns: field(&line, "dns_udp"),
             heartbeat: field(&line, "heartbeat"),
             log,
+            state: None,
         }
     }
 
