@@ -45,6 +45,7 @@ pub mod net;
 pub mod registry;
 pub mod server;
 pub mod state;
+pub mod supervise;
 pub mod view;
 
 pub mod beat;

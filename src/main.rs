@@ -8,6 +8,8 @@ use std::process::ExitCode;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use beacon::cli::{Cli, Command};
+use beacon::server::ServeError;
+use beacon::supervise::{self, EXIT_DIED};
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 use tracing::error;
@@ -75,6 +77,7 @@ fn check(args: &beacon::cli::CheckArgs) -> ExitCode {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
+    supervise::install_panic_hook();
     match cli.command {
         Command::Serve(args) => {
             let config = match args.into_config() {
@@ -91,6 +94,12 @@ async fn main() -> ExitCode {
             }
             match beacon::server::run(config, shutdown).await {
                 Ok(()) => ExitCode::SUCCESS,
+                Err(e @ ServeError::Died(_)) => {
+                    error!("{e}");
+                    // Now, without waiting for the other parts: a supervisor
+                    // restarts a dead server; a half-alive one serves stale data.
+                    std::process::exit(i32::from(EXIT_DIED));
+                }
                 Err(e) => {
                     error!("{e}");
                     ExitCode::FAILURE

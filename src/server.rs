@@ -30,6 +30,7 @@ use crate::fragments::{Loader, NoLiveNames};
 use crate::intake::Intake;
 use crate::registry::Registry;
 use crate::state::StateDir;
+use crate::supervise::{Death, Guard, Supervisor};
 use crate::view::StaticZone;
 use crate::view::feed::StaticFeed;
 use crate::view::publish::Publisher;
@@ -58,6 +59,9 @@ pub enum ServeError {
     /// The state directory given with --state-dir cannot be used.
     #[error("{0} (or pass --state-dir off)")]
     State(#[from] crate::state::StateError),
+    /// A part of the running server died.
+    #[error("{} {}; exiting so that a supervisor can restart the server", .0.part, .0.reason)]
+    Died(Death),
 }
 
 /// The addresses actually bound (ports resolved when 0 was asked for).
@@ -154,12 +158,27 @@ fn open_state(dir: &StateDirSetting) -> Result<Option<Box<dyn SerialStore>>, Ser
     Ok(Some(Box::new(opened)))
 }
 
-/// Runs the server until `shutdown` is cancelled.
+/// Ends a part's supervision: as planned when the server is stopping,
+/// as a death otherwise.
+fn finish(guard: Guard, shutdown: &CancellationToken) {
+    if shutdown.is_cancelled() {
+        guard.done();
+    }
+}
+
+/// Runs the server until `shutdown` is cancelled, or until a part of it
+/// dies ([`ServeError::Died`]: the caller should exit at once).
 ///
 /// # Errors
-/// [`ServeError`] when a socket cannot be bound or the DNS loop fails.
+/// [`ServeError`] when a socket cannot be bound, the state directory
+/// cannot be used, or a part of the server died.
 pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(), ServeError> {
     let config = Arc::new(config);
+    // Before anything slow: a SIGHUP during the first load must not kill
+    // the process (the default action); it is acted on once the watcher runs.
+    let mut sighup = signal(SignalKind::hangup())
+        .map_err(|e| ServeError::Dns(format!("cannot handle SIGHUP: {e}")))?;
+    let mut supervisor = Supervisor::default();
     let (dns_udp, dns_tcp) = bind_dns(config.dns, config.udp_workers).await?;
     let heartbeat = bind_heartbeat(config.heartbeat).map_err(|source| ServeError::Bind {
         what: "heartbeats",
@@ -202,11 +221,16 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
     let fragment_requests = watcher.requests();
     let feed = StaticFeed::new(config.zone.clone(), views.clone(), statics_tx);
     let fragment_thread = watcher
-        .spawn(loader, feed, config.rescan)
+        .spawn(
+            loader,
+            feed,
+            config.rescan,
+            supervisor.guard("the zone fragment watcher"),
+        )
         .map_err(|e| ServeError::Dns(format!("cannot start the zone fragment watcher: {e}")))?;
     let hangup = fragment_requests.clone();
-    let mut sighup = signal(SignalKind::hangup())
-        .map_err(|e| ServeError::Dns(format!("cannot handle SIGHUP: {e}")))?;
+    let guard = supervisor.guard("the SIGHUP handler");
+    let stopping = shutdown.clone();
     tokio::spawn(async move {
         while sighup.recv().await.is_some() {
             info!("SIGHUP: reloading every zone fragment");
@@ -214,9 +238,15 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
                 break;
             }
         }
+        finish(guard, &stopping);
     });
     let intake = Intake::new(heartbeat, registry, publisher, statics_rx);
-    let intake_task = tokio::spawn(intake.run(shutdown.clone()));
+    let guard = supervisor.guard("the heartbeat intake");
+    let stopping = shutdown.clone();
+    let intake_task = tokio::spawn(async move {
+        intake.run(stopping.clone()).await;
+        finish(guard, &stopping);
+    });
 
     let forwarder = (!config.forward.is_empty())
         .then(|| Forwarder::new(config.forward.clone(), config.forward_allow.clone()));
@@ -227,19 +257,22 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
         &handler,
         config.max_udp_payload,
         config.fast_path,
+        |_| supervisor.guard("a DNS UDP worker"),
     )
     .map_err(|e| ServeError::Dns(format!("cannot start the UDP workers: {e}")))?;
-    let tcp_task = tokio::spawn(tcp::serve(
-        dns_tcp,
-        tcp::TcpService {
-            views,
-            general: handler,
-            max_udp_payload: config.max_udp_payload,
-            fast_path: config.fast_path,
-            idle: Duration::from_secs(config.tcp_idle),
-        },
-        shutdown.clone(),
-    ));
+    let service = tcp::TcpService {
+        views,
+        general: handler,
+        max_udp_payload: config.max_udp_payload,
+        fast_path: config.fast_path,
+        idle: Duration::from_secs(config.tcp_idle),
+    };
+    let guard = supervisor.guard("the DNS TCP listener");
+    let stopping = shutdown.clone();
+    let tcp_task = tokio::spawn(async move {
+        tcp::serve(dns_tcp, service, stopping.clone()).await;
+        finish(guard, &stopping);
+    });
 
     info!(
         dns_udp = %bound.dns_udp,
@@ -249,7 +282,10 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
         "listening"
     );
 
-    shutdown.cancelled().await;
+    tokio::select! {
+        () = shutdown.cancelled() => {}
+        death = supervisor.death() => return Err(ServeError::Died(death)),
+    }
     info!("shutting down");
     let _ = fragment_requests.send(Request::Stop);
     drop(fragment_thread);

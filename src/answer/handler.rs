@@ -73,6 +73,7 @@ impl DnsHandler {
         src: SocketAddr,
         protocol: Protocol,
     ) -> Option<Vec<u8>> {
+        crate::supervise::fault_point("general");
         let header = Header::read(&mut BinDecoder::new(&bytes)).ok()?;
         if header.metadata.message_type == MessageType::Response {
             // Never answer a response: that is how reflection loops start.

@@ -10,7 +10,9 @@
 //! than the configured time is closed, as is one whose client stops reading
 //! replies for that long, or that sends a message shorter than a DNS header.
 //!
-//! It never touches the disk and never holds a lock across an await.
+//! It never touches the disk and never holds a lock across an await. The
+//! listener is a supervised part of the server; a panic while serving one
+//! connection (a bug) ends that connection only.
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -58,7 +60,10 @@ pub async fn serve(listener: TcpListener, service: TcpService, shutdown: Cancell
             accepted = listener.accept() => accepted,
         };
         let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
+            Ok(accepted) => {
+                crate::supervise::fault_point("tcp-listener");
+                accepted
+            }
             Err(error) => {
                 // Out of file descriptors and the like: back off briefly.
                 warn!(%error, "accepting a DNS TCP connection failed");
@@ -154,7 +159,17 @@ fn fast_answer(service: &TcpService, message: &[u8], reply: &mut Vec<u8>) -> boo
     let view = service.views.load();
     FAST.with(|fast| {
         let mut fast = fast.borrow_mut();
-        fast.get_or_insert_with(|| FastPath::new(service.max_udp_payload))
-            .answer(&view, message, true, reply)
+        let fast = fast.get_or_insert_with(|| FastPath::new(service.max_udp_payload));
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            fast.answer(&view, message, true, reply)
+        })) {
+            Ok(answered) => answered,
+            Err(panic) => {
+                // The cache is shared by this thread's connections and may
+                // be half-updated: start it afresh, then end this connection.
+                fast.clear();
+                std::panic::resume_unwind(panic)
+            }
+        }
     })
 }

@@ -10,11 +10,15 @@
 //!
 //! The workers never lock, never touch the disk and never block on anything
 //! but their own socket. They check for shutdown between batches (the
-//! socket's receive timeout bounds how long that takes).
+//! socket's receive timeout bounds how long that takes). Each is a
+//! supervised part of the server: if one dies, the server exits. A panic
+//! while answering one query (a bug) costs only that query: it is caught,
+//! logged, and the worker's cache is emptied.
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -29,6 +33,7 @@ use hickory_server::net::xfer::Protocol;
 
 use super::fast::FastPath;
 use super::handler::DnsHandler;
+use crate::supervise::{Guard, fault_point};
 use crate::view::publish::ViewHandle;
 
 /// Datagrams per `recvmmsg`/`sendmmsg`.
@@ -90,6 +95,7 @@ impl Workers {
         general: &DnsHandler,
         max_udp_payload: u16,
         fast_path: bool,
+        mut guard: impl FnMut(usize) -> Guard,
     ) -> io::Result<Workers> {
         let stop = Arc::new(AtomicBool::new(false));
         let runtime = tokio::runtime::Handle::current();
@@ -103,10 +109,14 @@ impl Workers {
                 fast: fast_path.then(|| FastPath::new(max_udp_payload)),
                 stop: stop.clone(),
             };
+            let guard = guard(index);
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("dns-udp-{index}"))
-                    .spawn(move || worker.run())?,
+                    .spawn(move || {
+                        worker.run();
+                        guard.done();
+                    })?,
             );
         }
         Ok(Workers { stop, threads })
@@ -187,6 +197,7 @@ impl Worker {
                     }
                 }
             };
+            fault_point("udp-worker");
             let view = self.views.load();
             ready.clear();
             destinations.clear();
@@ -197,10 +208,24 @@ impl Worker {
                     continue;
                 }
                 let query = &queries[index][..slot.len];
-                let answered = self
-                    .fast
-                    .as_mut()
-                    .is_some_and(|fast| fast.answer(&view, query, false, &mut replies[index]));
+                let answered = match self.fast.as_mut() {
+                    None => false,
+                    Some(fast) => {
+                        let reply = &mut replies[index];
+                        let attempt = panic::catch_unwind(AssertUnwindSafe(|| {
+                            fast.answer(&view, query, false, reply)
+                        }));
+                        match attempt {
+                            Ok(answered) => answered,
+                            Err(_) => {
+                                // Logged by the panic hook; the cache may
+                                // be half-updated, so start it afresh.
+                                fast.clear();
+                                continue;
+                            }
+                        }
+                    }
+                };
                 if answered {
                     ready.push(index);
                     destinations.push(Some(SockaddrStorage::from(from)));

@@ -24,6 +24,7 @@ use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, ne
 use tracing::{debug, info, warn};
 
 use super::{FragmentSet, LiveNames, Loader, NameSet, Rescan};
+use crate::supervise::{Guard, fault_point};
 
 /// Quiet time after the last event before a change is loaded. Short,
 /// because edits must be live within 50 ms; long enough to see the rename
@@ -153,6 +154,7 @@ impl Watcher {
         mut loader: Loader,
         mut feed: impl Feed,
         rescan_every: Duration,
+        guard: Guard,
     ) -> std::io::Result<thread::JoinHandle<()>> {
         let Watcher {
             requests: own_sender,
@@ -162,6 +164,7 @@ impl Watcher {
         thread::Builder::new()
         .name("zone-fragments".into())
         .spawn(move || {
+            let run = move || {
             let mut warned_missing = false;
             loop {
                 let dir_exists = loader.dir().is_dir();
@@ -197,6 +200,7 @@ impl Watcher {
                     }
                     Err(RecvTimeoutError::Timeout) => (HashSet::new(), false),
                 };
+                fault_point("watcher");
                 let started = Instant::now();
                 let rescan = loader.rescan(&force, force_all, feed.live().as_ref());
                 log_rescan(&rescan, started.elapsed());
@@ -209,6 +213,9 @@ impl Watcher {
                 }
             }
             drop(debouncer);
+            };
+            run();
+            guard.done();
         })
     }
 }

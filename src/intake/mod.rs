@@ -200,6 +200,7 @@ impl Intake {
 
     /// Handles one datagram; returns true when the view must be rebuilt.
     fn datagram(&mut self, bytes: &[u8], src: SocketAddr, changed: &mut HashSet<String>) -> bool {
+        crate::supervise::fault_point("intake");
         match wire::decode(bytes) {
             Ok(hb) => {
                 let changed_service = self.heartbeat(hb, src);

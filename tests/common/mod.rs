@@ -38,6 +38,11 @@ impl TestServer {
     /// Starts `beacon serve` on port 0 with extra flags (and a state
     /// directory of its own unless they name one).
     pub fn start(extra: &[&str]) -> TestServer {
+        TestServer::start_with_env(extra, &[])
+    }
+
+    /// [`TestServer::start`] with extra environment variables.
+    pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> TestServer {
         let mut args = vec!["--dns", "127.0.0.1:0", "--heartbeat", "127.0.0.1:0"];
         if !extra.contains(&"--zones") {
             args.extend_from_slice(&["--zones", "/nonexistent-beacon-test-zones"]);
@@ -49,7 +54,7 @@ impl TestServer {
             args.extend_from_slice(&["--state-dir", path]);
         }
         args.extend_from_slice(extra);
-        let mut server = TestServer::start_exactly(&args);
+        let mut server = TestServer::spawn(&args, env);
         server.state = state;
         server
     }
@@ -57,6 +62,10 @@ impl TestServer {
     /// Starts `beacon serve` with exactly these flags (none: the embedded
     /// default, on the fixed default ports).
     pub fn start_exactly(args: &[&str]) -> TestServer {
+        TestServer::spawn(args, &[])
+    }
+
+    fn spawn(args: &[&str], env: &[(&str, &str)]) -> TestServer {
         let mut child = Command::new(BEACON)
             .arg("serve")
             .args(args)
@@ -64,6 +73,7 @@ impl TestServer {
                 "RUST_LOG",
                 "info,hickory_server=warn,hickory_net=warn,hickory_proto=warn",
             )
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -194,6 +204,19 @@ impl TestServer {
     /// The process id, for signals.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Waits up to `timeout` for the server to exit by itself; returns its
+    /// status and how long that took.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<(std::process::ExitStatus, Duration)> {
+        let started = Instant::now();
+        wait_until(timeout, || {
+            self.child
+                .try_wait()
+                .ok()
+                .flatten()
+                .map(|status| (status, started.elapsed()))
+        })
     }
 
     /// Stops the server with SIGTERM and returns its exit status.
