@@ -45,13 +45,15 @@ fn cancel_on_signal(token: CancellationToken) -> std::io::Result<()> {
 
 /// `beacon check`: load the folder as the server would and report.
 fn check(args: &beacon::cli::CheckArgs) -> ExitCode {
-    use std::collections::HashSet;
     if !args.dir.is_dir() {
         eprintln!("error: {} is not a folder", args.dir.display());
         return ExitCode::from(2);
     }
     let mut loader = beacon::fragments::Loader::new(args.dir.clone(), args.zone.clone());
-    let rescan = loader.rescan(&HashSet::new(), true, &beacon::fragments::NoLiveNames);
+    let rescan = loader.rescan(
+        &beacon::fragments::RescanRequest::everything(),
+        &beacon::fragments::NoLiveNames,
+    );
     for problem in &rescan.problems {
         println!("{problem}");
     }

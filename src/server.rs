@@ -17,8 +17,6 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use std::collections::HashSet;
-
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::answer::forward::Forwarder;
@@ -26,7 +24,7 @@ use crate::answer::handler::DnsHandler;
 use crate::answer::{tcp, udp};
 use crate::config::{ServeConfig, StateDir as StateDirSetting};
 use crate::fragments::watch::{self, Request};
-use crate::fragments::{Loader, NoLiveNames};
+use crate::fragments::{Loader, NoLiveNames, RescanRequest};
 use crate::intake::Intake;
 use crate::registry::Registry;
 use crate::state::StateDir;
@@ -198,7 +196,7 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
     let watcher = watch::Watcher::start(&config.zones_dir);
     let mut loader = Loader::new(config.zones_dir.clone(), config.zone.clone());
     let started = std::time::Instant::now();
-    let first = loader.rescan(&HashSet::new(), true, &NoLiveNames);
+    let first = loader.rescan(&RescanRequest::everything(), &NoLiveNames);
     watch::log_rescan(&first, started.elapsed());
     let statics = Arc::new(StaticZone::build(&config.zone, loader.set()));
     info!(

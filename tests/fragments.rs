@@ -507,3 +507,119 @@ fn check_reports_what_it_loaded() {
     );
     assert!(Path::new("zones").is_dir());
 }
+
+/// A file rewritten in place the slow way (open with truncation, write the
+/// first line, pause, write the rest) is never served half-written: names
+/// the file keeps answer every time, and a broken rewrite keeps the last
+/// good version.
+#[test]
+fn files_rewritten_in_place_are_read_only_when_whole() {
+    use std::io::Write;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    let zones = Zones::new();
+    let body = |round: usize| {
+        format!(
+            "kept A 10.0.0.1\nalso A 10.0.0.2\nround A 10.9.{}.{}\n",
+            round / 250,
+            round % 250
+        )
+    };
+    zones.write("slow.zone", &format!("$TTL 60\n{}", body(0)));
+    let server = zones.serve(&[]);
+    a_is(&server, "kept.svc.internal.", &["10.0.0.1"]);
+
+    let done = Arc::new(AtomicBool::new(false));
+    let path = zones.path("slow.zone");
+    let writer = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            for round in 1..=50 {
+                let mut file = fs::File::create(&path).expect("open for rewrite");
+                file.write_all(b"$TTL 60\n").expect("first line");
+                file.flush().expect("flush");
+                std::thread::sleep(Duration::from_millis(20));
+                // Every fifth rewrite is broken: the last good one stays.
+                let rest = if round % 5 == 0 {
+                    "kept A 10.0.0.1\nalso A 10.0.0.300\n".to_string()
+                } else {
+                    body(round)
+                };
+                file.write_all(rest.as_bytes()).expect("rest");
+                drop(file);
+                // Mostly time for the whole version to load before the next
+                // rewrite; every other one starts right after the close.
+                let gap = if round % 2 == 1 && round < 49 { 2 } else { 30 };
+                std::thread::sleep(Duration::from_millis(gap));
+            }
+            done.store(true, Ordering::Relaxed);
+        })
+    };
+    let (mut answers, mut nxdomain) = (0, 0);
+    while !done.load(Ordering::Relaxed) {
+        for name in ["kept.svc.internal.", "also.svc.internal."] {
+            let reply = server.query(name, RecordType::A);
+            answers += 1;
+            if reply.metadata.response_code == ResponseCode::NXDomain || reply.answers.is_empty() {
+                nxdomain += 1;
+            }
+        }
+    }
+    writer.join().expect("writer");
+    assert!(answers > 200, "only {answers} answers");
+    assert_eq!(
+        nxdomain,
+        0,
+        "{nxdomain} of {answers} answers missed a kept name\n{}",
+        server.log()
+    );
+    // The last rewrite (round 50) was broken: round 49's version serves.
+    a_is(&server, "round.svc.internal.", &["10.9.0.49"]);
+    a_is(&server, "also.svc.internal.", &["10.0.0.2"]);
+    server.wait_for_log("slow.zone:3: network address parse error");
+}
+
+/// The number of inotify watches `pid` holds.
+fn inotify_watches(pid: u32) -> usize {
+    let mut watches = 0;
+    for entry in fs::read_dir(format!("/proc/{pid}/fdinfo")).expect("fdinfo") {
+        let text = fs::read_to_string(entry.expect("entry").path()).unwrap_or_default();
+        watches += text
+            .lines()
+            .filter(|l| l.starts_with("inotify wd:"))
+            .count();
+    }
+    watches
+}
+
+/// A symlinked folder inside the zones folder is neither loaded nor
+/// watched: linking a big tree costs nothing.
+#[test]
+fn symlinked_folders_are_not_walked() {
+    let zones = Zones::new();
+    zones.write("own.zone", "own A 10.0.0.1\n");
+    zones.write("sub/nested.zone", "nested A 10.0.0.2\n");
+    let tree = tempfile::tempdir().expect("temp dir");
+    for i in 0..300 {
+        fs::create_dir_all(tree.path().join(format!("d{i}/e"))).expect("mkdir");
+    }
+    fs::write(tree.path().join("d0/linked.zone"), "linked A 10.0.0.3\n").expect("write");
+    std::os::unix::fs::symlink(tree.path(), zones.path("tree")).expect("symlink");
+
+    let server = zones.serve(&[]);
+    a_is(&server, "own.svc.internal.", &["10.0.0.1"]);
+    a_is(&server, "nested.svc.internal.", &["10.0.0.2"]);
+    let reply = server.query("linked.svc.internal.", RecordType::A);
+    assert_status(&reply, ResponseCode::NXDomain, true);
+    // The folder and its one real subfolder; none of the 600 linked ones.
+    let watches = inotify_watches(server.pid());
+    assert!(watches <= 4, "{watches} inotify watches");
+    // A new link made while running is not followed either.
+    std::os::unix::fs::symlink(tree.path(), zones.path("later")).expect("symlink");
+    zones.write("after.zone", "after A 10.0.0.4\n");
+    a_is(&server, "after.svc.internal.", &["10.0.0.4"]);
+    let watches = inotify_watches(server.pid());
+    assert!(watches <= 4, "{watches} inotify watches after a new link");
+}

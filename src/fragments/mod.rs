@@ -18,6 +18,7 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use hickory_proto::rr::{LowerName, Name, RecordType};
 
@@ -59,7 +60,8 @@ impl fmt::Display for Problem {
     }
 }
 
-/// What identifies one version of a file without reading it.
+/// What identifies one version of a file without reading it: size,
+/// modification and change times, inode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Signature {
     len: u64,
@@ -69,6 +71,22 @@ pub struct Signature {
 }
 
 impl Signature {
+    /// True when the file was last written less than `settle` before
+    /// `now` (a time in the future counts as long ago: clocks differ on
+    /// network file systems, and such a file must not wait forever).
+    fn written_within(&self, settle: Duration, now: SystemTime) -> bool {
+        let Ok(now) = now.duration_since(SystemTime::UNIX_EPOCH) else {
+            return false;
+        };
+        let age_ns = i128::try_from(now.as_nanos()).unwrap_or(i128::MAX) - self.mtime_ns;
+        (0..i128::try_from(settle.as_nanos()).unwrap_or(0)).contains(&age_ns)
+    }
+
+    /// The signature of the file at `path` (symlinks followed), if any.
+    pub fn of_path(path: &Path) -> Option<Self> {
+        fs::metadata(path).ok().map(|meta| Signature::of(&meta))
+    }
+
     fn of(meta: &fs::Metadata) -> Self {
         Signature {
             len: meta.len(),
@@ -257,6 +275,40 @@ impl LiveNames for NoLiveNames {
     }
 }
 
+/// What a rescan should look at.
+#[derive(Debug, Clone, Copy)]
+pub struct RescanRequest<'a> {
+    /// Files known to be whole (their writer closed them, or they were
+    /// renamed into place), with their signature at that moment if known:
+    /// read them even if they look unchanged, unless they changed since
+    /// (a writer is back at them, and its events will follow).
+    pub whole: &'a HashMap<PathBuf, Option<Signature>>,
+    /// Read every file (SIGHUP, the first load, `beacon check`).
+    pub force_all: bool,
+    /// Files a writer still has open: their last good version stays.
+    pub hold: &'a HashSet<PathBuf>,
+    /// A changed file not in `whole` whose last write is more recent than
+    /// this may still be being written: it is left for later
+    /// ([`Rescan::deferred`]). Zero reads every file at once.
+    pub settle: Duration,
+}
+
+impl RescanRequest<'_> {
+    /// Every file, now, whatever its age: the first load and `beacon check`.
+    pub fn everything() -> RescanRequest<'static> {
+        static NO_FILES: std::sync::LazyLock<HashSet<PathBuf>> =
+            std::sync::LazyLock::new(HashSet::new);
+        static NO_SIGNATURES: std::sync::LazyLock<HashMap<PathBuf, Option<Signature>>> =
+            std::sync::LazyLock::new(HashMap::new);
+        RescanRequest {
+            whole: &NO_SIGNATURES,
+            force_all: true,
+            hold: &NO_FILES,
+            settle: Duration::ZERO,
+        }
+    }
+}
+
 /// What a rescan did.
 #[derive(Debug, Default)]
 pub struct Rescan {
@@ -268,6 +320,10 @@ pub struct Rescan {
     pub problems: Vec<Problem>,
     /// Owner names whose records changed.
     pub changed_names: NameSet,
+    /// Changed files left alone because they were written too recently
+    /// (see [`RescanRequest::settle`]) or changed while being read: look
+    /// again later.
+    pub deferred: Vec<PathBuf>,
 }
 
 /// Loads and reloads the fragments of one folder.
@@ -295,6 +351,14 @@ enum Failure {
     Version(Signature),
     /// The path could not be used at all, for this reason.
     Unusable(String),
+}
+
+/// Why one file did not load.
+enum LoadError {
+    /// It is broken: these problems.
+    Problems(Vec<Problem>),
+    /// It changed while being read: try again later.
+    Changing,
 }
 
 /// What the folder scan found for one path.
@@ -382,15 +446,16 @@ impl Loader {
         found
     }
 
-    /// Scans the folder and reloads what changed. `force` names files to
-    /// re-read even if their signature is unchanged; `force_all` re-reads
-    /// every file. `live` tells which names heartbeats hold.
-    pub fn rescan(
-        &mut self,
-        force: &HashSet<PathBuf>,
-        force_all: bool,
-        live: &dyn LiveNames,
-    ) -> Rescan {
+    /// Scans the folder and reloads what changed, as `request` says; `live`
+    /// tells which names heartbeats hold.
+    pub fn rescan(&mut self, request: &RescanRequest<'_>, live: &dyn LiveNames) -> Rescan {
+        let RescanRequest {
+            whole,
+            force_all,
+            hold,
+            settle,
+        } = *request;
+        let now = SystemTime::now();
         let found = self.scan();
         let mut rescan = Rescan::default();
         let gone: Vec<PathBuf> = self
@@ -422,7 +487,7 @@ impl Loader {
                     let failure = Failure::Unusable(message.clone());
                     if self.failed.get(&path) != Some(&failure)
                         || force_all
-                        || force.contains(&path)
+                        || whole.contains_key(&path)
                     {
                         self.failed.insert(path, failure);
                         rescan.problems.push(Problem {
@@ -436,10 +501,24 @@ impl Loader {
                     let current = self.set.files.get(&path).map(|f| f.signature);
                     let unchanged = current == Some(signature)
                         || self.failed.get(&path) == Some(&Failure::Version(signature));
-                    if unchanged && !force_all && !force.contains(&path) {
+                    let known_whole = whole.get(&path);
+                    if unchanged && !force_all && known_whole.is_none() {
+                        continue;
+                    }
+                    // Half written, or written again since it was whole:
+                    // never let it become the last good version. Its
+                    // writer's events bring it back.
+                    if hold.contains(&path)
+                        || known_whole.is_some_and(|seen| seen.is_some_and(|s| s != signature))
+                    {
+                        continue;
+                    }
+                    if known_whole.is_none() && signature.written_within(settle, now) {
+                        rescan.deferred.push(path);
                         continue;
                     }
                     match self.load(&path, file.clone(), signature, live) {
+                        Err(LoadError::Changing) => rescan.deferred.push(path),
                         Ok((fragment, names)) => {
                             self.failed.remove(&path);
                             rescan.loaded.push((file, fragment.records.len()));
@@ -447,7 +526,7 @@ impl Loader {
                             self.set.files.insert(path, Arc::new(fragment));
                             rescan.changed_names.extend(names);
                         }
-                        Err(problems) => {
+                        Err(LoadError::Problems(problems)) => {
                             self.failed.insert(path, Failure::Version(signature));
                             rescan.problems.extend(problems);
                         }
@@ -458,38 +537,44 @@ impl Loader {
         rescan
     }
 
-    /// Reads, parses and validates one file.
+    /// Reads, parses and validates one file, which the scan saw with
+    /// `signature`.
     fn load(
         &mut self,
         path: &Path,
         file: Arc<str>,
         signature: Signature,
         live: &dyn LiveNames,
-    ) -> Result<(Fragment, NameSet), Vec<Problem>> {
+    ) -> Result<(Fragment, NameSet), LoadError> {
         let problem = |line: Option<u32>, message: String| Problem {
             file: file.clone(),
             line,
             message,
         };
         if signature.len > MAX_FRAGMENT_BYTES {
-            return Err(vec![problem(
+            return Err(LoadError::Problems(vec![problem(
                 None,
                 format!(
                     "file is {:.1} MiB, over the {} MiB limit for one fragment; split it into several files",
                     signature.len as f64 / 1_048_576.0,
                     MAX_FRAGMENT_BYTES / 1_048_576
                 ),
-            )]);
+            )]));
         }
-        let bytes = fs::read(path).map_err(|e| vec![problem(None, format!("cannot read: {e}"))])?;
+        let bytes = fs::read(path)
+            .map_err(|e| LoadError::Problems(vec![problem(None, format!("cannot read: {e}"))]))?;
+        // Written while we read: what we have may be half of each version.
+        if Signature::of_path(path) != Some(signature) {
+            return Err(LoadError::Changing);
+        }
         let text = match std::str::from_utf8(&bytes) {
             Ok(text) if !text.contains('\0') => text,
             Ok(text) => {
                 let line = text[..text.find('\0').unwrap_or(0)].lines().count().max(1);
-                return Err(vec![problem(
+                return Err(LoadError::Problems(vec![problem(
                     u32::try_from(line).ok(),
                     "not a text file (NUL byte); is this really a zone fragment?".into(),
-                )]);
+                )]));
             }
             Err(e) => {
                 let line = bytes[..e.valid_up_to()]
@@ -497,13 +582,13 @@ impl Loader {
                     .filter(|b| **b == b'\n')
                     .count()
                     + 1;
-                return Err(vec![problem(
+                return Err(LoadError::Problems(vec![problem(
                     u32::try_from(line).ok(),
                     format!(
                         "not a text file (invalid UTF-8 at byte {}); is this really a zone fragment?",
                         e.valid_up_to()
                     ),
-                )]);
+                )]));
             }
         };
         // The cache always matches the version in the set: it is stored
@@ -518,7 +603,7 @@ impl Loader {
             .collect();
         if !problems.is_empty() {
             problems.sort_by_key(|p| p.line);
-            return Err(problems);
+            return Err(LoadError::Problems(problems));
         }
         let fragment = Fragment::new(file.clone(), parsed.records, signature);
         let changed = if cached {
@@ -532,7 +617,7 @@ impl Loader {
             Ok((fragment, changed))
         } else {
             problems.sort_by_key(|p| p.line);
-            Err(problems)
+            Err(LoadError::Problems(problems))
         }
     }
 

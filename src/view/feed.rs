@@ -70,11 +70,24 @@ impl LiveNames for LiveView {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashSet;
+    use std::collections::{HashMap, HashSet};
     use std::path::PathBuf;
 
     use super::*;
-    use crate::fragments::{Loader, NoLiveNames};
+    use crate::fragments::{Loader, NoLiveNames, RescanRequest, Signature};
+
+    /// Reads `whole` (and whatever else changed) at once.
+    fn request<'a>(
+        whole: &'a HashMap<PathBuf, Option<Signature>>,
+        hold: &'a HashSet<PathBuf>,
+    ) -> RescanRequest<'a> {
+        RescanRequest {
+            whole,
+            force_all: false,
+            hold,
+            settle: std::time::Duration::ZERO,
+        }
+    }
 
     /// Fragment edits patched in by name give exactly what a fresh build gives.
     #[test]
@@ -95,8 +108,8 @@ mod tests {
         let mut statics = StaticZone::default();
         for (i, text) in versions.iter().enumerate() {
             std::fs::write(&path, text).expect("write");
-            let force: HashSet<PathBuf> = [path.clone()].into();
-            let rescan = loader.rescan(&force, false, &NoLiveNames);
+            let whole = HashMap::from([(path.clone(), None)]);
+            let rescan = loader.rescan(&request(&whole, &HashSet::new()), &NoLiveNames);
             assert!(
                 rescan.problems.is_empty(),
                 "version {i}: {:?}",
@@ -107,7 +120,7 @@ mod tests {
             assert_eq!(statics.dump(), fresh.dump(), "version {i}");
         }
         std::fs::remove_file(&path).expect("remove");
-        let rescan = loader.rescan(&HashSet::new(), false, &NoLiveNames);
+        let rescan = loader.rescan(&request(&HashMap::new(), &HashSet::new()), &NoLiveNames);
         statics = statics.update(&zone, loader.set(), &rescan.changed_names);
         assert!(statics.dump().is_empty(), "{:?}", statics.dump());
     }
@@ -126,8 +139,8 @@ mod tests {
             "a A 10.0.0.5\nb A 10.0.0.2\n",
         ] {
             std::fs::write(&path, text).expect("write");
-            let force: HashSet<PathBuf> = [path.clone()].into();
-            let rescan = loader.rescan(&force, false, &NoLiveNames);
+            let whole = HashMap::from([(path.clone(), None)]);
+            let rescan = loader.rescan(&request(&whole, &HashSet::new()), &NoLiveNames);
             statics = statics.update(&zone, loader.set(), &rescan.changed_names);
         }
         assert_eq!(
