@@ -121,3 +121,72 @@ fn forwarding_to_ourselves_is_refused_at_start() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--forward"));
 }
+
+/// The (ID, source port) of every query an upstream saw.
+type Seen = std::sync::Arc<std::sync::Mutex<Vec<(u16, u16)>>>;
+
+/// An upstream that answers every query twice: first with our ID but
+/// another question (what an off-path spoofer who guessed the ID and port
+/// would send), then properly. Returns its address and how many queries
+/// it saw, with their IDs and source ports.
+fn two_faced_upstream() -> (std::net::SocketAddr, Seen) {
+    use hickory_proto::op::Query;
+    use hickory_proto::rr::{Name, RData, Record, rdata::A};
+    use std::str::FromStr;
+
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let addr = socket.local_addr().expect("addr");
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        let mut buffer = [0u8; 4096];
+        while let Ok((len, from)) = socket.recv_from(&mut buffer) {
+            let Ok(query) = Message::from_vec(&buffer[..len]) else {
+                continue;
+            };
+            log.lock()
+                .expect("lock")
+                .push((query.metadata.id, from.port()));
+            let mut spoofed = query.clone();
+            spoofed.metadata.message_type = hickory_proto::op::MessageType::Response;
+            spoofed.queries = vec![Query::query(
+                Name::from_str("evil.example.").expect("name"),
+                RecordType::A,
+            )];
+            spoofed.answers = vec![Record::from_rdata(
+                Name::from_str("evil.example.").expect("name"),
+                60,
+                RData::A(A::new(6, 6, 6, 6)),
+            )];
+            let _ = socket.send_to(&spoofed.to_vec().expect("encode"), from);
+            let mut real = query.clone();
+            real.metadata.message_type = hickory_proto::op::MessageType::Response;
+            real.answers = vec![Record::from_rdata(
+                query.queries[0].name().clone(),
+                60,
+                RData::A(A::new(10, 1, 2, 3)),
+            )];
+            let _ = socket.send_to(&real.to_vec().expect("encode"), from);
+        }
+    });
+    (addr, seen)
+}
+
+#[test]
+fn replies_to_another_question_are_dropped_and_counted() {
+    let (upstream, seen) = two_faced_upstream();
+    let server = TestServer::start(&["--forward", &upstream.to_string()]);
+    for _ in 0..20 {
+        let reply = query_udp(server.dns, &recursive("www.example.org.", RecordType::A));
+        assert_eq!(rdatas(&reply.answers), ["10.1.2.3"], "{reply:?}");
+    }
+    server.wait_for_log("dropped a forwarded reply whose question is not the one asked");
+    server.wait_for_log("total=16");
+    // IDs and source ports vary from query to query (drawn at random:
+    // 20 draws from 65,536 and 64,512 values repeat with odds below 1%).
+    let seen = seen.lock().expect("lock");
+    let ids: std::collections::HashSet<u16> = seen.iter().map(|(id, _)| *id).collect();
+    let ports: std::collections::HashSet<u16> = seen.iter().map(|(_, port)| *port).collect();
+    assert!(ids.len() >= 18 && ports.len() >= 18, "{seen:?}");
+    assert!(ports.iter().all(|port| *port >= 1024), "{seen:?}");
+}

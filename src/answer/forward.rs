@@ -1,17 +1,22 @@
 //! Forwarding: questions outside our zones, relayed to configured upstreams.
 //!
-//! Takes the raw bytes of a client's query; produces the upstream's reply,
-//! parsed by hickory-proto. Upstreams are tried in the order given; each
-//! gets the query over UDP from a fresh socket with a fresh random ID (so
-//! an off-path attacker must guess port and ID), and over TCP when the UDP
-//! reply is truncated. Upstreams come only from `--forward`, never from the
-//! system's resolv.conf (which may point at us: a loop), and only clients in
-//! the allowed networks are served, so beacon is never an open resolver. It
+//! Takes the raw bytes of a client's query and its question; produces the
+//! upstream's reply, parsed by hickory-proto. Upstreams are tried in the
+//! order given; each gets the query over UDP from a fresh socket on a
+//! random port with a random ID, both drawn from a cryptographic generator
+//! (so an off-path attacker must guess 32 bits at once), and over TCP when
+//! the UDP reply is truncated. A reply is taken only from the upstream's
+//! address, with our ID and our question; anything else is dropped and
+//! counted. Upstreams come only from `--forward`, never from the system's
+//! resolv.conf (which may point at us: a loop), and only clients in the
+//! allowed networks are served, so beacon is never an open resolver. It
 //! never touches the view.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use hickory_proto::op::Message;
+use hickory_proto::op::{Message, Query};
 use ipnet::IpNet;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
@@ -32,12 +37,32 @@ pub enum ForwardError {
 pub struct Forwarder {
     upstreams: Vec<SocketAddr>,
     allowed: Vec<IpNet>,
+    /// Replies with our ID from the upstream's address that answered
+    /// another question: spoofing attempts, or a confused upstream.
+    mismatched: Arc<AtomicU64>,
 }
 
 impl Forwarder {
     /// Forwards to `upstreams`, for clients in `allowed`.
     pub fn new(upstreams: Vec<SocketAddr>, allowed: Vec<IpNet>) -> Self {
-        Forwarder { upstreams, allowed }
+        Forwarder {
+            upstreams,
+            allowed,
+            mismatched: Arc::default(),
+        }
+    }
+
+    /// Counts a dropped reply; logs at WARN on the 1st, 2nd, 4th, 8th …
+    /// so that a flood of them cannot flood the log.
+    fn count_mismatch(&self, upstream: SocketAddr) {
+        let total = self.mismatched.fetch_add(1, Ordering::Relaxed) + 1;
+        if total.is_power_of_two() {
+            tracing::warn!(
+                %upstream,
+                total,
+                "dropped a forwarded reply whose question is not the one asked (spoofed, or a confused upstream)"
+            );
+        }
     }
 
     /// True when `client` may have its questions forwarded.
@@ -46,93 +71,142 @@ impl Forwarder {
         self.allowed.iter().any(|net| net.contains(&client))
     }
 
-    /// Relays `query` (a client's query, as received) and returns the reply.
+    /// Relays `query` (a client's query, as received, asking `question`)
+    /// and returns the reply.
     ///
     /// # Errors
     /// [`ForwardError`] when no upstream gives a usable reply in time.
-    pub async fn forward(&self, query: &[u8]) -> Result<Message, ForwardError> {
+    pub async fn forward(&self, query: &[u8], question: &Query) -> Result<Message, ForwardError> {
         let mut last = String::from("no upstreams");
         for upstream in &self.upstreams {
-            match ask(*upstream, query).await {
+            match self.ask(*upstream, query, question).await {
                 Ok(reply) => return Ok(reply),
                 Err(reason) => last = format!("{upstream}: {reason}"),
             }
         }
         Err(ForwardError::NoAnswer(last))
     }
+
+    /// True when `reply` answers `question`; counts it when not.
+    fn answers(&self, reply: &Message, question: &Query, upstream: SocketAddr) -> bool {
+        let ours = matches!(reply.queries.as_slice(), [asked]
+            if asked.name() == question.name()
+                && asked.query_type() == question.query_type()
+                && asked.query_class() == question.query_class());
+        if !ours {
+            self.count_mismatch(upstream);
+        }
+        ours
+    }
+
+    async fn ask(
+        &self,
+        upstream: SocketAddr,
+        query: &[u8],
+        question: &Query,
+    ) -> Result<Message, String> {
+        let (bytes, id) = with_new_id(query)?;
+        let socket = bind_random_port(upstream).await?;
+        socket
+            .send_to(&bytes, upstream)
+            .await
+            .map_err(|e| e.to_string())?;
+        let deadline = Instant::now() + UPSTREAM_TIMEOUT;
+        let mut buffer = vec![0u8; 65_535];
+        loop {
+            let (len, from) = timeout_at(deadline, socket.recv_from(&mut buffer))
+                .await
+                .map_err(|_| "timed out".to_string())?
+                .map_err(|e| e.to_string())?;
+            // Anything not from the upstream, or not our ID, is not our reply.
+            if from != upstream || len < 2 || buffer[..2] != id.to_be_bytes() {
+                continue;
+            }
+            let Ok(reply) = Message::from_vec(&buffer[..len]) else {
+                continue;
+            };
+            if !self.answers(&reply, question, upstream) {
+                continue;
+            }
+            if reply.metadata.truncation {
+                return self.ask_tcp(upstream, query, question).await;
+            }
+            return Ok(reply);
+        }
+    }
+
+    async fn ask_tcp(
+        &self,
+        upstream: SocketAddr,
+        query: &[u8],
+        question: &Query,
+    ) -> Result<Message, String> {
+        let (bytes, id) = with_new_id(query)?;
+        let exchange = async {
+            let mut stream = TcpStream::connect(upstream)
+                .await
+                .map_err(|e| e.to_string())?;
+            let len = u16::try_from(bytes.len()).map_err(|_| "query too long".to_string())?;
+            stream
+                .write_all(&len.to_be_bytes())
+                .await
+                .map_err(|e| e.to_string())?;
+            stream.write_all(&bytes).await.map_err(|e| e.to_string())?;
+            let mut len = [0u8; 2];
+            stream
+                .read_exact(&mut len)
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut reply = vec![0u8; usize::from(u16::from_be_bytes(len))];
+            stream
+                .read_exact(&mut reply)
+                .await
+                .map_err(|e| e.to_string())?;
+            if reply.len() < 2 || reply[..2] != id.to_be_bytes() {
+                return Err("reply with a different ID".to_string());
+            }
+            let reply = Message::from_vec(&reply).map_err(|e| e.to_string())?;
+            if !self.answers(&reply, question, upstream) {
+                return Err("reply to another question".to_string());
+            }
+            Ok(reply)
+        };
+        timeout(UPSTREAM_TIMEOUT, exchange)
+            .await
+            .map_err(|_| "timed out over TCP".to_string())?
+    }
 }
 
-/// Our query with a fresh ID; returns the bytes and the ID.
+/// Our query with a fresh ID from a cryptographic generator; returns the
+/// bytes and the ID.
 fn with_new_id(query: &[u8]) -> Result<(Vec<u8>, u16), String> {
     if query.len() < 12 {
         return Err("query too short".into());
     }
-    let id = fastrand::u16(..);
+    let id: u16 = rand::random();
     let mut bytes = query.to_vec();
     bytes[..2].copy_from_slice(&id.to_be_bytes());
     Ok((bytes, id))
 }
 
-async fn ask(upstream: SocketAddr, query: &[u8]) -> Result<Message, String> {
-    let (bytes, id) = with_new_id(query)?;
-    let local: SocketAddr = match upstream {
-        SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
-        SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
-    };
-    let socket = UdpSocket::bind(local).await.map_err(|e| e.to_string())?;
-    socket
-        .send_to(&bytes, upstream)
-        .await
-        .map_err(|e| e.to_string())?;
-    let deadline = Instant::now() + UPSTREAM_TIMEOUT;
-    let mut buffer = vec![0u8; 65_535];
-    loop {
-        let (len, from) = timeout_at(deadline, socket.recv_from(&mut buffer))
-            .await
-            .map_err(|_| "timed out".to_string())?
-            .map_err(|e| e.to_string())?;
-        // Anything not from the upstream, or not our ID, is not our reply.
-        if from != upstream || len < 2 || buffer[..2] != id.to_be_bytes() {
-            continue;
-        }
-        let reply = Message::from_vec(&buffer[..len]).map_err(|e| e.to_string())?;
-        if reply.metadata.truncation {
-            return ask_tcp(upstream, query).await;
-        }
-        return Ok(reply);
-    }
-}
+/// Source ports drawn for forwarded queries: above the privileged ones.
+const SOURCE_PORTS: std::ops::RangeInclusive<u16> = 1024..=65_535;
 
-async fn ask_tcp(upstream: SocketAddr, query: &[u8]) -> Result<Message, String> {
-    let (bytes, id) = with_new_id(query)?;
-    let exchange = async {
-        let mut stream = TcpStream::connect(upstream)
-            .await
-            .map_err(|e| e.to_string())?;
-        let len = u16::try_from(bytes.len()).map_err(|_| "query too long".to_string())?;
-        stream
-            .write_all(&len.to_be_bytes())
-            .await
-            .map_err(|e| e.to_string())?;
-        stream.write_all(&bytes).await.map_err(|e| e.to_string())?;
-        let mut len = [0u8; 2];
-        stream
-            .read_exact(&mut len)
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut reply = vec![0u8; usize::from(u16::from_be_bytes(len))];
-        stream
-            .read_exact(&mut reply)
-            .await
-            .map_err(|e| e.to_string())?;
-        if reply.len() < 2 || reply[..2] != id.to_be_bytes() {
-            return Err("reply with a different ID".to_string());
-        }
-        Message::from_vec(&reply).map_err(|e| e.to_string())
+/// A UDP socket towards `upstream` on a port drawn from a cryptographic
+/// generator (a few tries, since a drawn port may be taken; then one the
+/// kernel picks).
+async fn bind_random_port(upstream: SocketAddr) -> Result<UdpSocket, String> {
+    let any: IpAddr = match upstream {
+        SocketAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
+        SocketAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
     };
-    timeout(UPSTREAM_TIMEOUT, exchange)
-        .await
-        .map_err(|_| "timed out over TCP".to_string())?
+    for _ in 0..8 {
+        let port = rand::random_range(SOURCE_PORTS);
+        if let Ok(socket) = UdpSocket::bind((any, port)).await {
+            return Ok(socket);
+        }
+    }
+    UdpSocket::bind((any, 0)).await.map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

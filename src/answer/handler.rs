@@ -185,7 +185,10 @@ impl RequestHandler for DnsHandler {
                     && request.metadata.recursion_desired
                     && forwarder.allows(request.src().ip()) =>
             {
-                match forwarder.forward(request.as_slice()).await {
+                match forwarder
+                    .forward(request.as_slice(), query.original())
+                    .await
+                {
                     Ok(reply) => Some(reply),
                     Err(error) => {
                         debug!(%error, "forwarding failed");
