@@ -78,6 +78,10 @@ pub const MAX_FRAGMENT_BYTES: u64 = 16 * 1024 * 1024;
 pub const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
 /// Largest DNS message over TCP (RFC 1035 §4.2.2: a two-octet length).
 pub const MAX_TCP_MESSAGE: usize = 65_535;
+/// More records than any DNS message can hold (65,535 bytes, at least 13
+/// bytes a record): lists that do not rotate (DNS-SD service types and
+/// instance lists) are built no longer than this, whatever their size.
+pub const MAX_LISTED_RECORDS: usize = 5_040;
 
 /// Serials reserved ahead in the state directory: the stored ceiling is
 /// rewritten only when the serial passes it, and a restart continues above

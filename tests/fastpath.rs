@@ -190,16 +190,27 @@ fn fast_and_general_paths_give_the_same_answers() {
             0x0100,
             Some(opt(1232, false, &[(10, cookie)])),
         ),
+        // What validating resolvers (Unbound, Knot Resolver) send.
         ("EDNS DO", 0, Some(opt(1232, true, &[]))),
+        ("EDNS DO, RD, CD", 0x0110, Some(opt(1232, true, &[]))),
+        ("EDNS DO 4096", 0, Some(opt(4096, true, &[]))),
+        ("EDNS DO 512", 0, Some(opt(512, true, &[]))),
     ];
     let mut checked = 0;
     for (name, rtype) in names {
         for (shape, flags, edns) in &shapes {
             let query = raw(name, rtype, *flags, edns.clone());
             let question_len = question(name, rtype, false).to_vec().expect("encode").len() - 12;
-            let a = visible(&ask(fast.dns, &query), question_len);
+            let fast_reply = ask(fast.dns, &query);
+            let a = visible(&fast_reply, question_len);
             let b = visible(&ask(general.dns, &query), question_len);
             assert_eq!(a, b, "{name} {rtype} ({shape}): fast path vs general path");
+            if shape.contains("DO") {
+                // RFC 3225: the DO bit comes back.
+                let reply = Message::from_vec(&fast_reply).expect("decodes");
+                let edns = reply.edns.expect("OPT in the reply");
+                assert!(edns.flags().dnssec_ok, "{name} {rtype} ({shape}): DO");
+            }
             checked += 1;
         }
     }
@@ -299,6 +310,29 @@ fn cached_answers_follow_every_change() {
     server.await_reply("_db._tcp.svc.internal.", RecordType::SRV, |m| {
         common::rdatas(&m.additionals).contains(&"10.1.0.10".to_string())
     });
+
+    // The DNS-SD type list follows service types coming and going.
+    let types = |server: &TestServer| {
+        common::rdatas(
+            &server
+                .query("_services._dns-sd._udp.svc.internal.", RecordType::PTR)
+                .answers,
+        )
+    };
+    warm("_services._dns-sd._udp.svc.internal.", RecordType::PTR);
+    assert!(!types(&server).contains(&"_new._tcp.svc.internal.".to_string()));
+    server.beat("beacon/1 service=new instance=n port=80 addr=10.0.6.1");
+    server.await_reply(
+        "_services._dns-sd._udp.svc.internal.",
+        RecordType::PTR,
+        |m| common::rdatas(&m.answers).contains(&"_new._tcp.svc.internal.".to_string()),
+    );
+    server.beat("beacon/1 service=new instance=n port=80 state=down");
+    server.await_reply(
+        "_services._dns-sd._udp.svc.internal.",
+        RecordType::PTR,
+        |m| !common::rdatas(&m.answers).contains(&"_new._tcp.svc.internal.".to_string()),
+    );
 
     // A negative answer turns positive, and back.
     warm("late.svc.internal.", RecordType::A);

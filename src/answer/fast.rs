@@ -590,10 +590,11 @@ fn encode_entry(view: &View, qname: &LowerName, wire_name: &[u8], qtype: u16) ->
             // Glue found at answer time lives in other names, maybe other
             // parts of the zone: such an answer is good for one view only.
             encoded.looked_up |= member.glue.is_empty()
-                && matches!(
-                    member.record.data,
-                    RData::SRV(_) | RData::MX(_) | RData::NS(_) | RData::PTR(_)
-                );
+                && match member.record.data {
+                    RData::SRV(_) | RData::MX(_) | RData::NS(_) => true,
+                    RData::PTR(_) => !view.is_type_list(qname),
+                    _ => false,
+                };
             for record in &glue_records {
                 if encode_record(record, wire_name, bytes).is_none() {
                     return Entry::General;
@@ -781,6 +782,48 @@ mod tests {
         ] {
             assert!(parse(&datagram, &mut key).is_none(), "{what}");
         }
+    }
+
+    /// A view with one service of three instances, as a test's server.
+    fn view_with_web() -> Arc<View> {
+        use crate::registry::Registry;
+        use crate::registry::announcement::Announcement;
+        use crate::view::StaticZone;
+        use crate::view::publish::Publisher;
+        let zone = Name::from_ascii("svc.internal.").expect("zone");
+        let config = Arc::new(crate::config::ServeConfig::new(zone));
+        let mut registry = Registry::new(100, Vec::new());
+        for i in 1..=3 {
+            let mut hb = Announcement::new("web", &format!("w{i}"), 80);
+            hb.addr = Some(std::net::IpAddr::from([10, 0, 0, i]));
+            registry.apply(
+                hb,
+                std::net::IpAddr::from([10, 0, 0, i]),
+                tokio::time::Instant::now(),
+            );
+        }
+        Publisher::new(config, &registry, Arc::new(StaticZone::default()))
+            .handle()
+            .load()
+    }
+
+    #[test]
+    fn do_queries_take_the_fast_path_with_do_copied() {
+        let view = view_with_web();
+        let mut fast = FastPath::new(1232);
+        let mut do_bit = OPT_1232;
+        do_bit[7] = 0x80;
+        let mut out = Vec::new();
+        let datagram = query("web.svc.internal.", 1, &do_bit, 1);
+        assert!(fast.answer(&view, &datagram, false, &mut out));
+        let reply = hickory_proto::op::Message::from_vec(&out).expect("decodes");
+        assert_eq!(reply.answers.len(), 3);
+        assert!(reply.edns.expect("OPT").flags().dnssec_ok);
+        // Without DO, none comes back.
+        let datagram = query("web.svc.internal.", 1, &OPT_1232, 1);
+        assert!(fast.answer(&view, &datagram, false, &mut out));
+        let reply = hickory_proto::op::Message::from_vec(&out).expect("decodes");
+        assert!(!reply.edns.expect("OPT").flags().dnssec_ok);
     }
 
     #[test]

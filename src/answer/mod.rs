@@ -131,6 +131,9 @@ pub fn glue<'v>(member: &Member, view: &'v View, out: &mut Vec<Cow<'v, Record>>)
         return;
     }
     if let RData::PTR(ptr) = &member.record.data {
+        if view.is_type_list(&LowerName::from(&member.record.name)) {
+            return;
+        }
         let target = LowerName::from(&ptr.0);
         if !view.origin.zone_of(&target) {
             return;

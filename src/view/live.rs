@@ -28,8 +28,8 @@ use hickory_proto::rr::rdata::{A, AAAA, PTR, SRV, TXT};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 
 use super::{Cursor, Member, NameMap, Node, StaticZone, child_name, merge_sets, rotates};
-use crate::config::DEFAULT_WEIGHT;
 use crate::config::ServeConfig;
+use crate::config::{DEFAULT_WEIGHT, MAX_LISTED_RECORDS};
 use crate::registry::Instance;
 use crate::registry::announcement::Proto;
 
@@ -381,7 +381,8 @@ impl ServiceNames {
                         continue;
                     };
                     srv.push(self.srv_member(type_name, inst, target));
-                    if !self.dnssd_claimed.contains(&i) {
+                    // The browse list does not rotate: no reply holds more.
+                    if browse.len() < MAX_LISTED_RECORDS && !self.dnssd_claimed.contains(&i) {
                         let Some(dnssd) = self.dnssd_name(inst) else {
                             continue;
                         };
@@ -487,6 +488,9 @@ pub(super) fn address_record(name: &Name, ttl: u32, ip: IpAddr) -> Record {
 #[derive(Debug, Default, Clone)]
 pub struct LiveIndex {
     types: imbl::OrdSet<Name>,
+    /// Changes whenever `types` does, so the type list's answer can be
+    /// kept while it holds.
+    types_generation: u64,
     outer: imbl::HashMap<LowerName, u32>,
 }
 
@@ -508,6 +512,11 @@ pub trait ServiceIndex: Default {
 
 impl ServiceIndex for LiveIndex {
     fn replace(&mut self, old: Option<&ServiceNames>, new: Option<&ServiceNames>) {
+        let before = old.map_or(&[][..], |n| n.browsable.as_slice());
+        let after = new.map_or(&[][..], |n| n.browsable.as_slice());
+        if before != after {
+            self.types_generation = super::next_generation();
+        }
         if let Some(old) = old {
             for name in &old.browsable {
                 self.types.remove(name);
@@ -536,6 +545,11 @@ impl LiveIndex {
     /// The browsable service types, in canonical order.
     pub fn types(&self) -> impl Iterator<Item = &Name> {
         self.types.iter()
+    }
+
+    /// A number that changes whenever the set of types does.
+    pub fn types_generation(&self) -> u64 {
+        self.types_generation
     }
 
     /// True when some live service needs `name` as an empty non-terminal.

@@ -47,7 +47,7 @@ use hickory_proto::rr::rdata::{NS, PTR, SOA};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 
 use crate::config::DEFAULT_WEIGHT;
-use crate::config::{SOA_EXPIRE, SOA_REFRESH, SOA_RETRY, ServeConfig};
+use crate::config::{MAX_LISTED_RECORDS, SOA_EXPIRE, SOA_REFRESH, SOA_RETRY, ServeConfig};
 use crate::fragments::{FragmentSet, Location};
 use crate::registry::Registry;
 use live::address_record;
@@ -528,6 +528,9 @@ enum Stamp {
         generation: u64,
         keys: Vec<Box<str>>,
     },
+    /// The DNS-SD list of service types, until the set of types or the
+    /// static layer changes.
+    TypeList { types: u64, statics: u64 },
 }
 
 /// Which part of a view a name's node lives in. Parts are shared between
@@ -537,6 +540,8 @@ enum Stamp {
 enum Origin<'v> {
     /// The apex layer, rebuilt for every view.
     Apex,
+    /// The DNS-SD list of service types (`_services._dns-sd._udp`).
+    TypeList,
     /// A live service's names.
     Service(&'v Arc<ServiceNames>),
     /// The static layer from the fragments.
@@ -593,8 +598,9 @@ impl View {
 
     /// What an answer at `name` built from this view depends on.
     /// `self_contained` says the answer holds only records of `name`
-    /// itself (no negative answer, no data looked up at other names);
-    /// only such answers may outlive this view.
+    /// itself (no negative answer, which carries the serial in its SOA;
+    /// no data looked up at other names); only such answers may outlive
+    /// this view.
     pub fn stamp(&self, name: &LowerName, self_contained: bool) -> AnswerStamp {
         let this_view = AnswerStamp(Stamp::Serial(self.serial));
         if !self_contained {
@@ -622,6 +628,10 @@ impl View {
                     })
                 }
             }
+            Some(Origin::TypeList) => AnswerStamp(Stamp::TypeList {
+                types: self.index.types_generation(),
+                statics: self.statics.generation,
+            }),
             Some(Origin::Apex) | None => this_view,
         }
     }
@@ -635,6 +645,9 @@ impl View {
                 .services
                 .get(key.as_ref())
                 .is_some_and(|now| now.generation() == *generation),
+            Stamp::TypeList { types, statics } => {
+                self.index.types_generation() == *types && self.statics.generation == *statics
+            }
             Stamp::Statics { generation, keys } => {
                 self.statics.generation == *generation
                     && keys
@@ -654,7 +667,7 @@ impl View {
         }
         if let Some(node) = self.apex.get(name) {
             if *name == self.type_list {
-                return Some((Origin::Apex, Cow::Owned(self.type_list_node(node))));
+                return Some((Origin::TypeList, Cow::Owned(self.type_list_node(node))));
             }
             return Some((Origin::Apex, Cow::Borrowed(node.as_ref())));
         }
@@ -677,13 +690,15 @@ impl View {
     }
 
     /// `_services._dns-sd._udp`: a PTR to every browsable service type
-    /// (RFC 6763 §9), before any static records `shared` holds there.
-    /// Built per lookup: the list changes with services, and is rarely asked.
+    /// (RFC 6763 §9), before any static records `shared` holds there, at
+    /// most [`MAX_LISTED_RECORDS`] (no reply holds more). Built per
+    /// lookup; the fast path keeps the answer while the types are the same.
     fn type_list_node(&self, shared: &Node) -> Node {
         let owner = Name::from(&self.type_list);
         let types: Vec<Member> = self
             .index
             .types()
+            .take(MAX_LISTED_RECORDS)
             .map(|t| {
                 let ptr = RData::PTR(PTR(t.clone()));
                 Member::plain(Record::from_rdata(owner.clone(), self.answer_ttl, ptr))
@@ -698,6 +713,12 @@ impl View {
     /// they are live now).
     fn service_keys_of<'n>(&self, name: &'n LowerName) -> impl Iterator<Item = &'n [u8]> {
         service_keys(name, self.origin.num_labels())
+    }
+
+    /// True when `name` is the DNS-SD list of service types, whose PTR
+    /// records get no additional data (RFC 6763 §12 names none).
+    pub fn is_type_list(&self, name: &LowerName) -> bool {
+        *name == self.type_list
     }
 
     /// True when heartbeats created `name` (not the apex or the NS host).
