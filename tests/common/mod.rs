@@ -43,7 +43,12 @@ impl TestServer {
 
     /// [`TestServer::start`] with extra environment variables.
     pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> TestServer {
-        let mut args = vec!["--dns", "127.0.0.1:0", "--heartbeat", "127.0.0.1:0"];
+        let mut args = Vec::new();
+        for (flag, default) in [("--dns", "127.0.0.1:0"), ("--heartbeat", "127.0.0.1:0")] {
+            if !extra.contains(&flag) {
+                args.extend_from_slice(&[flag, default]);
+            }
+        }
         if !extra.contains(&"--zones") {
             args.extend_from_slice(&["--zones", "/nonexistent-beacon-test-zones"]);
         }
@@ -282,9 +287,18 @@ pub fn wait_until<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Opt
     }
 }
 
+/// A local address on loopback, port 0, of `peer`'s family.
+pub fn loopback_for(peer: SocketAddr) -> SocketAddr {
+    if peer.is_ipv6() {
+        SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 0))
+    } else {
+        SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0))
+    }
+}
+
 /// Sends one UDP datagram to `to` from a fresh socket.
 pub fn send_datagram(to: SocketAddr, bytes: &[u8]) {
-    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let socket = UdpSocket::bind(loopback_for(to)).expect("bind");
     socket.send_to(bytes, to).expect("send");
 }
 
@@ -317,7 +331,7 @@ fn fastrand_id() -> u16 {
 
 /// Sends raw bytes over UDP and returns the raw reply (None on timeout).
 pub fn exchange_raw(server: SocketAddr, bytes: &[u8], timeout: Duration) -> Option<Vec<u8>> {
-    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let socket = UdpSocket::bind(loopback_for(server)).expect("bind");
     socket.set_read_timeout(Some(timeout)).expect("timeout");
     socket.send_to(bytes, server).expect("send");
     let mut buf = vec![0u8; 65_535];
@@ -334,7 +348,7 @@ pub fn exchange_raw(server: SocketAddr, bytes: &[u8], timeout: Duration) -> Opti
 pub fn query_udp(server: SocketAddr, msg: &Message) -> Message {
     let bytes = msg.to_vec().expect("encode query");
     for _ in 0..3 {
-        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let socket = UdpSocket::bind(loopback_for(server)).expect("bind");
         socket
             .set_read_timeout(Some(Duration::from_secs(2)))
             .expect("timeout");
