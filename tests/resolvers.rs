@@ -143,3 +143,110 @@ fn dnsmasq_with_the_readme_server_line() {
     let _dnsmasq = Resolver(child);
     check_through(SocketAddr::from(([127, 0, 0, 1], port)));
 }
+
+/// HAProxy's servers in backend `web`: (fqdn, address, port) of each slot
+/// that holds a resolved server, read through its runtime API.
+fn haproxy_servers(socket: &std::path::Path) -> Vec<(String, String, String)> {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::os::unix::net::UnixStream::connect(socket) else {
+        return Vec::new();
+    };
+    let _ = stream.write_all(b"show servers state web\n");
+    let mut text = String::new();
+    let _ = stream.read_to_string(&mut text);
+    text.lines()
+        .filter(|line| line.starts_with(|c: char| c.is_ascii_digit()))
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // srv_addr is field 5, srv_fqdn 18, srv_port 19 (1-based).
+            let (addr, fqdn, port) = (fields.get(4)?, fields.get(17)?, fields.get(18)?);
+            (*addr != "0.0.0.0" && *fqdn != "-")
+                .then(|| (fqdn.to_string(), addr.to_string(), port.to_string()))
+        })
+        .collect()
+}
+
+/// HAProxy's `server-template` following an SRV name, with the README's
+/// `resolvers` block, for a service far larger than one UDP reply (HAProxy
+/// never retries a truncated UDP answer over TCP: the README's block asks
+/// over TCP).
+#[test]
+fn haproxy_follows_a_service_larger_than_one_udp_reply() {
+    if !have_tool("haproxy") {
+        return;
+    }
+    let server = TestServer::start(&[]);
+    let beats: Vec<String> = (1..=100)
+        .map(|i| {
+            format!(
+                "beacon/1 service=web instance=w{i} port={} addr=10.0.{}.{}",
+                8000 + i,
+                i / 256,
+                i % 256
+            )
+        })
+        .collect();
+    server.beat_until_all("web.svc.internal.", &beats);
+    let udp = server.query("_web._tcp.svc.internal.", RecordType::SRV);
+    assert!(
+        udp.metadata.truncation,
+        "the service must not fit one UDP reply"
+    );
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let socket = dir.path().join("admin.sock");
+    let config = format!(
+        "global\n    stats socket {} mode 600 level admin\n\ndefaults\n    mode tcp\n    timeout connect 1s\n    timeout client 10s\n    timeout server 10s\n\n{}",
+        socket.display(),
+        snippet("haproxy", server.dns)
+    );
+    let path = dir.path().join("haproxy.cfg");
+    std::fs::write(&path, config).expect("write");
+    let check = Command::new("haproxy")
+        .arg("-c")
+        .arg("-f")
+        .arg(&path)
+        .output()
+        .expect("haproxy -c");
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let child = Command::new("haproxy")
+        .arg("-db")
+        .arg("-f")
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start haproxy");
+    let _haproxy = Resolver(child);
+
+    let all = wait_until(Duration::from_secs(15), || {
+        let servers = haproxy_servers(&socket);
+        (servers.len() == 100).then_some(servers)
+    })
+    .unwrap_or_else(|| panic!("HAProxy resolved {:?}", haproxy_servers(&socket)));
+    for (fqdn, addr, port) in &all {
+        let i: u16 = fqdn
+            .strip_prefix('w')
+            .and_then(|rest| rest.split('.').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("odd name {fqdn}"));
+        assert_eq!(port, &(8000 + i).to_string(), "{fqdn}");
+        assert_eq!(addr, &format!("10.0.{}.{}", i / 256, i % 256), "{fqdn}");
+    }
+    // An instance that leaves leaves HAProxy too.
+    server.beat("beacon/1 service=web instance=w7 port=8007 state=down");
+    let left = wait_until(Duration::from_secs(15), || {
+        let servers = haproxy_servers(&socket);
+        (servers.len() == 99 && servers.iter().all(|(fqdn, _, _)| !fqdn.starts_with("w7.")))
+            .then_some(())
+    });
+    assert!(
+        left.is_some(),
+        "HAProxy kept w7: {:?}",
+        haproxy_servers(&socket)
+    );
+}
