@@ -12,7 +12,9 @@
 //! heartbeats; the others read the same names from a zone file: A records
 //! at `svcN`, SRV at `_svcN._tcp` with targets `iK.svcN` and their A
 //! records. The mix: 50% A for a service, 30% SRV, 10% A for an instance,
-//! 10% names that do not exist (NXDOMAIN). No EDNS, like dnsperf.
+//! 10% names that do not exist (NXDOMAIN). No EDNS, like dnsperf; in the
+//! `udp-do` mode the same mix carries EDNS with the DO bit, as validating
+//! resolvers (Unbound, Knot Resolver) send every query.
 //!
 //! The server runs on CPU 1 (every thread re-pinned after start, since Knot
 //! pins its own), the generator and the heartbeat sender on CPU 0. Servers
@@ -20,7 +22,7 @@
 //! beacon's runs, heartbeats renew its instances at 10,000/s.
 //!
 //! Knobs (environment): BENCH_ROUNDS (3), BENCH_SECONDS (10),
-//! BENCH_MODES (udp,rate,tcp), BENCH_SERVERS (beacon,knot,nsd, plus hickory
+//! BENCH_MODES (udp,udp-do,rate,tcp), BENCH_SERVERS (beacon,knot,nsd, plus hickory
 //! when found),
 //! BENCH_OUTSTANDING (200), BENCH_RATE (20000), BENCH_HEARTBEATS (10000).
 //! Everything listens on 127.0.0.1 and stops when the run ends.
@@ -295,7 +297,14 @@ struct Row {
     heartbeats: u64,
 }
 
-fn measure(server: &Server, mode: &str, mix: &[Question], seconds: u64, heartbeats: u64) -> Row {
+/// The query mix, plain and as validating resolvers send it.
+struct Mixes {
+    plain: Vec<Question>,
+    dnssec_ok: Vec<Question>,
+}
+
+fn measure(server: &Server, mode: &str, mixes: &Mixes, seconds: u64, heartbeats: u64) -> Row {
+    let mix = &mixes.plain;
     let duration = Duration::from_secs(seconds);
     let stop = Arc::new(AtomicBool::new(false));
     let beats = match (server.heartbeat, heartbeats) {
@@ -311,6 +320,13 @@ fn measure(server: &Server, mode: &str, mix: &[Question], seconds: u64, heartbea
             env_or("BENCH_OUTSTANDING", 200),
             None,
         ),
+        "udp-do" => load::udp(
+            server.dns,
+            &mixes.dnssec_ok,
+            duration,
+            env_or("BENCH_OUTSTANDING", 200),
+            None,
+        ),
         "rate" => load::udp(
             server.dns,
             mix,
@@ -319,7 +335,7 @@ fn measure(server: &Server, mode: &str, mix: &[Question], seconds: u64, heartbea
             Some(env_or("BENCH_RATE", 20_000)),
         ),
         "tcp" => load::tcp(server.dns, mix, duration, 10, 20),
-        other => panic!("unknown mode {other} (udp, rate, tcp)"),
+        other => panic!("unknown mode {other} (udp, udp-do, rate, tcp)"),
     };
     let (busy1, total1) = cpu_jiffies(SERVER_CPU);
     stop.store(true, Ordering::Relaxed);
@@ -344,7 +360,7 @@ fn main() {
     let smoke = harness::smoke();
     let rounds: usize = env_or("BENCH_ROUNDS", if smoke { 1 } else { 3 });
     let seconds: u64 = env_or("BENCH_SECONDS", if smoke { 1 } else { 10 });
-    let modes = env_list("BENCH_MODES", "udp,rate,tcp");
+    let modes = env_list("BENCH_MODES", "udp,udp-do,rate,tcp");
     let hickory = hickory_binary();
     let default_servers = if hickory.is_some() {
         "beacon,knot,nsd,hickory"
@@ -390,10 +406,16 @@ fn main() {
     let zone_path: PathBuf = zone_dir.join("svc.internal.zone");
     std::fs::write(&zone_path, zone_file()).expect("zone file");
     let text = mix_text();
-    let mix: Vec<Question> = text
-        .iter()
-        .map(|(name, rtype, rcode)| Question::new(name, *rtype, *rcode))
-        .collect();
+    let mixes = Mixes {
+        plain: text
+            .iter()
+            .map(|(name, rtype, rcode)| Question::new(name, *rtype, *rcode))
+            .collect(),
+        dnssec_ok: text
+            .iter()
+            .map(|(name, rtype, rcode)| Question::with_do(name, *rtype, *rcode))
+            .collect(),
+    };
     let queries = dir.path().join("queries.txt");
     let lines: Vec<String> = text.iter().map(|(n, t, _)| format!("{n} {t}")).collect();
     std::fs::write(&queries, lines.join("\n") + "\n").expect("query file");
@@ -438,8 +460,14 @@ fn main() {
         for round in 0..rounds {
             for server in &servers {
                 // Warm up caches and the kernel's socket state.
-                let _ = load::udp(server.dns, &mix, Duration::from_millis(300), 50, None);
-                let row = measure(server, mode, &mix, seconds, heartbeat_rate);
+                let _ = load::udp(
+                    server.dns,
+                    &mixes.plain,
+                    Duration::from_millis(300),
+                    50,
+                    None,
+                );
+                let row = measure(server, mode, &mixes, seconds, heartbeat_rate);
                 eprintln!(
                     "  {mode} round {} {:<7} {:>9.0} qps  lost {} wrong {}",
                     round + 1,

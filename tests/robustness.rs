@@ -35,6 +35,21 @@ fn a_burst_of_garbage_heartbeats_changes_nothing() {
         )
         .into_bytes(),
         vec![0u8; 9000],
+        // Outside the grammar the README documents.
+        b"beacon/1 service=web instance=a port=+80 addr=10.6.6.6".to_vec(),
+        b"beacon/1 service=web instance=a port=080 addr=10.6.6.6".to_vec(),
+        b"beacon/1\tservice=web instance=a port=80 addr=10.6.6.6".to_vec(),
+        b"beacon/1 service=web instance=a port=80 addr=10.6.6.6\r\n".to_vec(),
+        b"beacon/1  service=web instance=a port=80 addr=10.6.6.6".to_vec(),
+        b"beacon/1 service=web instance=a port=80 addr=10.6.6.6 ".to_vec(),
+        // Addresses no client could reach.
+        b"beacon/1 service=web instance=a port=80 addr=255.255.255.255".to_vec(),
+        b"beacon/1 service=web instance=a port=80 addr=0.0.0.0".to_vec(),
+        b"beacon/1 service=web instance=a port=80 addr=0.1.2.3".to_vec(),
+        b"beacon/1 service=web instance=a port=80 addr=224.0.0.1".to_vec(),
+        b"beacon/1 service=web instance=a port=80 addr=ff02::1".to_vec(),
+        // A service name whose `_<service>` would not be a DNS label.
+        format!("beacon/1 service={} instance=a port=80", "s".repeat(63)).into_bytes(),
     ];
     for _ in 0..500 {
         let len = rng.usize(0..1500);

@@ -24,6 +24,8 @@ const LOST_AFTER: Duration = Duration::from_secs(1);
 #[derive(Clone)]
 pub struct Question {
     pub wire: Vec<u8>,
+    /// Where the question section ends (an OPT record may follow).
+    pub question_end: usize,
     pub rcode: u8,
 }
 
@@ -33,10 +35,24 @@ impl Question {
         let mut msg = Message::new(0, MessageType::Query, OpCode::Query);
         let name = Name::from_ascii(name).expect("benchmark names are valid");
         msg.add_query(Query::query(name, rtype));
+        let wire = msg.to_vec().expect("encodes");
         Question {
-            wire: msg.to_vec().expect("encodes"),
+            question_end: wire.len(),
+            wire,
             rcode,
         }
+    }
+
+    /// [`Question::new`] as validating resolvers ask: EDNS with a
+    /// 1232-byte payload and the DO bit.
+    pub fn with_do(name: &str, rtype: RecordType, rcode: u8) -> Question {
+        let mut question = Question::new(name, rtype, rcode);
+        question.wire[11] = 1; // ARCOUNT
+        // OPT: root owner, type 41, payload 1232, version 0, DO, no options.
+        question
+            .wire
+            .extend_from_slice(&[0, 0, 41, 0x04, 0xD0, 0, 0, 0x80, 0, 0, 0]);
+        question
     }
 }
 
@@ -129,7 +145,7 @@ impl InFlight {
 
 /// Checks one reply against the question it answers.
 fn check(reply: &[u8], question: &Question) -> bool {
-    let q = &question.wire;
+    let q = &question.wire[..question.question_end];
     reply.len() >= q.len()
         && reply[2] & 0x80 != 0
         && reply[3] & 0x0F == question.rcode
