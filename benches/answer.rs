@@ -59,7 +59,7 @@ fn answering(c: &mut Criterion) {
     let srv = name("_svc42._tcp.svc.internal.");
     let missing = name("nothing-here.svc.internal.");
     c.bench_function("resolve A (3 instances, rotated)", |b| {
-        b.iter(|| black_box(resolve(&view, black_box(&a), RecordType::A).answers.len()))
+        b.iter(|| black_box(resolve(&view, black_box(&a), RecordType::A).answers.len()));
     });
     c.bench_function("resolve SRV (3 instances + glue)", |b| {
         b.iter(|| {
@@ -68,10 +68,10 @@ fn answering(c: &mut Criterion) {
                     .answers
                     .len(),
             )
-        })
+        });
     });
     c.bench_function("resolve NXDOMAIN", |b| {
-        b.iter(|| black_box(resolve(&view, black_box(&missing), RecordType::A).rcode))
+        b.iter(|| black_box(resolve(&view, black_box(&missing), RecordType::A).rcode));
     });
 }
 
@@ -104,7 +104,7 @@ fn fast_path(c: &mut Criterion) {
             "{label} takes the fast path"
         );
         c.bench_function(label, |b| {
-            b.iter(|| black_box(fast.answer(&view, black_box(&query), false, &mut reply)))
+            b.iter(|| black_box(fast.answer(&view, black_box(&query), false, &mut reply)));
         });
     }
 }
@@ -117,14 +117,14 @@ fn rebuilding(c: &mut Criterion) {
     let mut publisher = Publisher::new(config, &registry, Arc::new(StaticZone::default()));
     let changed: HashSet<String> = ["svc42".to_string()].into();
     c.bench_function("publish after one service changed (200 × 3)", |b| {
-        b.iter(|| black_box(publisher.publish(&registry, &changed)))
+        b.iter(|| black_box(publisher.publish(&registry, &changed)));
     });
 }
 
 fn decoding(c: &mut Criterion) {
     let datagram = b"beacon/1 service=web instance=web-1 port=8080 addr=10.0.0.1 ttl=15 weight=1 meta.version=1.4.2\n";
     c.bench_function("decode heartbeat", |b| {
-        b.iter(|| black_box(wire::decode(black_box(datagram)).is_ok()))
+        b.iter(|| black_box(wire::decode(black_box(datagram)).is_ok()));
     });
 }
 

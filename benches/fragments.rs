@@ -12,6 +12,10 @@
 //! Bounded: every wait gives up after 10 s, every loop has a fixed count,
 //! and the server is killed at the end.
 
+// Rates, shares and percentiles are f64; turning them back into counts
+// and indices truncates on purpose.
+#![allow(clippy::cast_possible_truncation)]
+
 mod harness;
 mod load;
 

@@ -21,6 +21,10 @@
 //! BENCH_FRESH_QPS (20000; 0 for no query load), BENCH_BEACON_ARGS (extra
 //! flags for beacon, such as `--fast-path off`).
 
+// Rates, shares and percentiles are f64; turning them back into counts
+// and indices truncates on purpose.
+#![allow(clippy::cast_possible_truncation)]
+
 mod harness;
 mod load;
 

@@ -27,10 +27,15 @@
 //! BENCH_OUTSTANDING (200), BENCH_RATE (20000), BENCH_HEARTBEATS (10000).
 //! Everything listens on 127.0.0.1 and stops when the run ends.
 
+// Rates, shares and percentiles are f64; turning them back into counts
+// and indices truncates on purpose.
+#![allow(clippy::cast_possible_truncation)]
+
 mod harness;
 mod load;
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -61,9 +66,10 @@ fn zone_file() -> String {
     for s in 0..SERVICES {
         for i in 0..INSTANCES {
             let addr = address(s, i);
-            z.push_str(&format!("svc{s} IN A {addr}\n"));
-            z.push_str(&format!("i{i}.svc{s} IN A {addr}\n"));
-            z.push_str(&format!("_svc{s}._tcp IN SRV 0 1 8080 i{i}.svc{s}\n"));
+            // Writing to a String cannot fail.
+            let _ = writeln!(z, "svc{s} IN A {addr}");
+            let _ = writeln!(z, "i{i}.svc{s} IN A {addr}");
+            let _ = writeln!(z, "_svc{s}._tcp IN SRV 0 1 8080 i{i}.svc{s}");
         }
     }
     z

@@ -143,7 +143,7 @@ pub async fn run(config: BeatConfig) -> Result<(), BeatError> {
     match send(&socket, &down).await {
         Ok(()) => info!(service = %hb.service, instance = %hb.instance, "sent down; stopping"),
         Err(error) => {
-            warn!(%server, %error, "could not send the final down; the instance expires after its ttl")
+            warn!(%server, %error, "could not send the final down; the instance expires after its ttl");
         }
     }
     Ok(())

@@ -134,6 +134,9 @@ impl Drop for Guard {
 /// Makes the calling part panic when a test build runs with
 /// `BEACON_TEST_FAULT=<point>`: the supervision tests' way to kill one
 /// part on cue. Compiled away in release builds.
+///
+/// # Panics
+/// That is its purpose, when asked to.
 #[cfg(debug_assertions)]
 #[track_caller]
 pub fn fault_point(point: &str) {

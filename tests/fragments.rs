@@ -229,8 +229,7 @@ fn odd_files_behave_sensibly_and_say_so() {
     let root = Command::new("id")
         .arg("-u")
         .output()
-        .map(|o| o.stdout == b"0\n")
-        .unwrap_or(false);
+        .is_ok_and(|o| o.stdout == b"0\n");
 
     let server = zones.serve(&[]);
     a_is(&server, "good.svc.internal.", &["10.0.0.1"]);

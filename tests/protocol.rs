@@ -44,7 +44,7 @@ fn answers_too_big_for_udp_set_tc_keep_opt_and_come_whole_over_tcp() {
         assert!(udp.metadata.truncation, "{rtype}: TC expected");
         assert!(udp.answers.is_empty(), "{rtype}: no partial RRset");
         assert_eq!(
-            udp.edns.as_ref().map(|e| e.max_payload()),
+            udp.edns.as_ref().map(hickory_proto::op::Edns::max_payload),
             Some(1232),
             "{rtype}: OPT kept"
         );

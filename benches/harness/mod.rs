@@ -283,12 +283,12 @@ pub fn blast(target: SocketAddr, datagrams: &[Vec<u8>], rate: u64, duration: Dur
 }
 
 pub fn count_answers(server: &Server, name: &str) -> usize {
+    use std::io::{Read, Write};
     let q = Question::new(name, RecordType::A, 0);
     let mut msg = hickory_proto::op::Message::from_vec(&q.wire).expect("decodes");
     msg.metadata.id = 1;
     let wire = msg.to_vec().expect("encodes");
     let mut stream = std::net::TcpStream::connect(server.dns).expect("connect");
-    use std::io::{Read, Write};
     let len = u16::try_from(wire.len()).unwrap_or(0).to_be_bytes();
     stream.write_all(&len).expect("write");
     stream.write_all(&wire).expect("write");
@@ -296,9 +296,7 @@ pub fn count_answers(server: &Server, name: &str) -> usize {
     stream.read_exact(&mut len).expect("read");
     let mut reply = vec![0u8; usize::from(u16::from_be_bytes(len))];
     stream.read_exact(&mut reply).expect("read");
-    hickory_proto::op::Message::from_vec(&reply)
-        .map(|m| m.answers.len())
-        .unwrap_or(0)
+    hickory_proto::op::Message::from_vec(&reply).map_or(0, |m| m.answers.len())
 }
 
 /// Times how soon a new instance answers: sends its heartbeat, then asks

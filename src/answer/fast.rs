@@ -485,12 +485,12 @@ impl Reply<'_> {
         self.header(encoded, false, counts, out);
         let bytes = &encoded.bytes;
         order.visit(&encoded.members, take, |m| {
-            out.extend_from_slice(&bytes[m.answer()])
+            out.extend_from_slice(&bytes[m.answer()]);
         });
         out.extend_from_slice(&bytes[encoded.authority.clone()]);
         if glue_count.is_some() {
             order.visit(&encoded.members, take, |m| {
-                out.extend_from_slice(&bytes[m.glue()])
+                out.extend_from_slice(&bytes[m.glue()]);
             });
         }
         self.opt(out);

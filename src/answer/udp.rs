@@ -234,49 +234,7 @@ impl Worker {
                 }
             }
             drop(view);
-            self.send(fd, &mut send_headers, &replies, &ready, &destinations);
-        }
-    }
-
-    /// Sends the replies at `ready` (indices into `replies`) in one call,
-    /// looping over partial sends.
-    fn send(
-        &self,
-        fd: i32,
-        headers: &mut MultiHeaders<SockaddrStorage>,
-        replies: &[Vec<u8>],
-        ready: &[usize],
-        destinations: &[Option<SockaddrStorage>],
-    ) {
-        let mut sent = 0;
-        while sent < ready.len() {
-            let slices: Vec<[IoSlice<'_>; 1]> = ready[sent..]
-                .iter()
-                .map(|&i| [IoSlice::new(&replies[i])])
-                .collect();
-            match sendmmsg(
-                fd,
-                headers,
-                slices.iter(),
-                &destinations[sent..],
-                [],
-                MsgFlags::empty(),
-            ) {
-                Ok(results) => {
-                    let n = results.count();
-                    if n == 0 {
-                        break;
-                    }
-                    sent += n;
-                }
-                Err(nix::errno::Errno::EINTR) => {}
-                Err(error) => {
-                    // One bad destination must not cost the rest their
-                    // replies: skip it and go on.
-                    debug!(%error, "sending a DNS reply failed");
-                    sent += 1;
-                }
-            }
+            send_replies(fd, &mut send_headers, &replies, &ready, &destinations);
         }
     }
 
@@ -291,5 +249,46 @@ impl Worker {
                 debug!(%error, %from, "sending a DNS reply failed");
             }
         });
+    }
+}
+
+/// Sends the replies at `ready` (indices into `replies`) in one call,
+/// looping over partial sends.
+fn send_replies(
+    fd: i32,
+    headers: &mut MultiHeaders<SockaddrStorage>,
+    replies: &[Vec<u8>],
+    ready: &[usize],
+    destinations: &[Option<SockaddrStorage>],
+) {
+    let mut sent = 0;
+    while sent < ready.len() {
+        let slices: Vec<[IoSlice<'_>; 1]> = ready[sent..]
+            .iter()
+            .map(|&i| [IoSlice::new(&replies[i])])
+            .collect();
+        match sendmmsg(
+            fd,
+            headers,
+            slices.iter(),
+            &destinations[sent..],
+            [],
+            MsgFlags::empty(),
+        ) {
+            Ok(results) => {
+                let n = results.count();
+                if n == 0 {
+                    break;
+                }
+                sent += n;
+            }
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(error) => {
+                // One bad destination must not cost the rest their
+                // replies: skip it and go on.
+                debug!(%error, "sending a DNS reply failed");
+                sent += 1;
+            }
+        }
     }
 }

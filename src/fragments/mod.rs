@@ -517,7 +517,7 @@ impl Loader {
                         rescan.deferred.push(path);
                         continue;
                     }
-                    match self.load(&path, file.clone(), signature, live) {
+                    match self.load(&path, &file, signature, live) {
                         Err(LoadError::Changing) => rescan.deferred.push(path),
                         Ok((fragment, names)) => {
                             self.failed.remove(&path);
@@ -542,7 +542,7 @@ impl Loader {
     fn load(
         &mut self,
         path: &Path,
-        file: Arc<str>,
+        file: &Arc<str>,
         signature: Signature,
         live: &dyn LiveNames,
     ) -> Result<(Fragment, NameSet), LoadError> {
@@ -611,7 +611,7 @@ impl Loader {
         } else {
             Fragment::changed_names(self.set.files.get(path).map(AsRef::as_ref), Some(&fragment))
         };
-        problems.extend(self.validate(path, &file, &fragment, &changed, live));
+        problems.extend(self.validate(path, file, &fragment, &changed, live));
         if problems.is_empty() {
             self.caches.insert(path.to_path_buf(), cache);
             Ok((fragment, changed))
@@ -682,7 +682,7 @@ impl Loader {
                 file: file.clone(),
                 line: Some(line),
                 message,
-            })
+            });
         };
         let old_own_delegations = self.set.files.get(path).map_or(0, |old| {
             old.records

@@ -100,7 +100,7 @@ pub fn log_rescan(rescan: &Rescan, elapsed: Duration) {
 /// Whether an event says a file is being written, or is whole. Opening and
 /// reading files (our own loads included) also raise events; reacting to
 /// those would reload forever.
-fn is_write(kind: &EventKind) -> Option<bool> {
+fn is_write(kind: EventKind) -> Option<bool> {
     match kind {
         EventKind::Access(AccessKind::Close(AccessMode::Write)) => Some(false),
         EventKind::Access(_)
@@ -124,7 +124,7 @@ fn start_watching(dir: &Path, requests: &mpsc::Sender<Request>) -> Option<Recomm
                 return;
             }
         };
-        let Some(write) = is_write(&event.kind) else {
+        let Some(write) = is_write(event.kind) else {
             return;
         };
         for path in event.paths {
@@ -189,6 +189,9 @@ impl Watcher {
 
     /// Runs the watcher thread: reloads on events, on requests and every
     /// `rescan_every`, and hands each new set of fragments to `feed`.
+    ///
+    /// # Errors
+    /// When the thread cannot be started.
     pub fn spawn(
         self,
         loader: Loader,

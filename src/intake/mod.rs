@@ -269,16 +269,16 @@ impl Intake {
         };
         match &event {
             Event::Registered => {
-                info!(%service, %instance, %addr, %src, reason = "first heartbeat", "registered")
+                info!(%service, %instance, %addr, %src, reason = "first heartbeat", "registered");
             }
             Event::Changed(fields) => {
-                info!(%service, %instance, %addr, %src, reason = %fields.join(","), "changed")
+                info!(%service, %instance, %addr, %src, reason = %fields.join(","), "changed");
             }
             Event::Drained => {
-                info!(%service, %instance, %addr, %src, reason = "sender is draining", "drained")
+                info!(%service, %instance, %addr, %src, reason = "sender is draining", "drained");
             }
             Event::Deregistered(addr) => {
-                info!(%service, %instance, %addr, %src, reason = "sender said down", "deregistered")
+                info!(%service, %instance, %addr, %src, reason = "sender said down", "deregistered");
             }
             Event::Renewed | Event::UnknownDown => {}
             Event::Refused(refusal) => {
@@ -290,7 +290,7 @@ impl Intake {
                         "refused a heartbeat (further refusals are logged at DEBUG for 10 s)"
                     ),
                     None => {
-                        debug!(%service, %instance, %addr, reason = %refusal, "refused a heartbeat")
+                        debug!(%service, %instance, %addr, reason = %refusal, "refused a heartbeat");
                     }
                 }
             }

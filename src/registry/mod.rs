@@ -294,7 +294,7 @@ impl Registry {
             .and_then(|s| s.get_key_value(hb.instance.as_str()))
             .map(|(key, at)| (key.0.clone(), *at));
         if let Some((instance, at)) = lease {
-            return self.renew(instance, at, hb, addr, deadline);
+            return self.renew(&instance, at, hb, addr, deadline);
         }
         if self.len >= self.max_instances {
             return Event::Refused(Refusal::CapReached(self.max_instances));
@@ -321,7 +321,7 @@ impl Registry {
     /// only if it changed, so a plain renewal allocates nothing.
     fn renew(
         &mut self,
-        instance: Arc<Instance>,
+        instance: &Arc<Instance>,
         at: Ticks,
         hb: Announcement,
         addr: IpAddr,

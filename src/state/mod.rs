@@ -110,10 +110,10 @@ impl StateDir {
         let to = self.path.join(format!("{name}.corrupt"));
         match fs::rename(&from, &to) {
             Ok(()) => {
-                warn!(file = %from.display(), moved_to = %to.display(), "{why}; starting without it")
+                warn!(file = %from.display(), moved_to = %to.display(), "{why}; starting without it");
             }
             Err(error) => {
-                warn!(file = %from.display(), %error, "{why}; it could not be moved aside")
+                warn!(file = %from.display(), %error, "{why}; it could not be moved aside");
             }
         }
     }

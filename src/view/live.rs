@@ -93,6 +93,11 @@ impl ServiceNames {
     /// order). Names a fragment claims (a CNAME, a delegated subtree) are
     /// left out: the intake refuses such heartbeats, and this keeps a view
     /// consistent if a fragment claimed a name after the instance registered.
+    ///
+    /// # Panics
+    /// Never for a validated configuration and announcement: the zone
+    /// leaves room for the longest names (`--zone` is checked), and
+    /// service names are checked labels.
     pub fn build<'r>(
         config: &ServeConfig,
         service: &str,
@@ -609,7 +614,12 @@ mod tests {
         let config = Arc::new(ServeConfig::new(zone));
         let mut registry = Registry::new(100, Vec::new());
         let mut publisher = Publisher::new(config, &registry, Arc::new(StaticZone::default()));
-        let changed = |names: &[&str]| names.iter().map(|s| s.to_string()).collect::<HashSet<_>>();
+        let changed = |names: &[&str]| {
+            names
+                .iter()
+                .map(std::string::ToString::to_string)
+                .collect::<HashSet<_>>()
+        };
         let types = |publisher: &Publisher| {
             let view = publisher.handle().load();
             let node = view

@@ -300,7 +300,7 @@ impl StaticZone {
         };
         zone_data.nodes.reserve(grouped.len());
         for (name, records) in grouped {
-            zone_data.patch(zone, name, records);
+            zone_data.patch(zone, &name, records);
         }
         zone_data
     }
@@ -319,18 +319,18 @@ impl StaticZone {
                 .records_at(name)
                 .map(|(l, r)| (l, &r.record))
                 .collect();
-            zone_data.patch(zone, name.clone(), records);
+            zone_data.patch(zone, name, records);
         }
         zone_data
     }
 
     /// Replaces everything at `name` with `records` (none: the name goes,
     /// unless names below it keep it as an empty non-terminal).
-    fn patch(&mut self, zone: &Name, name: LowerName, records: Vec<(Location, &Record)>) {
+    fn patch(&mut self, zone: &Name, name: &LowerName, records: Vec<(Location, &Record)>) {
         let apex = LowerName::from(zone);
-        let had_data = self.nodes.get(&name).is_some_and(|n| !n.rrsets.is_empty());
-        self.claims.remove(&name);
-        self.delegations.remove(&name);
+        let had_data = self.nodes.get(name).is_some_and(|n| !n.rrsets.is_empty());
+        self.claims.remove(name);
+        self.delegations.remove(name);
         let mut by_type: Vec<(RecordType, Vec<Member>)> = Vec::new();
         for (location, record) in records {
             let rtype = record.record_type();
@@ -338,7 +338,7 @@ impl StaticZone {
                 RecordType::CNAME => {
                     self.claims.insert(name.clone(), ("a CNAME", location));
                 }
-                RecordType::NS if name != apex => {
+                RecordType::NS if *name != apex => {
                     self.delegations.insert(name.clone());
                     self.claims.insert(name.clone(), ("a delegation", location));
                 }
@@ -356,14 +356,14 @@ impl StaticZone {
                 node.extend(rtype, members);
             }
             self.nodes.insert(name.clone(), Arc::new(node));
-        } else if self.below.contains_key(&name) {
+        } else if self.below.contains_key(name) {
             self.nodes.insert(name.clone(), Arc::new(Node::default()));
         } else {
-            self.nodes.remove(&name);
+            self.nodes.remove(name);
         }
         match (had_data, has_data) {
-            (false, true) => self.count_below(zone, &name, true),
-            (true, false) => self.count_below(zone, &name, false),
+            (false, true) => self.count_below(zone, name, true),
+            (true, false) => self.count_below(zone, name, false),
             _ => {}
         }
     }
@@ -751,7 +751,9 @@ impl View {
         let index = LiveIndex::of(services.values());
         let addresses = AddressIndex::when_served(config, services.values());
         let shared = SharedApex::build(config, &statics);
-        View::from_services(config, serial, services, index, addresses, &shared, statics)
+        View::from_services(
+            config, serial, services, index, &addresses, &shared, statics,
+        )
     }
 
     /// Builds the view for `serial` from already built services, their
@@ -762,7 +764,7 @@ impl View {
         serial: u32,
         services: ServiceMap,
         index: LiveIndex,
-        addresses: AddressIndex,
+        addresses: &AddressIndex,
         shared: &SharedApex,
         statics: Arc<StaticZone>,
     ) -> View {

@@ -205,7 +205,7 @@ impl Publisher {
             serial,
             services.clone(),
             index.clone(),
-            addresses.clone(),
+            &addresses,
             &shared,
             statics.clone(),
         ));
@@ -278,7 +278,7 @@ impl Publisher {
             serial,
             self.services.clone(),
             self.index.clone(),
-            self.addresses.clone(),
+            &self.addresses,
             &self.shared,
             self.statics.clone(),
         ));

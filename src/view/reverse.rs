@@ -46,7 +46,10 @@ impl AddressIndex {
 
 impl ServiceIndex for AddressIndex {
     fn replace(&mut self, old: Option<&ServiceNames>, new: Option<&ServiceNames>) {
-        for instance in old.into_iter().flat_map(|names| names.instances()) {
+        for instance in old
+            .into_iter()
+            .flat_map(super::live::ServiceNames::instances)
+        {
             let Some(present) = self.by_address.get(&instance.addr) else {
                 continue;
             };
@@ -61,7 +64,10 @@ impl ServiceIndex for AddressIndex {
                 self.by_address.insert(instance.addr, kept.into());
             }
         }
-        for instance in new.into_iter().flat_map(|names| names.instances()) {
+        for instance in new
+            .into_iter()
+            .flat_map(super::live::ServiceNames::instances)
+        {
             let mut all: Vec<Arc<Instance>> = self
                 .by_address
                 .get(&instance.addr)

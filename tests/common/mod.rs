@@ -101,15 +101,12 @@ impl TestServer {
                 log.push('\n');
             }
         });
-        let line = match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(line) => line,
-            Err(_) => {
-                let _ = child.kill();
-                panic!(
-                    "beacon did not report its addresses; log:\n{}",
-                    log.lock().expect("log")
-                );
-            }
+        let Ok(line) = rx.recv_timeout(Duration::from_secs(20)) else {
+            let _ = child.kill();
+            panic!(
+                "beacon did not report its addresses; log:\n{}",
+                log.lock().expect("log")
+            );
         };
         TestServer {
             listening: line.clone(),
