@@ -151,6 +151,14 @@ pub fn log_field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
 /// Starts the beacon under test on the fragments in `zones` with `extra`
 /// flags; returns it and its log up to the line that says it listens.
 pub fn start_beacon_in(zones: &Path, extra: &[&str]) -> (Server, Vec<String>) {
+    // A state directory of its own beside the zones (benches start several
+    // servers, and must not write into the home directory).
+    static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let state = zones
+        .parent()
+        .unwrap_or(zones)
+        .join(format!("beacon-state-{n}"));
     let mut child = Command::new(env!("CARGO_BIN_EXE_beacon"))
         .args([
             "serve",
@@ -159,6 +167,8 @@ pub fn start_beacon_in(zones: &Path, extra: &[&str]) -> (Server, Vec<String>) {
             "--heartbeat",
             "127.0.0.1:0",
         ])
+        .arg("--state-dir")
+        .arg(&state)
         .args(extra)
         .arg("--zones")
         .arg(zones)
