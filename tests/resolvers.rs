@@ -179,7 +179,7 @@ fn haproxy_follows_a_service_larger_than_one_udp_reply() {
     let beats: Vec<String> = (1..=100)
         .map(|i| {
             format!(
-                "beacon/1 service=web instance=w{i} port={} addr=10.0.{}.{}",
+                "beacon/1 service=web instance=w{i} port={} ttl=300 addr=10.0.{}.{}",
                 8000 + i,
                 i / 256,
                 i % 256
