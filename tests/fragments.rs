@@ -518,6 +518,16 @@ fn files_rewritten_in_place_are_read_only_when_whole() {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::Duration;
 
+    /// Rewrites `path` in place the slow way: truncate, first line, pause,
+    /// the rest.
+    fn slow_rewrite(path: &Path, rest: &str) {
+        let mut file = fs::File::create(path).expect("open for rewrite");
+        file.write_all(b"$TTL 60\n").expect("first line");
+        file.flush().expect("flush");
+        std::thread::sleep(Duration::from_millis(20));
+        file.write_all(rest.as_bytes()).expect("rest");
+    }
+
     let zones = Zones::new();
     let body = |round: usize| {
         format!(
@@ -536,21 +546,16 @@ fn files_rewritten_in_place_are_read_only_when_whole() {
         let done = done.clone();
         std::thread::spawn(move || {
             for round in 1..=50 {
-                let mut file = fs::File::create(&path).expect("open for rewrite");
-                file.write_all(b"$TTL 60\n").expect("first line");
-                file.flush().expect("flush");
-                std::thread::sleep(Duration::from_millis(20));
                 // Every fifth rewrite is broken: the last good one stays.
                 let rest = if round % 5 == 0 {
                     "kept A 10.0.0.1\nalso A 10.0.0.300\n".to_string()
                 } else {
                     body(round)
                 };
-                file.write_all(rest.as_bytes()).expect("rest");
-                drop(file);
+                slow_rewrite(&path, &rest);
                 // Mostly time for the whole version to load before the next
                 // rewrite; every other one starts right after the close.
-                let gap = if round % 2 == 1 && round < 49 { 2 } else { 30 };
+                let gap = if round % 2 == 1 { 2 } else { 30 };
                 std::thread::sleep(Duration::from_millis(gap));
             }
             done.store(true, Ordering::Relaxed);
@@ -574,10 +579,16 @@ fn files_rewritten_in_place_are_read_only_when_whole() {
         "{nxdomain} of {answers} answers missed a kept name\n{}",
         server.log()
     );
-    // The last rewrite (round 50) was broken: round 49's version serves.
-    a_is(&server, "round.svc.internal.", &["10.9.0.49"]);
-    a_is(&server, "also.svc.internal.", &["10.0.0.2"]);
     server.wait_for_log("slow.zone:3: network address parse error");
+    // Then, one at a time: a whole version serves; a broken one after it
+    // (its bad line at line 5, seen nowhere before) leaves it serving.
+    let path = zones.path("slow.zone");
+    slow_rewrite(&path, &body(999));
+    a_is(&server, "round.svc.internal.", &["10.9.3.249"]);
+    slow_rewrite(&path, "kept A 10.0.0.1\n\n\nalso A 10.0.0.300\n");
+    server.wait_for_log("slow.zone:5: network address parse error");
+    a_is(&server, "round.svc.internal.", &["10.9.3.249"]);
+    a_is(&server, "also.svc.internal.", &["10.0.0.2"]);
 }
 
 /// The number of inotify watches `pid` holds.
