@@ -1,7 +1,9 @@
 //! Criterion micro-benchmarks of the hot paths, so regressions show:
 //! answering from a view (`resolve`, rotation included), the fast path's
 //! reply from pre-encoded records (query bytes in, reply bytes out), a view
-//! rebuild after one service changes, and decoding a heartbeat datagram.
+//! rebuild after one service changes, decoding a heartbeat datagram, and
+//! ordering large weighted sets (5,000 and 50,000 members, all of them or
+//! the first 20 an answer lists).
 //! Run with `cargo bench --bench answer`.
 
 use std::hint::black_box;
@@ -12,12 +14,13 @@ use std::collections::HashSet;
 
 use beacon::answer::fast::FastPath;
 use beacon::answer::resolve;
+use beacon::answer::rotate::{Ranked, order_by};
 use beacon::config::{ServeConfig, parse_domain};
 use beacon::intake::wire;
 use beacon::registry::Registry;
 use beacon::registry::announcement::Announcement;
 use beacon::view::publish::Publisher;
-use beacon::view::{StaticZone, View};
+use beacon::view::{Policy, StaticZone, View};
 use criterion::{Criterion, criterion_group, criterion_main};
 use hickory_proto::op::{Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{LowerName, Name, RecordType};
@@ -128,5 +131,36 @@ fn decoding(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, answering, fast_path, rebuilding, decoding);
+/// A member for the ordering benchmark: a priority and a weight.
+struct Weighted(u16, u16);
+
+impl Ranked for Weighted {
+    fn priority(&self) -> u16 {
+        self.0
+    }
+    fn weight(&self) -> u16 {
+        self.1
+    }
+}
+
+fn ordering(c: &mut Criterion) {
+    for size in [5_000u16, 50_000] {
+        // Two priorities, weights 1 to 100.
+        let members: Vec<Weighted> = (0..size)
+            .map(|i| Weighted(u16::from(i >= size / 2), i % 100 + 1))
+            .collect();
+        for (label, take) in [("all", usize::MAX), ("first 20", 20)] {
+            c.bench_function(&format!("weighted order of {size} ({label})"), |b| {
+                b.iter(|| black_box(order_by(&members, Policy::Weighted, 0, take).len()));
+            });
+        }
+        c.bench_function(&format!("round-robin order of {size} (all)"), |b| {
+            b.iter(|| black_box(order_by(&members, Policy::RoundRobin, 7, usize::MAX).len()));
+        });
+    }
+}
+
+criterion_group!(
+    benches, answering, fast_path, rebuilding, decoding, ordering
+);
 criterion_main!(benches);

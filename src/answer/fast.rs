@@ -207,9 +207,11 @@ struct Encoded {
     members: Vec<EncodedMember>,
     authority: Range<usize>,
     authority_count: u16,
-    /// Bytes of every member's answer record, and of every member's glue.
+    /// Bytes of every member's answer record, and of every member's glue,
+    /// and how many glue records there are.
     answers_len: usize,
     glue_len: usize,
+    glue_count: usize,
     /// True when some glue was looked up at other names.
     looked_up: bool,
     bytes: Vec<u8>,
@@ -338,27 +340,21 @@ enum Order<'e> {
 }
 
 impl<'e> Order<'e> {
-    /// This reply's order of `encoded`'s members, at most `cap` of them.
-    fn of(encoded: &'e Encoded, cap: Option<usize>) -> Order<'e> {
+    /// This reply's order of the first `count` of `encoded`'s members
+    /// (only those are ordered).
+    fn of(encoded: &'e Encoded, count: usize) -> Order<'e> {
         let n = encoded.members.len();
-        let count = cap.map_or(n, |cap| cap.min(n));
         match encoded.policy {
             Policy::Fixed | Policy::RoundRobin => {
                 let offset = if n == 0 { 0 } else { encoded.cursor.next() % n };
                 Order::Rotated { offset, count }
             }
-            Policy::Weighted => {
-                let mut order = order_by(&encoded.members, encoded.policy, encoded.cursor.next());
-                order.truncate(count);
-                Order::Listed(order)
-            }
-        }
-    }
-
-    fn len(&self) -> usize {
-        match self {
-            Order::Rotated { count, .. } => *count,
-            Order::Listed(order) => order.len(),
+            Policy::Weighted => Order::Listed(order_by(
+                &encoded.members,
+                encoded.policy,
+                encoded.cursor.next(),
+                count,
+            )),
         }
     }
 
@@ -394,13 +390,21 @@ struct Reply<'q> {
 impl Reply<'_> {
     /// Writes the reply from `encoded` into `out`: everything if it fits,
     /// else without glue, else (UDP) truncated or (TCP) the first records.
+    /// Members are ordered only when the reply lists them: with the whole
+    /// set chosen, the sizes are known beforehand, and a UDP reply that
+    /// will be truncated orders nothing.
     fn assemble(&self, encoded: &Encoded, cap: Option<usize>, out: &mut Vec<u8>) {
-        let order = Order::of(encoded, cap);
         let all = &encoded.members;
-        let chosen = order.len();
-        let (answers_len, glue_len, glue_count) = if chosen == all.len() {
-            let glue_count = all.iter().map(|m| usize::from(m.glue_count)).sum();
-            (encoded.answers_len, encoded.glue_len, glue_count)
+        let chosen = cap.map_or(all.len(), |cap| cap.min(all.len()));
+        let fixed = self.question_end + self.opt.map_or(0, |_| 11) + encoded.authority.len();
+        let whole_set = chosen == all.len();
+        if whole_set && !self.over_tcp && fixed + encoded.answers_len > self.limit {
+            self.truncated(encoded, out);
+            return;
+        }
+        let order = Order::of(encoded, chosen);
+        let (answers_len, glue_len, glue_count) = if whole_set {
+            (encoded.answers_len, encoded.glue_len, encoded.glue_count)
         } else {
             let (mut answers, mut glue, mut count) = (0, 0, 0);
             order.visit(all, chosen, |m| {
@@ -410,7 +414,6 @@ impl Reply<'_> {
             });
             (answers, glue, count)
         };
-        let fixed = self.question_end + self.opt.map_or(0, |_| 11) + encoded.authority.len();
         if fixed + answers_len + glue_len <= self.limit {
             self.write(encoded, &order, chosen, Some(glue_count), out);
         } else if fixed + answers_len <= self.limit {
@@ -545,6 +548,7 @@ fn encode_entry(view: &View, qname: &LowerName, wire_name: &[u8], qtype: u16) ->
         authority_count: 0,
         answers_len: 0,
         glue_len: 0,
+        glue_count: 0,
         looked_up: false,
         bytes: Vec::with_capacity(256),
     };
@@ -612,6 +616,7 @@ fn encode_entry(view: &View, qname: &LowerName, wire_name: &[u8], qtype: u16) ->
             };
             encoded.answers_len += usize::from(answer_len);
             encoded.glue_len += usize::from(glue_len);
+            encoded.glue_count += usize::from(glue_count);
             encoded.members.push(EncodedMember {
                 answer_start,
                 answer_len,

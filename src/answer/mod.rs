@@ -97,11 +97,10 @@ fn ordered(set: &RrSet, stored_order: bool, max_answers: Option<usize>) -> Vec<&
     if stored_order {
         return set.members.iter().collect();
     }
-    let mut order = rotate::order(set);
-    if let Some(max) = max_answers.filter(|_| crate::view::rotates(set.rtype)) {
-        order.truncate(max);
-    }
-    order
+    let take = max_answers
+        .filter(|_| crate::view::rotates(set.rtype))
+        .unwrap_or(usize::MAX);
+    rotate::order(set, take)
 }
 
 /// Appends the records of `node`'s RRset of `rtype` to `out`: borrowed
