@@ -138,6 +138,10 @@ impl Ord for ById {
     }
 }
 
+/// Stale expiry entries tolerated beyond one per live instance before the
+/// heap is rebuilt (so tiny registries do not rebuild at every change).
+const DEADLINE_SLACK: usize = 64;
+
 /// A lease deadline: nanoseconds after the registry's epoch.
 type Ticks = u64;
 
@@ -336,6 +340,7 @@ impl Registry {
                 at: deadline,
                 instance: instance.clone(),
             }));
+            self.compact_deadlines();
         }
         let fields = instance.changed_fields(&hb, addr);
         let Some(leases) = self.services.get_mut(hb.service.as_str()) else {
@@ -370,8 +375,35 @@ impl Registry {
             self.services.remove(service);
         }
         self.len -= 1;
-        // Its heap entries are now stale and are dropped when they surface.
+        // Its heap entries are now stale: dropped when they surface, or
+        // when they pile up.
+        self.compact_deadlines();
         Event::Deregistered(removed.0.addr)
+    }
+
+    /// Rebuilds the expiry heap with one entry per live instance once stale
+    /// entries make up more than half of it: a sender alternating long and
+    /// short leases adds an entry per shortening, and those would otherwise
+    /// pile up until their (long) deadlines surface. O(live) now and then,
+    /// so the heap never holds more than twice the live instances (plus a
+    /// little slack).
+    fn compact_deadlines(&mut self) {
+        if self.deadlines.len() <= 2 * self.len + DEADLINE_SLACK {
+            return;
+        }
+        let live: Vec<Reverse<Due>> = self
+            .services
+            .values()
+            .flat_map(|instances| {
+                instances.iter().map(|(key, at)| {
+                    Reverse(Due {
+                        at: *at,
+                        instance: key.0.clone(),
+                    })
+                })
+            })
+            .collect();
+        self.deadlines = BinaryHeap::from(live);
     }
 
     /// The current lease of `instance` (by service and id): its data and
@@ -527,6 +559,37 @@ mod tests {
         assert_eq!(reg.expire(t0 + Duration::from_secs(52)).len(), 1);
         assert!(reg.is_empty());
         assert_eq!(reg.next_deadline(), None);
+    }
+
+    #[test]
+    fn alternating_leases_keep_the_expiry_heap_bounded() {
+        let t0 = Instant::now();
+        let mut reg = Registry::new(10, vec![]);
+        reg.apply(hb("other", 60), A, t0);
+        for i in 0..200_000u64 {
+            let ttl = if i % 2 == 0 { 86_400 } else { 1 };
+            reg.apply(hb("a", ttl), A, t0 + Duration::from_micros(i));
+            assert!(reg.deadlines.len() <= 2 * reg.len() + DEADLINE_SLACK);
+        }
+        // The last heartbeat asked for 1 s: it expires then, not in a day.
+        let last = t0 + Duration::from_micros(199_999);
+        assert_eq!(reg.next_deadline(), Some(last + Duration::from_secs(1)));
+        assert_eq!(reg.expire(last + Duration::from_secs(1)).len(), 1);
+        assert_eq!(reg.len(), 1);
+    }
+
+    #[test]
+    fn instances_that_leave_do_not_pile_up_in_the_expiry_heap() {
+        let now = Instant::now();
+        let mut reg = Registry::new(10, vec![]);
+        for i in 0..10_000 {
+            let id = format!("i{i}");
+            reg.apply(hb(&id, 86_400), A, now);
+            let mut down = hb(&id, 86_400);
+            down.state = State::Down;
+            reg.apply(down, A, now);
+            assert!(reg.deadlines.len() <= 2 * reg.len() + DEADLINE_SLACK);
+        }
     }
 
     #[test]
