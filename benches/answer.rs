@@ -80,7 +80,7 @@ fn answering(c: &mut Criterion) {
 
 fn fast_path(c: &mut Criterion) {
     let view = Arc::new(view());
-    let mut fast = FastPath::new(1232);
+    let mut fast = FastPath::new(1232, 32 << 20);
     let mut reply = Vec::with_capacity(512);
     for (label, qname, rtype) in [
         (

@@ -13,7 +13,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use hickory_proto::rr::Name;
 
 use crate::beat::{self, BeatConfig};
-use crate::config::{self, ServeConfig};
+use crate::config::{self, Limits, ServeConfig};
 use crate::intake::wire;
 use crate::registry::announcement::{self, Announcement, Proto, State};
 
@@ -121,6 +121,39 @@ pub struct ServeArgs {
     /// else ~/.local/state/beacon/<zone>].
     #[arg(long, value_name = "DIR|off")]
     pub state_dir: Option<PathBuf>,
+    /// Most live instances in one service; more are refused.
+    #[arg(long, value_name = "N", default_value_t = Limits::default().instances_per_service)]
+    pub max_instances_per_service: usize,
+    /// MiB of pre-encoded answers each answering thread keeps before it
+    /// starts over.
+    #[arg(long, value_name = "MIB", default_value_t = Limits::default().answer_cache >> 20)]
+    pub answer_cache: usize,
+    /// Most TCP connections open at once.
+    #[arg(long, value_name = "N", default_value_t = Limits::default().tcp_connections)]
+    pub tcp_connections: usize,
+    /// Most TCP connections from one client address at once.
+    #[arg(long, value_name = "N", default_value_t = Limits::default().tcp_per_client)]
+    pub tcp_per_client: usize,
+    /// Seconds a TCP query may take to arrive once its first byte has (and
+    /// a new connection to send its first query); slower clients are
+    /// closed (fractions allowed).
+    #[arg(long, value_name = "SECS", default_value = "2", value_parser = parse_seconds)]
+    pub tcp_message_timeout: Duration,
+    /// KiB buffered per TCP connection each way beyond one message: a
+    /// client that stops reading its replies stops being read.
+    #[arg(long, value_name = "KIB", default_value_t = Limits::default().tcp_buffer >> 10)]
+    pub tcp_buffer: usize,
+    /// Forwarded queries waiting for an upstream at once; more get SERVFAIL.
+    #[arg(long, value_name = "N", default_value_t = Limits::default().forward_concurrency)]
+    pub forward_concurrency: usize,
+    /// UDP queries waiting for the general path (rare shapes, forwarding)
+    /// at once; more are dropped.
+    #[arg(long, value_name = "N", default_value_t = Limits::default().general_queue)]
+    pub general_queue: usize,
+    /// Records from all zone fragments together; a file that would go past
+    /// it is refused (its last good version keeps serving).
+    #[arg(long, value_name = "N", default_value_t = Limits::default().static_records)]
+    pub max_static_records: usize,
     /// Answer common UDP queries from pre-encoded replies (`off`: every
     /// query takes the general path; for comparison and debugging).
     #[arg(long, value_name = "on|off", default_value = "on", value_parser = parse_switch, action = clap::ArgAction::Set)]
@@ -170,6 +203,17 @@ impl ServeArgs {
         }
         cfg.fast_path = self.fast_path;
         cfg.max_answers = self.max_answers;
+        cfg.limits = Limits {
+            answer_cache: self.answer_cache.saturating_mul(1 << 20),
+            tcp_connections: self.tcp_connections,
+            tcp_per_client: self.tcp_per_client,
+            tcp_message_timeout: self.tcp_message_timeout,
+            tcp_buffer: self.tcp_buffer.saturating_mul(1 << 10),
+            forward_concurrency: self.forward_concurrency,
+            general_queue: self.general_queue,
+            static_records: self.max_static_records,
+            instances_per_service: self.max_instances_per_service,
+        };
         match self.state_dir {
             Some(dir) if dir.as_os_str() == "off" => cfg.state_dir = config::StateDir::Off,
             Some(dir) => cfg.state_dir = config::StateDir::Explicit(dir),

@@ -64,13 +64,6 @@ pub const MAX_SERVICE_LABEL: usize = 62;
 /// Longest instance id: one DNS label.
 pub const MAX_INSTANCE_LABEL: usize = 63;
 
-/// Most TCP connections open at once; more are closed on accept.
-pub const MAX_TCP_CONNECTIONS: usize = 10_000;
-/// Pre-encoded answers one answering thread keeps before it starts over.
-pub const MAX_CACHED_ANSWERS: usize = 100_000;
-/// Bytes of pre-encoded answers one answering thread keeps before it
-/// starts over.
-pub const MAX_CACHED_BYTES: usize = 64 * 1024 * 1024;
 /// Largest zone fragment read. A bigger file is refused with a message,
 /// so a stray log or dump named `*.zone` cannot stall the loader.
 pub const MAX_FRAGMENT_BYTES: u64 = 16 * 1024 * 1024;
@@ -107,6 +100,60 @@ pub fn default_state_dir(zone: &Name) -> Option<PathBuf> {
         .or_else(|| var("HOME").map(|home| PathBuf::from(home).join(".local/state")))?;
     let zone = zone.to_string();
     Some(base.join("beacon").join(zone.trim_end_matches('.')))
+}
+
+/// Bounds on what the network (or a careless operator) can make the server
+/// hold. Each is a flag; the defaults suit one modest server. Memory for
+/// answering is about `answer_cache × answering threads`, plus
+/// `tcp_buffer × 2 × tcp_connections` at worst, plus the registry (~250
+/// bytes an instance) and the fragments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes of pre-encoded answers each answering thread keeps before it
+    /// starts over (`--answer-cache`, in MiB).
+    pub answer_cache: usize,
+    /// TCP connections open at once; more are closed on accept
+    /// (`--tcp-connections`).
+    pub tcp_connections: usize,
+    /// TCP connections from one address at once (`--tcp-per-client`).
+    pub tcp_per_client: usize,
+    /// How long a TCP query may take to arrive once its first byte has
+    /// (and a new connection to send its first query): a slow client is
+    /// closed (`--tcp-message-timeout`).
+    pub tcp_message_timeout: Duration,
+    /// Bytes buffered per TCP connection each way, beyond one message: a
+    /// client that stops reading its replies stops being read, then is
+    /// closed (`--tcp-buffer`, in KiB).
+    pub tcp_buffer: usize,
+    /// Forwarded queries waiting for an upstream at once; more get
+    /// SERVFAIL (`--forward-concurrency`).
+    pub forward_concurrency: usize,
+    /// UDP queries waiting for the general path at once; more are dropped
+    /// (`--general-queue`).
+    pub general_queue: usize,
+    /// Records from all zone fragments together; a file that would go
+    /// past it is refused (`--max-static-records`).
+    pub static_records: usize,
+    /// Live instances in one service (`--max-instances-per-service`).
+    pub instances_per_service: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            answer_cache: 32 * 1024 * 1024,
+            // BIND allows 150 TCP clients, Knot a share of its descriptors:
+            // a thousand is plenty for resolvers that reuse connections.
+            tcp_connections: 1_000,
+            tcp_per_client: 32,
+            tcp_message_timeout: Duration::from_secs(2),
+            tcp_buffer: 64 * 1024,
+            forward_concurrency: 256,
+            general_queue: 1024,
+            static_records: 2_000_000,
+            instances_per_service: 25_000,
+        }
+    }
 }
 
 /// Networks allowed to use forwarding by default: loopback only, so that
@@ -167,6 +214,8 @@ pub struct ServeConfig {
     /// Where the SOA serial persists, and whether that place was chosen
     /// by the user (an unusable explicit one stops the server at start).
     pub state_dir: StateDir,
+    /// Bounds on what the network can make the server hold.
+    pub limits: Limits,
 }
 
 /// Where state persists across restarts.
@@ -252,6 +301,46 @@ pub fn parse_contact(text: &str) -> Result<Name, String> {
 }
 
 impl ServeConfig {
+    /// Checks the bounds: each must leave the server able to work.
+    fn validate_limits(&self) -> Result<(), ConfigError> {
+        let l = &self.limits;
+        let at_least = |flag, value: usize, min: usize, unit: &str| {
+            if value < min {
+                Err(invalid(flag, format!("must be at least {min}{unit}")))
+            } else {
+                Ok(())
+            }
+        };
+        at_least("--answer-cache", l.answer_cache, 1024 * 1024, " MiB (1)")?;
+        at_least("--tcp-connections", l.tcp_connections, 1, "")?;
+        at_least("--tcp-per-client", l.tcp_per_client, 1, "")?;
+        at_least("--tcp-buffer", l.tcp_buffer, 1024, " KiB (1)")?;
+        at_least("--forward-concurrency", l.forward_concurrency, 1, "")?;
+        at_least("--general-queue", l.general_queue, 1, "")?;
+        at_least(
+            "--max-instances-per-service",
+            l.instances_per_service,
+            1,
+            "",
+        )?;
+        if l.tcp_message_timeout.is_zero() {
+            return Err(invalid(
+                "--tcp-message-timeout",
+                "must be more than 0 seconds",
+            ));
+        }
+        if l.tcp_per_client > l.tcp_connections {
+            return Err(invalid(
+                "--tcp-per-client",
+                format!(
+                    "{} is more than --tcp-connections ({})",
+                    l.tcp_per_client, l.tcp_connections
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// The embedded default: zone `svc.internal.` on loopback ports.
     pub fn new(zone: Name) -> Self {
         let primary_ns = Name::from_ascii("ns")
@@ -283,6 +372,7 @@ impl ServeConfig {
             fast_path: true,
             max_answers: None,
             state_dir,
+            limits: Limits::default(),
         }
     }
 
@@ -409,6 +499,7 @@ impl ServeConfig {
                 ),
             ));
         }
+        self.validate_limits()?;
         if self.max_answers == Some(0) {
             return Err(invalid(
                 "--max-answers",

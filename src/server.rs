@@ -194,7 +194,8 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
     // Fragments load before the first view, so the zone is whole from the
     // first answer on; the watch starts first, so no edit slips between.
     let watcher = watch::Watcher::start(&config.zones_dir);
-    let mut loader = Loader::new(config.zones_dir.clone(), config.zone.clone());
+    let mut loader = Loader::new(config.zones_dir.clone(), config.zone.clone())
+        .with_max_records(config.limits.static_records);
     let started = std::time::Instant::now();
     let first = loader.rescan(&RescanRequest::everything(), &NoLiveNames);
     watch::log_rescan(&first, started.elapsed());
@@ -211,7 +212,8 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
     let registry = Registry::new(
         config.max_instances,
         config.reserved_service().into_iter().collect(),
-    );
+    )
+    .with_max_per_service(config.limits.instances_per_service);
     let store = open_state(&config.state_dir)?;
     let publisher = Publisher::with_store(config.clone(), &registry, statics.clone(), store);
     let views = publisher.handle();
@@ -246,8 +248,13 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
         finish(guard, &stopping);
     });
 
-    let forwarder = (!config.forward.is_empty())
-        .then(|| Forwarder::new(config.forward.clone(), config.forward_allow.clone()));
+    let forwarder = (!config.forward.is_empty()).then(|| {
+        Forwarder::new(
+            config.forward.clone(),
+            config.forward_allow.clone(),
+            config.limits.forward_concurrency,
+        )
+    });
     let handler = DnsHandler::new(views.clone(), forwarder, config.max_udp_payload);
     let udp_workers = udp::Workers::start(
         dns_udp,
@@ -255,6 +262,7 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
         &handler,
         config.max_udp_payload,
         config.fast_path,
+        &config.limits,
         |_| supervisor.guard("a DNS UDP worker"),
     )
     .map_err(|e| ServeError::Dns(format!("cannot start the UDP workers: {e}")))?;
@@ -264,6 +272,7 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
         max_udp_payload: config.max_udp_payload,
         fast_path: config.fast_path,
         idle: Duration::from_secs(config.tcp_idle),
+        limits: config.limits,
     };
     let guard = supervisor.guard("the DNS TCP listener");
     let stopping = shutdown.clone();

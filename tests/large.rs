@@ -259,7 +259,8 @@ fn address(i: usize) -> String {
 
 fn big_service(count: usize, extra: &[&str]) -> TestServer {
     let cap = (count + 10).to_string();
-    let server = TestServer::start(&[&["--max-instances", &cap][..], extra].concat());
+    let caps = ["--max-instances", &cap, "--max-instances-per-service", &cap];
+    let server = TestServer::start(&[&caps[..], extra].concat());
     register(
         &server,
         count,

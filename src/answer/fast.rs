@@ -44,7 +44,7 @@ use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, B
 
 use super::rotate::{Ranked, order_by};
 use super::{direct_node, glue, resolve_in_order};
-use crate::config::{MAX_CACHED_ANSWERS, MAX_CACHED_BYTES, MAX_TCP_MESSAGE};
+use crate::config::MAX_TCP_MESSAGE;
 use crate::view::{AnswerStamp, Cursor, Policy, View};
 
 /// Header length, and where the question (and so its name) starts.
@@ -217,6 +217,20 @@ struct Encoded {
     bytes: Vec<u8>,
 }
 
+/// What one cache entry costs: its key, its encoded bytes and member
+/// table, and the map slot holding it all (with the table's control byte
+/// and the allocator's headers, rounded up).
+fn entry_cost(key_len: usize, entry: &Entry) -> usize {
+    const SLOT: usize = std::mem::size_of::<(Box<[u8]>, (AnswerStamp, Entry, u32))>() + 48;
+    SLOT + key_len
+        + match entry {
+            Entry::Ready(encoded) => {
+                encoded.bytes.len() + encoded.members.len() * std::mem::size_of::<EncodedMember>()
+            }
+            Entry::General => 0,
+        }
+}
+
 /// What the cache knows about a name and type.
 #[derive(Debug)]
 enum Entry {
@@ -237,25 +251,35 @@ pub struct FastPath {
     /// view changed).
     cache: HashMap<Box<[u8]>, (AnswerStamp, Entry, u32), ahash::RandomState>,
     cached_bytes: usize,
+    /// What the cache may hold, in bytes as [`entry_cost`] counts them.
+    max_bytes: usize,
     max_udp_payload: u16,
     key: Vec<u8>,
 }
 
 impl FastPath {
-    /// A fast path offering UDP clients at most `max_udp_payload` bytes.
-    pub fn new(max_udp_payload: u16) -> Self {
+    /// A fast path offering UDP clients at most `max_udp_payload` bytes and
+    /// keeping at most `max_bytes` of pre-encoded answers.
+    pub fn new(max_udp_payload: u16, max_bytes: usize) -> Self {
         FastPath {
             cache: HashMap::default(),
             cached_bytes: 0,
+            max_bytes,
             max_udp_payload,
             key: Vec::with_capacity(260),
         }
     }
 
-    /// Empties the cache (after a panic left it in doubt).
+    /// Empties the cache (after a panic left it in doubt, or when full),
+    /// giving its memory back.
     pub fn clear(&mut self) {
-        self.cache.clear();
+        self.cache = HashMap::default();
         self.cached_bytes = 0;
+    }
+
+    /// What the cache holds now, in bytes as [`entry_cost`] counts them.
+    pub fn cached_bytes(&self) -> usize {
+        self.cached_bytes
     }
 
     /// Writes the reply to `datagram` (a query received over UDP, or over
@@ -285,16 +309,15 @@ impl FastPath {
             _ => false,
         };
         if !fresh {
-            if self.cache.len() >= MAX_CACHED_ANSWERS || self.cached_bytes >= MAX_CACHED_BYTES {
-                self.cache.clear();
-                self.cached_bytes = 0;
-            }
             let (stamp, entry) = encode(view, &self.key, query.qtype);
-            let size = |entry: &Entry| match entry {
-                Entry::Ready(encoded) => encoded.bytes.len(),
-                Entry::General => 0,
-            };
-            self.cached_bytes += size(&entry) + self.key.len();
+            let cost = entry_cost(self.key.len(), &entry);
+            if self.cached_bytes + cost > self.max_bytes {
+                // Start over (dropping the table too): a flood of distinct
+                // names costs at most the cap, and what is asked often
+                // comes back at once.
+                self.clear();
+            }
+            self.cached_bytes += cost;
             let replaced = self.cache.insert(
                 self.key.clone().into_boxed_slice(),
                 (stamp, entry, view.serial),
@@ -302,7 +325,7 @@ impl FastPath {
             if let Some((_, old, _)) = replaced {
                 self.cached_bytes = self
                     .cached_bytes
-                    .saturating_sub(size(&old) + self.key.len());
+                    .saturating_sub(entry_cost(self.key.len(), &old));
             }
         }
         let Some((_, Entry::Ready(encoded), _)) = self.cache.get(self.key.as_slice()) else {
@@ -815,7 +838,7 @@ mod tests {
     #[test]
     fn do_queries_take_the_fast_path_with_do_copied() {
         let view = view_with_web();
-        let mut fast = FastPath::new(1232);
+        let mut fast = FastPath::new(1232, 1 << 20);
         let mut do_bit = OPT_1232;
         do_bit[7] = 0x80;
         let mut out = Vec::new();
@@ -829,6 +852,22 @@ mod tests {
         assert!(fast.answer(&view, &datagram, false, &mut out));
         let reply = hickory_proto::op::Message::from_vec(&out).expect("decodes");
         assert!(!reply.edns.expect("OPT").flags().dnssec_ok);
+    }
+
+    #[test]
+    fn the_cache_holds_no_more_than_its_bound() {
+        let view = view_with_web();
+        let bound = 1 << 20;
+        let mut fast = FastPath::new(1232, bound);
+        let mut out = Vec::new();
+        for i in 0..50_000 {
+            // Distinct missing names: each a negative entry.
+            let datagram = query(&format!("missing-{i}.svc.internal."), 1, &[], 0);
+            assert!(fast.answer(&view, &datagram, false, &mut out));
+            assert!(fast.cached_bytes() <= bound);
+        }
+        // Each entry is counted at least at its key, map slot and bytes.
+        assert!(fast.cache.len() * 100 <= bound, "{} entries", fast.cache.len());
     }
 
     #[test]

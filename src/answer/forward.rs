@@ -20,6 +20,7 @@ use hickory_proto::op::{Message, Query};
 use ipnet::IpNet;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
+use tokio::sync::Semaphore;
 use tokio::time::{Instant, timeout, timeout_at};
 
 use crate::config::UPSTREAM_TIMEOUT;
@@ -30,6 +31,9 @@ pub enum ForwardError {
     /// Every upstream failed or timed out; the last reason.
     #[error("no upstream answered: {0}")]
     NoAnswer(String),
+    /// As many forwards as `--forward-concurrency` allows are waiting.
+    #[error("too many forwarded queries waiting (--forward-concurrency)")]
+    Busy,
 }
 
 /// The configured upstreams and who may use them.
@@ -40,15 +44,24 @@ pub struct Forwarder {
     /// Replies with our ID from the upstream's address that answered
     /// another question: spoofing attempts, or a confused upstream.
     mismatched: Arc<AtomicU64>,
+    /// One permit per forward that may wait for an upstream at once (each
+    /// holds a socket and a task): a silent upstream cannot make the
+    /// server hold file descriptors and memory without end.
+    waiting: Arc<Semaphore>,
+    /// Queries refused a permit.
+    busy: Arc<AtomicU64>,
 }
 
 impl Forwarder {
-    /// Forwards to `upstreams`, for clients in `allowed`.
-    pub fn new(upstreams: Vec<SocketAddr>, allowed: Vec<IpNet>) -> Self {
+    /// Forwards to `upstreams`, for clients in `allowed`, at most
+    /// `concurrency` queries at once.
+    pub fn new(upstreams: Vec<SocketAddr>, allowed: Vec<IpNet>, concurrency: usize) -> Self {
         Forwarder {
             upstreams,
             allowed,
             mismatched: Arc::default(),
+            waiting: Arc::new(Semaphore::new(concurrency)),
+            busy: Arc::default(),
         }
     }
 
@@ -77,6 +90,14 @@ impl Forwarder {
     /// # Errors
     /// [`ForwardError`] when no upstream gives a usable reply in time.
     pub async fn forward(&self, query: &[u8], question: &Query) -> Result<Message, ForwardError> {
+        let Ok(_permit) = self.waiting.try_acquire() else {
+            let busy = self.busy.fetch_add(1, Ordering::Relaxed) + 1;
+            // Logarithmic: a flood cannot flood the log.
+            if busy.is_power_of_two() {
+                tracing::warn!(total = busy, "{}", ForwardError::Busy);
+            }
+            return Err(ForwardError::Busy);
+        };
         let mut last = String::from("no upstreams");
         for upstream in &self.upstreams {
             match self.ask(*upstream, query, question).await {
@@ -221,6 +242,7 @@ mod tests {
                 "127.0.0.0/8".parse().expect("net"),
                 "::1/128".parse().expect("net"),
             ],
+            1,
         );
         assert!(forwarder.allows("127.0.0.1".parse().expect("ip")));
         assert!(forwarder.allows("::1".parse().expect("ip")));

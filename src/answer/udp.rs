@@ -20,7 +20,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -33,6 +33,7 @@ use hickory_server::net::xfer::Protocol;
 
 use super::fast::FastPath;
 use super::handler::DnsHandler;
+use crate::config::Limits;
 use crate::supervise::{Guard, fault_point};
 use crate::view::publish::ViewHandle;
 
@@ -95,9 +96,15 @@ impl Workers {
         general: &DnsHandler,
         max_udp_payload: u16,
         fast_path: bool,
+        limits: &Limits,
         mut guard: impl FnMut(usize) -> Guard,
     ) -> io::Result<Workers> {
         let stop = Arc::new(AtomicBool::new(false));
+        let general_queue = Arc::new(GeneralQueue {
+            waiting: AtomicUsize::new(0),
+            bound: limits.general_queue,
+            dropped: AtomicU64::new(0),
+        });
         let runtime = tokio::runtime::Handle::current();
         let mut threads = Vec::with_capacity(sockets.len());
         for (index, socket) in sockets.into_iter().enumerate() {
@@ -105,8 +112,9 @@ impl Workers {
                 socket: Arc::new(socket),
                 views: views.clone(),
                 general: general.clone(),
+                general_queue: general_queue.clone(),
                 runtime: runtime.clone(),
-                fast: fast_path.then(|| FastPath::new(max_udp_payload)),
+                fast: fast_path.then(|| FastPath::new(max_udp_payload, limits.answer_cache)),
                 stop: stop.clone(),
             };
             let guard = guard(index);
@@ -137,9 +145,51 @@ struct Worker {
     socket: Arc<UdpSocket>,
     views: ViewHandle,
     general: DnsHandler,
+    /// Queries handed to the general path and not yet answered, shared by
+    /// every worker, and how many that must wait.
+    general_queue: Arc<GeneralQueue>,
     runtime: tokio::runtime::Handle,
     fast: Option<FastPath>,
     stop: Arc<AtomicBool>,
+}
+
+/// The general path's work queue: queries handed over and not answered
+/// yet, bounded (`--general-queue`) so a flood of rare queries (or slow
+/// forwards) cannot pile up tasks without end. Beyond the bound a query
+/// is dropped and counted, as Knot does.
+#[derive(Debug)]
+struct GeneralQueue {
+    waiting: AtomicUsize,
+    bound: usize,
+    dropped: AtomicU64,
+}
+
+impl GeneralQueue {
+    /// Takes a place in the queue, if there is one.
+    fn enter(self: &Arc<Self>) -> Option<QueuePlace> {
+        if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.bound {
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+            let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            // Logarithmic: a flood cannot flood the log.
+            if dropped.is_power_of_two() {
+                warn!(
+                    total = dropped,
+                    "dropped a query: the general path's queue is full (--general-queue)"
+                );
+            }
+            return None;
+        }
+        Some(QueuePlace(self.clone()))
+    }
+}
+
+/// A place in the general path's queue, given back when dropped.
+struct QueuePlace(Arc<GeneralQueue>);
+
+impl Drop for QueuePlace {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Where one received datagram came from and how long it is.
@@ -240,9 +290,13 @@ impl Worker {
 
     /// Lets the general path answer `query` and send the reply itself.
     fn hand_to_general(&self, query: Vec<u8>, from: SocketAddr) {
+        let Some(place) = self.general_queue.enter() else {
+            return;
+        };
         let general = self.general.clone();
         let socket = self.socket.clone();
         self.runtime.spawn(async move {
+            let _place = place;
             if let Some(reply) = general.answer_raw(query, from, Protocol::Udp).await
                 && let Err(error) = socket.send_to(&reply, from)
             {

@@ -342,6 +342,8 @@ pub struct Loader {
     /// Per file, the parsed entries of its last read, so an edit re-parses
     /// only the entries that changed.
     caches: BTreeMap<PathBuf, parse::EntryCache>,
+    /// Most records all files may hold together (`--max-static-records`).
+    max_records: usize,
 }
 
 /// The last failure reported for one file.
@@ -385,7 +387,15 @@ impl Loader {
             index: HashMap::default(),
             delegations: 0,
             caches: BTreeMap::new(),
+            max_records: usize::MAX,
         }
+    }
+
+    /// Refuses any file that would bring the set past `max` records in all.
+    #[must_use]
+    pub fn with_max_records(mut self, max: usize) -> Self {
+        self.max_records = max;
+        self
     }
 
     /// The folder watched.
@@ -604,6 +614,19 @@ impl Loader {
         if !problems.is_empty() {
             problems.sort_by_key(|p| p.line);
             return Err(LoadError::Problems(problems));
+        }
+        let others =
+            self.set.record_count() - self.set.files.get(path).map_or(0, |old| old.records.len());
+        if others + parsed.records.len() > self.max_records {
+            return Err(LoadError::Problems(vec![problem(
+                None,
+                format!(
+                    "its {} records would bring the zone fragments to {} records, over the limit of {} (--max-static-records)",
+                    parsed.records.len(),
+                    others + parsed.records.len(),
+                    self.max_records
+                ),
+            )]));
         }
         let fragment = Fragment::new(file.clone(), parsed.records, signature);
         let changed = if cached {

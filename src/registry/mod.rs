@@ -206,8 +206,11 @@ impl Event {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
     /// The instance cap is reached; known instances still renew.
-    #[error("instance cap of {0} reached")]
+    #[error("instance cap of {0} reached (--max-instances)")]
     CapReached(usize),
+    /// The service holds as many instances as one service may.
+    #[error("service holds {0} instances already (--max-instances-per-service)")]
+    ServiceFull(usize),
     /// The service name is taken by the zone itself (the name server's host name).
     #[error("service name `{0}` is reserved by the zone")]
     Reserved(String),
@@ -242,6 +245,7 @@ pub struct Registry {
     epoch: Option<Instant>,
     len: usize,
     max_instances: usize,
+    max_per_service: usize,
     reserved: Vec<String>,
 }
 
@@ -255,8 +259,16 @@ impl Registry {
             epoch: None,
             len: 0,
             max_instances,
+            max_per_service: max_instances,
             reserved,
         }
+    }
+
+    /// Admits at most `max` instances into any one service.
+    #[must_use]
+    pub fn with_max_per_service(mut self, max: usize) -> Self {
+        self.max_per_service = max;
+        self
     }
 
     /// Number of live instances.
@@ -302,6 +314,13 @@ impl Registry {
         }
         if self.len >= self.max_instances {
             return Event::Refused(Refusal::CapReached(self.max_instances));
+        }
+        if self
+            .services
+            .get(hb.service.as_str())
+            .is_some_and(|instances| instances.len() >= self.max_per_service)
+        {
+            return Event::Refused(Refusal::ServiceFull(self.max_per_service));
         }
         let service = match self.services.get_key_value(hb.service.as_str()) {
             Some((service, _)) => service.clone(),
@@ -602,6 +621,17 @@ mod tests {
             Event::Refused(Refusal::CapReached(1))
         );
         assert_eq!(reg.apply(hb("a", 5), A, now), Event::Renewed);
+        let mut per_service = Registry::new(10, vec![]).with_max_per_service(2);
+        for id in ["a", "b"] {
+            assert_eq!(per_service.apply(hb(id, 5), A, now), Event::Registered);
+        }
+        assert_eq!(
+            per_service.apply(hb("c", 5), A, now),
+            Event::Refused(Refusal::ServiceFull(2))
+        );
+        let mut other = hb("c", 5);
+        other.service = "api".into();
+        assert_eq!(per_service.apply(other, A, now), Event::Registered);
         let reserved = Announcement::new("ns", "x", 53);
         assert!(matches!(
             reg.apply(reserved, A, now),

@@ -245,6 +245,17 @@ impl Drop for TestServer {
     }
 }
 
+/// The resident memory of process `pid`, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS")
+}
+
 /// Sends `sig` (e.g. "TERM") to `pid`.
 pub fn signal(pid: u32, sig: &str) {
     let status = Command::new("kill")
