@@ -24,7 +24,9 @@
 //! Knobs (environment): BENCH_ROUNDS (3), BENCH_SECONDS (10),
 //! BENCH_MODES (udp,udp-do,rate,tcp), BENCH_SERVERS (beacon,knot,nsd, plus hickory
 //! when found),
-//! BENCH_OUTSTANDING (200), BENCH_RATE (20000), BENCH_HEARTBEATS (10000).
+//! BENCH_OUTSTANDING (200), BENCH_RATE (20000), BENCH_HEARTBEATS (10000),
+//! BENCH_RRL (0; a rate turns beacon's response rate limiting on, to see
+//! what it costs below its rate).
 //! Everything listens on 127.0.0.1 and stops when the run ends.
 
 // Rates, shares and percentiles are f64; turning them back into counts
@@ -430,10 +432,20 @@ fn main() {
     let mut servers: Vec<Server> = Vec::new();
     for name in &names {
         let server = match name.as_str() {
-            "beacon" => start_beacon(
-                dir.path(),
-                &["--udp-workers", "1", "--max-instances", "10000"],
-            ),
+            "beacon" => {
+                let rrl = env_or("BENCH_RRL", 0u32).to_string();
+                start_beacon(
+                    dir.path(),
+                    &[
+                        "--udp-workers",
+                        "1",
+                        "--max-instances",
+                        "10000",
+                        "--rrl",
+                        &rrl,
+                    ],
+                )
+            }
             "knot" => start_knot(dir.path(), &zone_path),
             "nsd" => start_nsd(dir.path(), &zone_path),
             "hickory" => match &hickory {

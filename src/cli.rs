@@ -154,6 +154,14 @@ pub struct ServeArgs {
     /// it is refused (its last good version keeps serving).
     #[arg(long, value_name = "N", default_value_t = Limits::default().static_records)]
     pub max_static_records: usize,
+    /// Response rate limiting for UDP: responses a second per client
+    /// network (/24, /56) and answer class; 0 turns it off.
+    #[arg(long, value_name = "RATE", default_value_t = 0)]
+    pub rrl: u32,
+    /// Every Nth rate-limited response goes out truncated (a real client
+    /// then asks over TCP); the others are dropped. 0 drops them all.
+    #[arg(long, value_name = "N", default_value_t = config::DEFAULT_RRL_SLIP)]
+    pub rrl_slip: u32,
     /// Answer common UDP queries from pre-encoded replies (`off`: every
     /// query takes the general path; for comparison and debugging).
     #[arg(long, value_name = "on|off", default_value = "on", value_parser = parse_switch, action = clap::ArgAction::Set)]
@@ -203,6 +211,8 @@ impl ServeArgs {
         }
         cfg.fast_path = self.fast_path;
         cfg.max_answers = self.max_answers;
+        cfg.rrl = self.rrl;
+        cfg.rrl_slip = self.rrl_slip;
         cfg.limits = Limits {
             answer_cache: self.answer_cache.saturating_mul(1 << 20),
             tcp_connections: self.tcp_connections,

@@ -216,7 +216,16 @@ pub struct ServeConfig {
     pub state_dir: StateDir,
     /// Bounds on what the network can make the server hold.
     pub limits: Limits,
+    /// Response rate limiting for UDP: responses a second per client
+    /// network and answer class (0: off).
+    pub rrl: u32,
+    /// Every this many rate-limited responses, one goes out truncated.
+    pub rrl_slip: u32,
 }
+
+/// Default RRL slip: every second limited response goes out truncated, as
+/// BIND does.
+pub const DEFAULT_RRL_SLIP: u32 = 2;
 
 /// Where state persists across restarts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -373,6 +382,8 @@ impl ServeConfig {
             max_answers: None,
             state_dir,
             limits: Limits::default(),
+            rrl: 0,
+            rrl_slip: DEFAULT_RRL_SLIP,
         }
     }
 
@@ -500,6 +511,15 @@ impl ServeConfig {
             ));
         }
         self.validate_limits()?;
+        if self.rrl > (1 << 24) - 1 {
+            return Err(invalid("--rrl", "at most 16777215 responses a second"));
+        }
+        if self.rrl_slip > 255 {
+            return Err(invalid(
+                "--rrl-slip",
+                "0 to 255 (0: drop every limited response)",
+            ));
+        }
         if self.max_answers == Some(0) {
             return Err(invalid(
                 "--max-answers",

@@ -21,6 +21,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::answer::forward::Forwarder;
 use crate::answer::handler::DnsHandler;
+use crate::answer::rrl::RateLimiter;
 use crate::answer::{tcp, udp};
 use crate::config::{ServeConfig, StateDir as StateDirSetting};
 use crate::fragments::watch::{self, Request};
@@ -256,15 +257,15 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
         )
     });
     let handler = DnsHandler::new(views.clone(), forwarder, config.max_udp_payload);
-    let udp_workers = udp::Workers::start(
-        dns_udp,
-        &views,
-        &handler,
-        config.max_udp_payload,
-        config.fast_path,
-        &config.limits,
-        |_| supervisor.guard("a DNS UDP worker"),
-    )
+    let settings = udp::WorkerSettings {
+        max_udp_payload: config.max_udp_payload,
+        fast_path: config.fast_path,
+        limits: config.limits,
+        rrl: (config.rrl > 0).then(|| Arc::new(RateLimiter::new(config.rrl, config.rrl_slip))),
+    };
+    let udp_workers = udp::Workers::start(dns_udp, &views, &handler, &settings, |_| {
+        supervisor.guard("a DNS UDP worker")
+    })
     .map_err(|e| ServeError::Dns(format!("cannot start the UDP workers: {e}")))?;
     let service = tcp::TcpService {
         views,

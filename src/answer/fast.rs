@@ -355,6 +355,35 @@ impl FastPath {
     }
 }
 
+/// A truncated, empty reply to `datagram` (a query of the fast path's
+/// shape): the query's header with QR and TC set, its question, and an
+/// OPT record offering `max_udp_payload` if the query had one. What rate
+/// limiting sends instead of a reply (a slip); false for a query of
+/// another shape (then nothing is sent).
+pub fn slip_reply(datagram: &[u8], max_udp_payload: u16, out: &mut Vec<u8>) -> bool {
+    let mut key = Vec::new();
+    let Some(query) = parse(datagram, &mut key) else {
+        return false;
+    };
+    let question_end = HEADER_LEN + query.question_len;
+    out.clear();
+    out.extend_from_slice(&datagram[..2]);
+    // QR and TC; RD and CD copied; NOERROR.
+    out.push(0x80 | 0x02 | (datagram[2] & 0x01));
+    out.push(datagram[3] & 0x10);
+    let arcount = u16::from(query.edns.is_some());
+    for count in [1, 0, 0, arcount] {
+        out.extend_from_slice(&count.to_be_bytes());
+    }
+    out.extend_from_slice(&datagram[HEADER_LEN..question_end]);
+    if let Some(edns) = query.edns {
+        out.extend_from_slice(&[0, 0, 41]);
+        out.extend_from_slice(&edns.payload.clamp(512, max_udp_payload).to_be_bytes());
+        out.extend_from_slice(&[0, 0, if edns.dnssec_ok { 0x80 } else { 0 }, 0, 0, 0]);
+    }
+    true
+}
+
 /// Which members one reply lists, in order: a rotation of all of them
 /// (round-robin, or fixed with offset 0), or an explicit RFC 2782 order.
 enum Order<'e> {
@@ -867,7 +896,11 @@ mod tests {
             assert!(fast.cached_bytes() <= bound);
         }
         // Each entry is counted at least at its key, map slot and bytes.
-        assert!(fast.cache.len() * 100 <= bound, "{} entries", fast.cache.len());
+        assert!(
+            fast.cache.len() * 100 <= bound,
+            "{} entries",
+            fast.cache.len()
+        );
     }
 
     #[test]

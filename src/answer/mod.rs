@@ -17,6 +17,7 @@ pub mod fast;
 pub mod forward;
 pub mod handler;
 pub mod rotate;
+pub mod rrl;
 pub mod tcp;
 pub mod udp;
 

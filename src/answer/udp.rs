@@ -31,8 +31,9 @@ use tracing::{debug, warn};
 
 use hickory_server::net::xfer::Protocol;
 
-use super::fast::FastPath;
+use super::fast::{FastPath, slip_reply};
 use super::handler::DnsHandler;
+use super::rrl::{Class, RateLimiter, Verdict};
 use crate::config::Limits;
 use crate::supervise::{Guard, fault_point};
 use crate::view::publish::ViewHandle;
@@ -78,6 +79,19 @@ pub fn bind_reuseport(addr: SocketAddr, count: usize) -> io::Result<Vec<UdpSocke
     Ok(sockets)
 }
 
+/// What every UDP worker is set up with.
+#[derive(Debug)]
+pub struct WorkerSettings {
+    /// Largest UDP reply offered.
+    pub max_udp_payload: u16,
+    /// Whether common queries take the fast path.
+    pub fast_path: bool,
+    /// The answer cache's size and the general path's queue.
+    pub limits: Limits,
+    /// Response rate limiting, when on.
+    pub rrl: Option<Arc<RateLimiter>>,
+}
+
 /// The running workers; [`Workers::stop`] ends them.
 #[derive(Debug)]
 pub struct Workers {
@@ -94,11 +108,16 @@ impl Workers {
         sockets: Vec<UdpSocket>,
         views: &ViewHandle,
         general: &DnsHandler,
-        max_udp_payload: u16,
-        fast_path: bool,
-        limits: &Limits,
+        settings: &WorkerSettings,
         mut guard: impl FnMut(usize) -> Guard,
     ) -> io::Result<Workers> {
+        let WorkerSettings {
+            max_udp_payload,
+            fast_path,
+            limits,
+            rrl,
+        } = settings;
+        let (max_udp_payload, fast_path) = (*max_udp_payload, *fast_path);
         let stop = Arc::new(AtomicBool::new(false));
         let general_queue = Arc::new(GeneralQueue {
             waiting: AtomicUsize::new(0),
@@ -113,6 +132,8 @@ impl Workers {
                 views: views.clone(),
                 general: general.clone(),
                 general_queue: general_queue.clone(),
+                rrl: rrl.clone(),
+                max_udp_payload,
                 runtime: runtime.clone(),
                 fast: fast_path.then(|| FastPath::new(max_udp_payload, limits.answer_cache)),
                 stop: stop.clone(),
@@ -148,6 +169,9 @@ struct Worker {
     /// Queries handed to the general path and not yet answered, shared by
     /// every worker, and how many that must wait.
     general_queue: Arc<GeneralQueue>,
+    /// Response rate limiting, shared by every worker (`--rrl`).
+    rrl: Option<Arc<RateLimiter>>,
+    max_udp_payload: u16,
     runtime: tokio::runtime::Handle,
     fast: Option<FastPath>,
     stop: Arc<AtomicBool>,
@@ -276,12 +300,21 @@ impl Worker {
                         }
                     }
                 };
-                if answered {
-                    ready.push(index);
-                    destinations.push(Some(SockaddrStorage::from(from)));
-                } else {
+                if !answered {
                     self.hand_to_general(query.to_vec(), from);
+                    continue;
                 }
+                if let Some(rrl) = &self.rrl {
+                    match rrl.check(from.ip(), Class::of(&replies[index])) {
+                        Verdict::Send => {}
+                        Verdict::Slip => {
+                            slip_reply(query, self.max_udp_payload, &mut replies[index]);
+                        }
+                        Verdict::Drop => continue,
+                    }
+                }
+                ready.push(index);
+                destinations.push(Some(SockaddrStorage::from(from)));
             }
             drop(view);
             send_replies(fd, &mut send_headers, &replies, &ready, &destinations);
@@ -295,11 +328,27 @@ impl Worker {
         };
         let general = self.general.clone();
         let socket = self.socket.clone();
+        let rrl = self.rrl.clone();
+        let max_udp_payload = self.max_udp_payload;
         self.runtime.spawn(async move {
             let _place = place;
-            if let Some(reply) = general.answer_raw(query, from, Protocol::Udp).await
-                && let Err(error) = socket.send_to(&reply, from)
-            {
+            // Kept only when a slip may have to be built from it.
+            let asked = rrl.as_ref().map(|_| query.clone());
+            let Some(mut reply) = general.answer_raw(query, from, Protocol::Udp).await else {
+                return;
+            };
+            if let (Some(rrl), Some(asked)) = (rrl, asked) {
+                match rrl.check(from.ip(), Class::of(&reply)) {
+                    Verdict::Send => {}
+                    Verdict::Slip => {
+                        if !slip_reply(&asked, max_udp_payload, &mut reply) {
+                            return;
+                        }
+                    }
+                    Verdict::Drop => return,
+                }
+            }
+            if let Err(error) = socket.send_to(&reply, from) {
                 debug!(%error, %from, "sending a DNS reply failed");
             }
         });
