@@ -76,6 +76,11 @@ pub const MAX_TCP_MESSAGE: usize = 65_535;
 /// instance lists) are built no longer than this, whatever their size.
 pub const MAX_LISTED_RECORDS: usize = 5_040;
 
+/// Audit lines (register, change, drain, deregister, expiry) written one
+/// by one each second; past it they are counted and summed up once a
+/// second, so a flood cannot make logging the bottleneck.
+pub const AUDIT_LINES_PER_SECOND: u32 = 200;
+
 /// Serials reserved ahead in the state directory: the stored ceiling is
 /// rewritten only when the serial passes it, and a restart continues above
 /// it, so a serial never goes back even after kill -9.

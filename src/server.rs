@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
@@ -113,7 +113,7 @@ async fn bind_dns(
 const HEARTBEAT_RECV_BUFFER: usize = 8 * 1024 * 1024;
 
 /// Binds the heartbeat socket with a large receive buffer.
-fn bind_heartbeat(addr: SocketAddr) -> io::Result<UdpSocket> {
+fn bind_heartbeat(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::DGRAM,
@@ -136,7 +136,7 @@ fn bind_heartbeat(addr: SocketAddr) -> io::Result<UdpSocket> {
     }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
-    UdpSocket::from_std(socket.into())
+    Ok(socket.into())
 }
 
 /// Opens the state directory: an explicit one must work, the default one
@@ -241,13 +241,9 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
         }
         finish(guard, &stopping);
     });
-    let intake = Intake::new(heartbeat, registry, publisher, statics_rx);
-    let guard = supervisor.guard("the heartbeat intake");
-    let stopping = shutdown.clone();
-    let intake_task = tokio::spawn(async move {
-        intake.run(stopping.clone()).await;
-        finish(guard, &stopping);
-    });
+    let intake_thread = Intake::new(heartbeat, registry, publisher, statics_rx)
+        .spawn(shutdown.clone(), supervisor.guard("the heartbeat intake"))
+        .map_err(|e| ServeError::Dns(format!("cannot start the heartbeat intake: {e}")))?;
 
     let forwarder = (!config.forward.is_empty()).then(|| {
         Forwarder::new(
@@ -303,13 +299,17 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
     {
         tracing::error!("stopping the UDP workers failed");
     }
-    // Both tasks watch the same token; a panic there is a bug worth
-    // reporting but does not change how we exit.
+    // Both watch the same token; a panic there is a bug worth reporting
+    // but does not change how we exit.
     if let Err(error) = tcp_task.await {
         tracing::error!(%error, "DNS TCP task failed");
     }
-    if let Err(error) = intake_task.await {
-        tracing::error!(%error, "heartbeat intake task failed");
+    // The intake stores the serial as it stops: wait for it.
+    if tokio::task::spawn_blocking(move || intake_thread.join())
+        .await
+        .map_or(true, |joined| joined.is_err())
+    {
+        tracing::error!("the heartbeat intake failed");
     }
     Ok(())
 }

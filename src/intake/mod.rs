@@ -1,22 +1,33 @@
-//! Heartbeat intake: the task that owns the registry.
+//! Heartbeat intake: the thread that owns the registry.
 //!
 //! Takes datagrams from the heartbeat socket and the passing of time;
 //! produces registry changes, the audit log (INFO: register, change, drain,
-//! deregister, expiry) and, whenever answers may differ, a newly published
-//! view. It never answers DNS and never blocks the answering path: the only
-//! thing it shares with it is the published view.
+//! deregister, expiry; summed up under a flood, see [`audit`]) and,
+//! whenever answers may differ, a newly published view. It never answers
+//! DNS and never blocks the answering path: the only thing it shares with
+//! it is the published view.
 //!
-//! One task owns the [`Registry`], so nothing in it is locked. After each
-//! wake-up it drains every datagram already queued on the socket before
-//! publishing, so a burst of heartbeats costs one view rebuild, while a lone
-//! heartbeat is published at once (well under a millisecond). A plain renewal
-//! publishes nothing.
+//! It runs on a thread of its own (with a single-threaded Tokio runtime
+//! for its socket and timers), so that a flood of heartbeats never takes
+//! CPU time from the tasks that answer DNS over TCP, and one thread owns
+//! the [`Registry`], so nothing in it is locked. Each round it reads what
+//! the socket holds (up to [`DRAIN_BUDGET`] datagrams), applies heartbeats
+//! of known instances at once (renewals cost no rebuild), queues new
+//! instances (at most [`MAX_PENDING`]; beyond that they are dropped and
+//! counted, and their senders retry at their next beat), admits up to
+//! [`ADMIT_BUDGET`] of them, expires up to [`EXPIRE_BUDGET`] leases, and
+//! publishes once. So when the intake is behind, renewals of live
+//! instances still get in, and no round is long: a lone heartbeat is
+//! published at once, a flood costs bounded work per round, and shutdown
+//! is seen within a round.
 
+pub mod audit;
 pub mod receive;
 pub mod wire;
 
-use std::collections::HashSet;
-use std::net::SocketAddr;
+use std::collections::{HashSet, VecDeque};
+use std::io;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,14 +40,25 @@ use tracing::{debug, info, warn};
 use crate::config::MAX_HEARTBEAT_BYTES;
 use crate::registry::announcement::{Announcement, State, check_instance_addr};
 use crate::registry::{Event, Refusal, Registry};
+use crate::supervise::Guard;
 use crate::view::StaticZone;
 use crate::view::publish::Publisher;
+use audit::{Audit, Kind};
 use receive::{Batch, RECV_BATCH};
 use wire::WireError;
 
-/// Most datagrams handled before the view is republished, so a flood of
-/// changes still publishes regularly.
-const BATCH: usize = 1024;
+/// Most datagrams read in one round (then the round's other work runs).
+pub const DRAIN_BUDGET: usize = 8192;
+
+/// Most new instances admitted in one round.
+pub const ADMIT_BUDGET: usize = 512;
+
+/// Most leases expired in one round.
+pub const EXPIRE_BUDGET: usize = 4096;
+
+/// Most new instances waiting to be admitted; beyond it, heartbeats of
+/// new instances are dropped (their senders retry at the next beat).
+pub const MAX_PENDING: usize = 16_384;
 
 /// Shortest gap between two WARN lines about bad datagrams or refusals;
 /// in between they are counted and logged at DEBUG.
@@ -72,70 +94,130 @@ impl RateLimitedWarn {
     }
 }
 
-/// The intake task's state.
+/// A heartbeat of an instance not registered yet, waiting its turn.
+struct NewInstance {
+    announcement: Announcement,
+    addr: IpAddr,
+    src: SocketAddr,
+}
+
+/// The intake's state.
 pub struct Intake {
-    socket: UdpSocket,
+    /// The heartbeat socket, until the intake's runtime takes it over.
+    socket: Option<std::net::UdpSocket>,
     registry: Registry,
     publisher: Publisher,
     statics: watch::Receiver<Arc<StaticZone>>,
+    /// New instances waiting to be admitted, oldest first.
+    pending: VecDeque<NewInstance>,
+    /// True while due leases are left for the next round.
+    expiry_backlog: bool,
+    audit: Audit,
     /// Datagrams dropped as malformed or invalid, for the log.
     malformed: u64,
     /// Heartbeats refused by the registry (cap, reserved or claimed name).
     refused: u64,
+    /// Heartbeats of new instances dropped because too many were waiting.
+    overflowed: u64,
     malformed_warn: RateLimitedWarn,
     refused_warn: RateLimitedWarn,
+    overflow_warn: RateLimitedWarn,
 }
 
 impl Intake {
-    /// An intake reading `socket`, applying to `registry` and publishing
-    /// through `publisher`, with the fragments' static data from `statics`.
+    /// An intake reading `socket` (non-blocking), applying to `registry`
+    /// and publishing through `publisher`, with the fragments' static
+    /// data from `statics`.
     pub fn new(
-        socket: UdpSocket,
+        socket: std::net::UdpSocket,
         registry: Registry,
         publisher: Publisher,
         statics: watch::Receiver<Arc<StaticZone>>,
     ) -> Self {
         Intake {
-            socket,
+            socket: Some(socket),
             registry,
             publisher,
             statics,
+            pending: VecDeque::new(),
+            expiry_backlog: false,
+            audit: Audit::default(),
             malformed: 0,
             refused: 0,
+            overflowed: 0,
             malformed_warn: RateLimitedWarn::new(),
             refused_warn: RateLimitedWarn::new(),
+            overflow_warn: RateLimitedWarn::new(),
         }
     }
 
+    /// Runs the intake on a thread of its own until `shutdown` is
+    /// cancelled; `guard` reports it if it ends otherwise.
+    ///
+    /// # Errors
+    /// When the thread or its runtime cannot be started.
+    pub fn spawn(
+        self,
+        shutdown: CancellationToken,
+        guard: Guard,
+    ) -> io::Result<std::thread::JoinHandle<()>> {
+        // The I/O driver is polled at every yield, so a busy round still
+        // sees datagrams that arrived during it.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .event_interval(1)
+            .build()?;
+        std::thread::Builder::new()
+            .name("heartbeat-intake".into())
+            .spawn(move || {
+                runtime.block_on(self.run(shutdown.clone()));
+                if shutdown.is_cancelled() {
+                    guard.done();
+                }
+            })
+    }
+
     /// Runs until `shutdown` is cancelled.
-    pub async fn run(mut self, shutdown: CancellationToken) {
+    async fn run(mut self, shutdown: CancellationToken) {
+        let socket = match self.socket.take().map(UdpSocket::from_std) {
+            Some(Ok(socket)) => socket,
+            Some(Err(error)) => {
+                tracing::error!(%error, "cannot use the heartbeat socket");
+                return;
+            }
+            None => return,
+        };
         let mut batch = Batch::default();
         // Services whose instances changed since the last view.
         let mut changed: HashSet<String> = HashSet::new();
         loop {
+            let behind = self.behind();
             let deadline = self.registry.next_deadline();
             let mut dirty = false;
             changed.clear();
             tokio::select! {
+                biased;
                 () = shutdown.cancelled() => break,
-                ready = self.socket.readable() => {
+                update = self.statics.changed() => {
+                    if update.is_err() {
+                        // The fragment watcher is gone: keep the last static data.
+                        self.statics.mark_unchanged();
+                    } else {
+                        let statics = self.statics.borrow_and_update().clone();
+                        self.publisher.set_statics(statics);
+                        dirty = true;
+                    }
+                }
+                ready = socket.readable() => {
                     if let Err(error) = ready {
                         debug!(%error, "heartbeat socket error");
                     }
-                    dirty |= self.drain(&mut batch, &mut changed);
                 }
-                () = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {}
-                changed = self.statics.changed() => {
-                    if changed.is_err() {
-                        // The fragment watcher is gone: keep the last static data.
-                        self.statics.mark_unchanged();
-                        continue;
-                    }
-                    let statics = self.statics.borrow_and_update().clone();
-                    self.publisher.set_statics(statics);
-                    dirty = true;
-                }
+                () = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() && !behind => {}
+                () = std::future::ready(()), if behind => {}
             }
+            dirty |= self.drain(&socket, &mut batch, &mut changed);
+            dirty |= self.admit(&mut changed);
             dirty |= self.expire(&mut changed);
             if dirty {
                 let started = std::time::Instant::now();
@@ -147,33 +229,53 @@ impl Intake {
                     "published a new view"
                 );
             }
+            self.audit.flush(Instant::now());
+            if self.behind() {
+                // Let the runtime look at the socket and the clock.
+                tokio::task::yield_now().await;
+            }
         }
         self.publisher.settle();
     }
 
+    /// True when work is left for the next round whatever arrives.
+    fn behind(&self) -> bool {
+        !self.pending.is_empty() || self.expiry_backlog
+    }
+
+    /// Expires up to [`EXPIRE_BUDGET`] leases that ran out.
     fn expire(&mut self, changed: &mut HashSet<String>) -> bool {
-        let expired = self.registry.expire(Instant::now());
+        let now = Instant::now();
+        let expired = self.registry.expire_some(now, EXPIRE_BUDGET);
+        self.expiry_backlog = expired.len() == EXPIRE_BUDGET;
         for gone in &expired {
             changed.insert(gone.service.clone());
-            info!(
-                service = %gone.service,
-                instance = %gone.instance,
-                addr = %gone.addr,
-                reason = "no heartbeat within its ttl",
-                late_ms = gone.late_by.as_millis(),
-                "expired"
-            );
+            if self.audit.allow(Kind::Expired, now) {
+                info!(
+                    service = %gone.service,
+                    instance = %gone.instance,
+                    addr = %gone.addr,
+                    reason = "no heartbeat within its ttl",
+                    late_ms = gone.late_by.as_millis(),
+                    "expired"
+                );
+            }
         }
         !expired.is_empty()
     }
 
-    /// Handles what the socket holds, up to [`BATCH`] datagrams, read
+    /// Reads what the socket holds, up to [`DRAIN_BUDGET`] datagrams, read
     /// [`RECV_BATCH`] at a time; returns true when the view must be rebuilt.
-    fn drain(&mut self, batch: &mut Batch, changed: &mut HashSet<String>) -> bool {
+    fn drain(
+        &mut self,
+        socket: &UdpSocket,
+        batch: &mut Batch,
+        changed: &mut HashSet<String>,
+    ) -> bool {
         let mut dirty = false;
         let mut handled = 0;
-        while handled < BATCH {
-            let count = match batch.receive(&self.socket) {
+        while handled < DRAIN_BUDGET {
+            let count = match batch.receive(socket) {
                 Ok(count) => count,
                 Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(error) => {
@@ -198,21 +300,71 @@ impl Intake {
         dirty
     }
 
-    /// Handles one datagram; returns true when the view must be rebuilt.
+    /// Handles one datagram: a known instance's heartbeat (or any `down`)
+    /// is applied now, a new instance's waits its turn. Returns true when
+    /// the view must be rebuilt.
     fn datagram(&mut self, bytes: &[u8], src: SocketAddr, changed: &mut HashSet<String>) -> bool {
         crate::supervise::fault_point("intake");
-        match wire::decode(bytes) {
-            Ok(hb) => {
-                let changed_service = self.heartbeat(hb, src);
-                let dirty = changed_service.is_some();
-                changed.extend(changed_service);
-                dirty
-            }
+        let hb = match wire::decode(bytes) {
+            Ok(hb) => hb,
             Err(error) => {
                 self.malformed(&error, src);
-                false
+                return false;
+            }
+        };
+        let addr = match hb.addr.map_or_else(|| check_instance_addr(src.ip()), Ok) {
+            Ok(addr) => addr,
+            Err(reason) => {
+                self.malformed(
+                    &WireError::BadValue {
+                        field: "addr".into(),
+                        reason,
+                    },
+                    src,
+                );
+                return false;
+            }
+        };
+        if hb.state == State::Down || self.registry.contains(&hb.service, &hb.instance) {
+            let changed_service = self.heartbeat(hb, addr, src);
+            let dirty = changed_service.is_some();
+            changed.extend(changed_service);
+            return dirty;
+        }
+        if self.pending.len() >= MAX_PENDING {
+            self.overflowed += 1;
+            let total = self.overflowed;
+            match self.overflow_warn.allow(Instant::now()) {
+                Some(suppressed) => warn!(
+                    %src, total, suppressed,
+                    "dropped a heartbeat of a new instance: {MAX_PENDING} new instances are waiting (renewals still get in; its sender retries at its next beat)"
+                ),
+                None => debug!(%src, total, "dropped a heartbeat of a new instance"),
+            }
+            return false;
+        }
+        self.pending.push_back(NewInstance {
+            announcement: hb,
+            addr,
+            src,
+        });
+        false
+    }
+
+    /// Admits up to [`ADMIT_BUDGET`] waiting new instances; returns true
+    /// when the view must be rebuilt.
+    fn admit(&mut self, changed: &mut HashSet<String>) -> bool {
+        let mut dirty = false;
+        for _ in 0..ADMIT_BUDGET {
+            let Some(new) = self.pending.pop_front() else {
+                break;
+            };
+            if let Some(service) = self.heartbeat(new.announcement, new.addr, new.src) {
+                changed.insert(service);
+                dirty = true;
             }
         }
+        dirty
     }
 
     fn malformed(&mut self, error: &WireError, src: SocketAddr) {
@@ -246,39 +398,43 @@ impl Intake {
             .find_map(|labels| statics.claim(&crate::view::child_name(labels, zone)?, zone))
     }
 
-    /// Applies one heartbeat; returns its service when the view must change.
-    fn heartbeat(&mut self, hb: Announcement, src: SocketAddr) -> Option<String> {
-        let addr = match hb.addr.map_or_else(|| check_instance_addr(src.ip()), Ok) {
-            Ok(addr) => addr,
-            Err(reason) => {
-                self.malformed(
-                    &WireError::BadValue {
-                        field: "addr".into(),
-                        reason,
-                    },
-                    src,
-                );
-                return None;
-            }
-        };
+    /// Applies one heartbeat whose instance is to be served at `addr`;
+    /// returns its service when the view must change.
+    fn heartbeat(&mut self, hb: Announcement, addr: IpAddr, src: SocketAddr) -> Option<String> {
         let service = hb.service.clone();
         let instance = hb.instance.clone();
-        let event = match self.claimed(&hb) {
+        let now = Instant::now();
+        // Names a fragment claims are checked when an instance arrives (a
+        // change of proto moves its SRV name: checked again then).
+        let known = self.registry.get(&service, &instance).map(|i| i.proto);
+        let event = match (known != Some(hb.proto))
+            .then(|| self.claimed(&hb))
+            .flatten()
+        {
             Some(reason) => Event::Refused(Refusal::Claimed(reason)),
-            None => self.registry.apply(hb, addr, Instant::now()),
+            None => self.registry.apply(hb, addr, now),
         };
+        let mut audit = |kind| self.audit.allow(kind, now);
         match &event {
             Event::Registered => {
-                info!(%service, %instance, %addr, %src, reason = "first heartbeat", "registered");
+                if audit(Kind::Registered) {
+                    info!(%service, %instance, %addr, %src, reason = "first heartbeat", "registered");
+                }
             }
             Event::Changed(fields) => {
-                info!(%service, %instance, %addr, %src, reason = %fields.join(","), "changed");
+                if audit(Kind::Changed) {
+                    info!(%service, %instance, %addr, %src, reason = %fields.join(","), "changed");
+                }
             }
             Event::Drained => {
-                info!(%service, %instance, %addr, %src, reason = "sender is draining", "drained");
+                if audit(Kind::Drained) {
+                    info!(%service, %instance, %addr, %src, reason = "sender is draining", "drained");
+                }
             }
             Event::Deregistered(addr) => {
-                info!(%service, %instance, %addr, %src, reason = "sender said down", "deregistered");
+                if audit(Kind::Deregistered) {
+                    info!(%service, %instance, %addr, %src, reason = "sender said down", "deregistered");
+                }
             }
             Event::Renewed | Event::UnknownDown => {}
             Event::Refused(refusal) => {

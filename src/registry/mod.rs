@@ -467,8 +467,17 @@ impl Registry {
 
     /// Removes every instance whose lease ended at or before `now`.
     pub fn expire(&mut self, now: Instant) -> Vec<Expired> {
+        self.expire_some(now, usize::MAX)
+    }
+
+    /// [`Registry::expire`], at most `limit` instances this time (the
+    /// rest stay due, for the next call), so a mass expiry is done in
+    /// bounded steps.
+    pub fn expire_some(&mut self, now: Instant, limit: usize) -> Vec<Expired> {
         let mut expired = Vec::new();
-        while let Some(at) = self.next_deadline() {
+        while expired.len() < limit
+            && let Some(at) = self.next_deadline()
+        {
             if at > now {
                 break;
             }
@@ -501,6 +510,13 @@ impl Registry {
         self.services
             .get(name)
             .map(|instances| instances.keys().map(|key| &key.0))
+    }
+
+    /// True when `instance` of `service` is live.
+    pub fn contains(&self, service: &str, instance: &str) -> bool {
+        self.services
+            .get(service)
+            .is_some_and(|instances| instances.contains_key(instance))
     }
 
     /// One instance, if live.
