@@ -227,7 +227,7 @@ fn entry_cost(key_len: usize, entry: &Entry) -> usize {
             Entry::Ready(encoded) => {
                 encoded.bytes.len() + encoded.members.len() * std::mem::size_of::<EncodedMember>()
             }
-            Entry::General => 0,
+            Entry::General | Entry::Outside => 0,
         }
 }
 
@@ -236,6 +236,10 @@ fn entry_cost(key_len: usize, entry: &Entry) -> usize {
 enum Entry {
     /// The general path answers it.
     General,
+    /// A name outside our zones (refused or forwarded by the general
+    /// path): not kept, so a stream of distinct outside names (a
+    /// forwarding flood) costs the cache nothing.
+    Outside,
     /// Pre-encoded.
     Ready(Encoded),
 }
@@ -310,6 +314,9 @@ impl FastPath {
         };
         if !fresh {
             let (stamp, entry) = encode(view, &self.key, query.qtype);
+            if matches!(entry, Entry::Outside) {
+                return false;
+            }
             let cost = entry_cost(self.key.len(), &entry);
             if self.cached_bytes + cost > self.max_bytes {
                 // Start over (dropping the table too): a flood of distinct
@@ -581,12 +588,15 @@ fn encode(view: &View, key: &[u8], qtype: u16) -> (AnswerStamp, Entry) {
 fn encode_entry(view: &View, qname: &LowerName, wire_name: &[u8], qtype: u16) -> Entry {
     let rtype = RecordType::from(qtype);
     let resolution = resolve_in_order(view, qname, rtype, true);
+    if resolution.outside_zones {
+        return Entry::Outside;
+    }
     let rcode = match resolution.rcode {
         ResponseCode::NoError => 0,
         ResponseCode::NXDomain => 3,
         _ => return Entry::General,
     };
-    if resolution.outside_zones || !resolution.authoritative {
+    if !resolution.authoritative {
         return Entry::General;
     }
     let mut encoded = Encoded {

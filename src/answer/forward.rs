@@ -133,7 +133,7 @@ impl Forwarder {
             .await
             .map_err(|e| e.to_string())?;
         let deadline = Instant::now() + UPSTREAM_TIMEOUT;
-        let mut buffer = vec![0u8; 65_535];
+        let mut buffer = vec![0u8; UDP_REPLY_ROOM];
         loop {
             let (len, from) = timeout_at(deadline, socket.recv_from(&mut buffer))
                 .await
@@ -142,6 +142,10 @@ impl Forwarder {
             // Anything not from the upstream, or not our ID, is not our reply.
             if from != upstream || len < 2 || buffer[..2] != id.to_be_bytes() {
                 continue;
+            }
+            if len == buffer.len() {
+                // Perhaps cut short: fetch the whole reply over TCP.
+                return self.ask_tcp(upstream, query, question).await;
             }
             let Ok(reply) = Message::from_vec(&buffer[..len]) else {
                 continue;
@@ -209,6 +213,11 @@ fn with_new_id(query: &[u8]) -> Result<(Vec<u8>, u16), String> {
     bytes[..2].copy_from_slice(&id.to_be_bytes());
     Ok((bytes, id))
 }
+
+/// Room for an upstream's UDP reply. A reply that fills it may have been
+/// cut, and is fetched again over TCP; most replies are far smaller, and
+/// each forward waiting holds this much.
+const UDP_REPLY_ROOM: usize = 4096;
 
 /// Source ports drawn for forwarded queries: above the privileged ones.
 const SOURCE_PORTS: std::ops::RangeInclusive<u16> = 1024..=65_535;
