@@ -43,6 +43,7 @@ pub mod fragments;
 pub mod intake;
 pub mod net;
 pub mod registry;
+pub mod rrset;
 pub mod server;
 pub mod state;
 pub mod supervise;
