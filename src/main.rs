@@ -63,7 +63,7 @@ fn check(args: &beacon::cli::CheckArgs) -> ExitCode {
         args.dir.display(),
         set.file_count(),
         set.record_count(),
-        set.name_count(),
+        loader.statics().name_count(),
         args.zone
     );
     if rescan.problems.is_empty() {

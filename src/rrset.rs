@@ -197,3 +197,12 @@ pub fn merge_sets(sets: &mut Vec<(RecordType, Vec<Member>)>, node: &Node) {
         }
     }
 }
+
+/// A number no other part of any view has had: each service's names and
+/// each version of the static zone get one when built, so a cached answer
+/// can tell whether the part it came from is still the one served without
+/// keeping that part alive.
+pub fn next_generation() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}

@@ -25,12 +25,11 @@ use crate::answer::rrl::RateLimiter;
 use crate::answer::{tcp, udp};
 use crate::config::{ServeConfig, StateDir as StateDirSetting};
 use crate::fragments::watch::{self, Request};
-use crate::fragments::{Loader, NoLiveNames, RescanRequest};
+use crate::fragments::{Loader, StaticZone};
 use crate::intake::Intake;
 use crate::registry::Registry;
 use crate::state::StateDir;
 use crate::supervise::{Death, Guard, Supervisor};
-use crate::view::StaticZone;
 use crate::view::feed::StaticFeed;
 use crate::view::publish::Publisher;
 use crate::view::publish::SerialStore;
@@ -192,23 +191,14 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
         heartbeat: local(heartbeat.local_addr(), config.heartbeat),
     };
 
-    // Fragments load before the first view, so the zone is whole from the
-    // first answer on; the watch starts first, so no edit slips between.
+    // The watch starts before the first load, so no edit slips between.
+    // The load itself runs on the watcher thread: until it is done, views
+    // serve a stand-in static zone, live services are answered, and what
+    // would be a negative answer is SERVFAIL.
     let watcher = watch::Watcher::start(&config.zones_dir);
-    let mut loader = Loader::new(config.zones_dir.clone(), config.zone.clone())
+    let loader = Loader::new(config.zones_dir.clone(), config.zone.clone())
         .with_max_records(config.limits.static_records);
-    let started = std::time::Instant::now();
-    let first = loader.rescan(&RescanRequest::everything(), &NoLiveNames);
-    watch::log_rescan(&first, started.elapsed());
-    let statics = Arc::new(StaticZone::build(&config.zone, loader.set()));
-    info!(
-        dir = %config.zones_dir.display(),
-        files = loader.set().file_count(),
-        records = loader.set().record_count(),
-        problems = first.problems.len(),
-        elapsed_ms = started.elapsed().as_millis(),
-        "zone fragments loaded"
-    );
+    let statics = Arc::new(StaticZone::loading());
 
     let registry = Registry::new(
         config.max_instances,
@@ -220,7 +210,7 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
     let views = publisher.handle();
     let (statics_tx, statics_rx) = tokio::sync::watch::channel(statics);
     let fragment_requests = watcher.requests();
-    let feed = StaticFeed::new(config.zone.clone(), views.clone(), statics_tx);
+    let feed = StaticFeed::new(views.clone(), statics_tx);
     let fragment_thread = watcher
         .spawn(
             loader,

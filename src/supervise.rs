@@ -152,6 +152,32 @@ pub fn fault_point(point: &str) {
 #[inline(always)]
 pub fn fault_point(_point: &str) {}
 
+/// Makes the calling part wait at `point` while the file `path` exists,
+/// when a test build runs with `BEACON_TEST_HOLD=<point>:<path>` (at most
+/// a minute): how tests look at the server in the middle of something
+/// that is usually too quick to catch. Compiled away in release builds.
+#[cfg(debug_assertions)]
+pub fn hold_point(point: &str) {
+    let Ok(spec) = std::env::var("BEACON_TEST_HOLD") else {
+        return;
+    };
+    let Some((at, path)) = spec.split_once(':') else {
+        return;
+    };
+    if at != point {
+        return;
+    }
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::path::Path::new(path).exists() && std::time::Instant::now() < until {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// Release builds have no hold points.
+#[cfg(not(debug_assertions))]
+#[inline(always)]
+pub fn hold_point(_point: &str) {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -633,3 +633,69 @@ fn symlinked_folders_are_not_walked() {
     let watches = inotify_watches(server.pid());
     assert!(watches <= 4, "{watches} inotify watches after a new link");
 }
+
+#[test]
+fn live_services_answer_while_the_first_load_runs_and_sighups_coalesce() {
+    let zones = Zones::new();
+    zones.write("static.zone", "www A 10.1.1.1\n");
+    // Written a while ago: a reload reads it at once, as it cannot be
+    // half written.
+    fs::File::options()
+        .write(true)
+        .open(zones.path("static.zone"))
+        .and_then(|f| {
+            f.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(60))
+        })
+        .expect("set mtime");
+    // The first load waits while this file exists (a debug-build hook).
+    let hold = tempfile::NamedTempFile::new().expect("hold file");
+    let hold_spec = format!("first-load:{}", hold.path().display());
+    let dir = zones.dir.path().to_str().expect("utf-8 path");
+    let server = TestServer::start_with_env(
+        &["--zones", dir, "--rescan", "3600"],
+        &[("BEACON_TEST_HOLD", &hold_spec)],
+    );
+    server.beat("beacon/1 service=web instance=a port=80 addr=10.0.0.1");
+    server.await_reply("web.svc.internal.", RecordType::A, |m| {
+        rdatas(&m.answers) == ["10.0.0.1"]
+    });
+    // What the fragments may hold cannot be denied yet: SERVFAIL, which
+    // resolvers retry, never an NXDOMAIN or NODATA they would cache.
+    for (name, rtype) in [
+        ("www.svc.internal.", RecordType::A),
+        ("nothere.svc.internal.", RecordType::A),
+        ("web.svc.internal.", RecordType::TXT),
+    ] {
+        assert_status(&server.query(name, rtype), ResponseCode::ServFail, false);
+        assert_status(
+            &server.query_tcp(name, rtype),
+            ResponseCode::ServFail,
+            false,
+        );
+    }
+    let soa = server.query("svc.internal.", RecordType::SOA);
+    assert_status(&soa, ResponseCode::NoError, true);
+    assert!(!server.log().contains("zone fragments loaded"));
+
+    // SIGHUPs while loading neither kill the server nor queue a reload
+    // each: they come down to one.
+    for _ in 0..10 {
+        signal(server.pid(), "HUP");
+    }
+    server.wait_for_log("SIGHUP: reloading every zone fragment");
+    drop(hold);
+    server.wait_for_log("serving the zone fragments");
+    a_is(&server, "www.svc.internal.", &["10.1.1.1"]);
+    assert_status(
+        &server.query("nothere.svc.internal.", RecordType::A),
+        ResponseCode::NXDomain,
+        true,
+    );
+    let reads = || server.log().matches("loaded zone fragment file=").count();
+    common::wait_until(std::time::Duration::from_secs(5), || {
+        (reads() >= 2).then_some(())
+    })
+    .expect("the SIGHUP reload");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(reads(), 2, "{}", server.log());
+}

@@ -99,7 +99,7 @@ mount --bind "$tmp/nsswitch.conf" /etc/nsswitch.conf
 upstream=$!
 "$BEACON" serve --dns 127.0.0.1:53 --heartbeat 127.0.0.1:5301 --reverse-zone 10.in-addr.arpa --forward 127.0.0.2:53 2>"$tmp/log" &
 server=$!
-for _ in $(seq 100); do grep -q listening "$tmp/log" && grep -q listening "$tmp/log2" && break; sleep 0.05; done
+for _ in $(seq 100); do grep -q "serving the zone fragments" "$tmp/log" && grep -q "serving the zone fragments" "$tmp/log2" && break; sleep 0.05; done
 "$BEACON" beat --once --service db --port 5432 --instance d1 --addr 10.9.0.1 --server 127.0.0.2:5301 2>/dev/null
 "$BEACON" beat --once --service web --port 80 --instance a --addr 10.0.0.1 2>/dev/null
 "$BEACON" beat --once --service web --port 80 --instance b --addr 2001:db8::2 2>/dev/null

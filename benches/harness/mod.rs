@@ -175,7 +175,7 @@ pub fn start_beacon_in(zones: &Path, extra: &[&str]) -> (Server, Vec<String>) {
         .env(
             "RUST_LOG",
             std::env::var("BENCH_BEACON_LOG").unwrap_or_else(|_| "warn".into())
-                + ",beacon::server=info",
+                + ",beacon::server=info,beacon::fragments::watch=info,beacon::view::publish=info",
         )
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -184,17 +184,19 @@ pub fn start_beacon_in(zones: &Path, extra: &[&str]) -> (Server, Vec<String>) {
         .expect("start beacon");
     let stderr = child.stderr.take().expect("piped");
     let mut lines = BufReader::new(stderr).lines();
+    // Its addresses, then the end of the first fragment load (which runs
+    // after the sockets answer), in either order.
     let mut startup = Vec::new();
     for line in lines.by_ref().map_while(Result::ok) {
-        let listening = line.contains(" listening ");
         startup.push(line);
-        if listening {
+        let seen = |what: &str| startup.iter().any(|l| l.contains(what));
+        if seen(" listening ") && seen("serving the zone fragments") {
             break;
         }
     }
     let line = startup
-        .last()
-        .filter(|l| l.contains(" listening "))
+        .iter()
+        .find(|l| l.contains(" listening "))
         .expect("beacon reports its addresses")
         .clone();
     // Keep draining its log so it never blocks on a full pipe.

@@ -45,6 +45,7 @@ use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, B
 use super::rotate::{Ranked, order_by};
 use super::{direct_node, glue, resolve_in_order};
 use crate::config::MAX_TCP_MESSAGE;
+use crate::fragments::compact::wire_name_len;
 use crate::view::{AnswerStamp, Cursor, Policy, View};
 
 /// Header length, and where the question (and so its name) starts.
@@ -296,6 +297,11 @@ impl FastPath {
         over_tcp: bool,
         out: &mut Vec<u8>,
     ) -> bool {
+        // While the first load runs, negative answers are SERVFAIL: the
+        // general path's rule.
+        if view.statics.is_loading() {
+            return false;
+        }
         let Some(query) = parse(datagram, &mut self.key) else {
             return false;
         };
@@ -706,7 +712,7 @@ fn encode_record(record: &Record, question: &[u8], out: &mut Vec<u8>) -> Option<
     let mut encoder = BinEncoder::new(&mut wire);
     encoder.set_name_encoding(NameEncoding::Uncompressed);
     record.emit(&mut encoder).ok()?;
-    let owner_len = name_len(&wire)?;
+    let owner_len = wire_name_len(&wire)?;
     compress_against(&wire[..owner_len], question, out)?;
     let fixed = wire.get(owner_len..owner_len + 10)?;
     if record.record_type() != RecordType::PTR {
@@ -745,22 +751,6 @@ fn compress_against(name: &[u8], question: &[u8], out: &mut Vec<u8>) -> Option<(
             return Some(());
         }
         at += len + 1;
-    }
-}
-
-/// Length of the uncompressed wire name at the start of `wire`.
-fn name_len(wire: &[u8]) -> Option<usize> {
-    let mut at = 0;
-    loop {
-        let len = usize::from(*wire.get(at)?);
-        at += 1;
-        if len == 0 {
-            return Some(at);
-        }
-        if len > 63 {
-            return None;
-        }
-        at += len;
     }
 }
 

@@ -34,7 +34,7 @@ pub const MAX_CNAME_CHAIN: usize = 8;
 /// What the zone says about one question.
 #[derive(Debug, Default)]
 pub struct Resolution<'v> {
-    /// NOERROR, NXDOMAIN or REFUSED.
+    /// NOERROR, NXDOMAIN, REFUSED, or SERVFAIL while the first load runs.
     pub rcode: ResponseCode,
     /// The AA bit: set for every answer from our data, clear for referrals
     /// and refusals.
@@ -210,7 +210,7 @@ fn resolve_reverse<'v>(
 }
 
 /// The delegation point at or above `qname`, if a fragment delegates it.
-fn delegation<'v>(view: &'v View, qname: &LowerName, qtype: RecordType) -> Option<&'v Node> {
+fn delegation(view: &View, qname: &LowerName, qtype: RecordType) -> Option<Node> {
     if !view.statics.has_delegations() {
         return None;
     }
@@ -254,6 +254,27 @@ pub(crate) fn resolve_in_order<'v>(
             None => Resolution::refused(),
         };
     }
+    let resolution = resolve_in_zone(view, qname, qtype, stored_order);
+    let negative = resolution.rcode == ResponseCode::NXDomain || resolution.answers.is_empty();
+    if view.statics.is_loading() && resolution.authoritative && negative {
+        // The first load of the fragments is still running: what is
+        // missing may be in a file not read yet. SERVFAIL, which
+        // resolvers retry, rather than a negative answer they would cache.
+        return Resolution {
+            rcode: ResponseCode::ServFail,
+            ..Resolution::default()
+        };
+    }
+    resolution
+}
+
+/// [`resolve_in_order`] for a name inside the service zone.
+fn resolve_in_zone<'v>(
+    view: &'v View,
+    qname: &LowerName,
+    qtype: RecordType,
+    stored_order: bool,
+) -> Resolution<'v> {
     let mut resolution = Resolution {
         authoritative: true,
         stored_order,
@@ -267,7 +288,9 @@ pub(crate) fn resolve_in_order<'v>(
                 resolution.authoritative = false;
                 if let Some(ns) = cut.rrset(RecordType::NS) {
                     for member in &ns.members {
-                        resolution.authorities.push(Cow::Borrowed(&member.record));
+                        resolution
+                            .authorities
+                            .push(Cow::Owned(member.record.clone()));
                         glue(member, view, &mut resolution.additionals);
                     }
                 }

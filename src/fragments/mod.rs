@@ -1,16 +1,20 @@
 //! Zone fragments: the `*.zone` files of the zones folder, loaded and checked.
 //!
 //! Takes the zones folder, the served zone and a way to ask which names live
-//! instances hold; produces a [`FragmentSet`] (every file's last good
-//! records) and the [`Problem`]s of the files that failed. A file that fails
-//! to read, parse or validate keeps its last good version in the set (or
-//! none, if it never loaded). Only files whose signature (size, times,
-//! inode) changed are read again. [`Loader`] is shared by `beacon serve`
-//! (through [`watch`]) and `beacon check`. It never touches the view or the
-//! answering path: [`crate::view`] builds the served data from the set.
+//! instances hold; produces the [`StaticZone`] (every good file's records by
+//! owner name, a persistent snapshot views share) and the [`Problem`]s of
+//! the files that failed. A file that fails to read, parse or validate
+//! keeps its last good version (or none, if it never loaded). Only files
+//! whose signature (size, times, inode) changed are read again, and within
+//! a file only changed entries are parsed again. Records are kept once, in
+//! the file they came from, compactly ([`compact`]). [`Loader`] is shared by
+//! `beacon serve` (through [`watch`]) and `beacon check`. It never touches
+//! the view or the answering path.
 
+pub mod compact;
 pub mod parse;
 pub mod watch;
+pub mod zone;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -23,7 +27,9 @@ use std::time::{Duration, SystemTime};
 use hickory_proto::rr::{LowerName, Name, RecordType};
 
 use crate::config::MAX_FRAGMENT_BYTES;
+use compact::{NameKey, PassThroughBuild};
 use parse::LineRecord;
+pub use zone::StaticZone;
 
 /// Where a record came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,38 +103,43 @@ impl Signature {
     }
 }
 
-/// A set of owner names.
-pub type NameSet = HashSet<LowerName, ahash::RandomState>;
+/// A set of owner names (keyed by the hash each key carries).
+pub type NameSet = HashSet<NameKey, PassThroughBuild>;
 
 /// The last good version of one file.
 #[derive(Debug)]
 pub struct Fragment {
+    /// The file's path.
+    pub path: Arc<Path>,
     /// The file, as shown to people.
     pub file: Arc<str>,
     /// Its records, with lines.
-    pub records: Vec<LineRecord>,
-    /// Owner name → index of its first record in `records`; `next` chains
-    /// the others (no allocation per name).
-    by_name: HashMap<LowerName, u32, ahash::RandomState>,
-    /// For each record, the index of the next record with the same owner,
-    /// or `u32::MAX`.
+    records: Vec<LineRecord>,
+    /// Owner-name hash → index of the first record with that hash; `next`
+    /// chains the others (names of one hash share a chain, and readers
+    /// compare owners), so there is no allocation per name.
+    by_name: HashMap<u64, u32, PassThroughBuild>,
+    /// For each record, the index of the next record of the same hash, or
+    /// `u32::MAX`.
     next: Vec<u32>,
     signature: Signature,
 }
 
 impl Fragment {
-    fn new(file: Arc<str>, records: Vec<LineRecord>, signature: Signature) -> Self {
-        let mut by_name: HashMap<LowerName, u32, ahash::RandomState> = HashMap::default();
+    fn new(path: &Path, file: Arc<str>, records: Vec<LineRecord>, signature: Signature) -> Self {
+        let mut by_name: HashMap<u64, u32, PassThroughBuild> = HashMap::default();
         by_name.reserve(records.len());
         let mut next = vec![u32::MAX; records.len()];
         // Backwards, so each chain runs in file order.
         for (i, r) in records.iter().enumerate().rev() {
             let i = u32::try_from(i).unwrap_or(u32::MAX);
-            if let Some(head) = by_name.insert(LowerName::from(&r.record.name), i) {
+            let hash = NameKey::from_wire(r.record.owner()).hash();
+            if let Some(head) = by_name.insert(hash, i) {
                 next[i as usize] = head;
             }
         }
         Fragment {
+            path: Arc::from(path),
             file,
             records,
             by_name,
@@ -137,9 +148,24 @@ impl Fragment {
         }
     }
 
-    /// Indexes of the records at `name`, in file order.
-    fn indexes<'a>(&'a self, name: &LowerName) -> impl Iterator<Item = u32> + 'a {
-        std::iter::successors(self.by_name.get(name).copied(), |i| {
+    /// The record at `index`.
+    pub fn record(&self, index: u32) -> Option<&LineRecord> {
+        self.records.get(index as usize)
+    }
+
+    /// The records, in file order.
+    pub fn records(&self) -> &[LineRecord] {
+        &self.records
+    }
+
+    /// True when some record's owner has hash `hash`.
+    fn holds_hash(&self, hash: u64) -> bool {
+        self.by_name.contains_key(&hash)
+    }
+
+    /// Indexes from `first` along its hash chain (owners may differ).
+    fn chain_from(&self, first: u32) -> impl Iterator<Item = u32> + '_ {
+        std::iter::successors(Some(first), |i| {
             self.next
                 .get(*i as usize)
                 .copied()
@@ -147,10 +173,31 @@ impl Fragment {
         })
     }
 
-    /// The records at `name`.
-    fn at<'a>(&'a self, name: &LowerName) -> impl Iterator<Item = &'a LineRecord> + 'a {
-        self.indexes(name)
-            .filter_map(|i| self.records.get(i as usize))
+    /// Indexes of the records at `key`, in file order.
+    fn indexes<'a>(&'a self, key: &'a NameKey) -> impl Iterator<Item = u32> + 'a {
+        self.by_name
+            .get(&key.hash())
+            .into_iter()
+            .flat_map(move |first| self.chain_from(*first))
+            .filter(move |i| self.records[*i as usize].record.has_owner(key))
+    }
+
+    /// The index of the first record at `key`.
+    fn first_at(&self, key: &NameKey) -> Option<u32> {
+        self.indexes(key).next()
+    }
+
+    /// The records at `key`.
+    fn at<'a>(&'a self, key: &'a NameKey) -> impl Iterator<Item = &'a LineRecord> + 'a {
+        self.indexes(key).map(|i| &self.records[i as usize])
+    }
+
+    /// One key for each owner name, in file order of first appearance.
+    fn names(&self) -> impl Iterator<Item = NameKey> + '_ {
+        self.records.iter().enumerate().filter_map(|(i, r)| {
+            let key = NameKey::from_wire(r.record.owner());
+            (self.first_at(&key) == u32::try_from(i).ok()).then_some(key)
+        })
     }
 
     fn location(&self, line: u32) -> Location {
@@ -160,33 +207,34 @@ impl Fragment {
         }
     }
 
-    /// Names whose records differ between `old` and `new` (either may be absent).
+    /// Names whose records differ between `old` and `new` (either may be
+    /// absent).
     fn changed_names(old: Option<&Fragment>, new: Option<&Fragment>) -> NameSet {
         let mut changed = NameSet::default();
-        let same = |a: &Fragment, b: &Fragment, name: &LowerName| {
-            let x: Vec<&hickory_proto::rr::Record> = a.at(name).map(|r| &r.record).collect();
-            let mut y = b.at(name).map(|r| &r.record);
+        let same = |a: &Fragment, b: &Fragment, key: &NameKey| {
+            let x: Vec<_> = a.at(key).map(|r| &r.record).collect();
+            let mut y = b.at(key).map(|r| &r.record);
             // Usually one record, in the same order; otherwise compare as sets.
             if x.len() == 1 {
                 return y.next() == Some(x[0]) && y.next().is_none();
             }
-            let y: Vec<&hickory_proto::rr::Record> = y.collect();
+            let y: Vec<_> = y.collect();
             x.len() == y.len() && x.iter().all(|r| y.contains(r)) && y.iter().all(|r| x.contains(r))
         };
         match (old, new) {
             (Some(old), Some(new)) => {
-                for name in new.by_name.keys() {
-                    if !same(old, new, name) {
-                        changed.insert(name.clone());
+                for key in new.names() {
+                    if !same(old, new, &key) {
+                        changed.insert(key);
                     }
                 }
-                for name in old.by_name.keys() {
-                    if !new.by_name.contains_key(name) {
-                        changed.insert(name.clone());
+                for key in old.names() {
+                    if new.first_at(&key).is_none() {
+                        changed.insert(key);
                     }
                 }
             }
-            (Some(only), None) | (None, Some(only)) => changed.extend(only.by_name.keys().cloned()),
+            (Some(only), None) | (None, Some(only)) => changed.extend(only.names()),
             (None, None) => {}
         }
         changed
@@ -200,21 +248,6 @@ pub struct FragmentSet {
 }
 
 impl FragmentSet {
-    /// Every record with its location, in path order.
-    pub fn records(&self) -> impl Iterator<Item = (Location, &LineRecord)> {
-        self.files.values().flat_map(|fragment| {
-            fragment.records.iter().map(move |r| {
-                (
-                    Location {
-                        file: fragment.file.clone(),
-                        line: r.line,
-                    },
-                    r,
-                )
-            })
-        })
-    }
-
     /// Number of files loaded.
     pub fn file_count(&self) -> usize {
         self.files.len()
@@ -225,33 +258,11 @@ impl FragmentSet {
         self.files.values().map(|f| f.records.len()).sum()
     }
 
-    /// Number of distinct owner names.
-    pub fn name_count(&self) -> usize {
-        if self.files.len() == 1 {
-            return self.files.values().map(|f| f.by_name.len()).sum();
-        }
-        self.files
-            .values()
-            .flat_map(|f| f.by_name.keys())
-            .collect::<HashSet<_>>()
-            .len()
-    }
-
-    /// Every record at `name`, with its location, in path order.
-    pub fn records_at<'a>(
-        &'a self,
-        name: &'a LowerName,
-    ) -> impl Iterator<Item = (Location, &'a LineRecord)> + 'a {
-        self.files
-            .values()
-            .flat_map(move |f| f.at(name).map(move |r| (f.location(r.line), r)))
+    /// The files, by path.
+    pub fn files(&self) -> impl Iterator<Item = &Arc<Fragment>> {
+        self.files.values()
     }
 }
-
-/// What one owner name holds across the set, for validation: (type, file)
-/// of every record there. Lines are looked up in the file when a message
-/// needs one, so edits that shift lines leave the index alone.
-type Owner = Vec<(RecordType, Arc<Path>)>;
 
 /// Answers "does live data (registered by heartbeats) sit here?" for
 /// validation: `at(name)` for the name itself, `under(name)` for the name
@@ -318,8 +329,8 @@ pub struct Rescan {
     pub removed: Vec<Arc<str>>,
     /// Problems of files read this time (each change is reported once).
     pub problems: Vec<Problem>,
-    /// Owner names whose records changed.
-    pub changed_names: NameSet,
+    /// How many owner names' records changed.
+    pub changed: usize,
     /// Changed files left alone because they were written too recently
     /// (see [`RescanRequest::settle`]) or changed while being read: look
     /// again later.
@@ -335,10 +346,14 @@ pub struct Loader {
     /// What was last reported for each file that failed, so the same broken
     /// version is not parsed and reported again.
     failed: BTreeMap<PathBuf, Failure>,
-    /// Owner name → what the set holds there.
-    index: HashMap<LowerName, Owner, ahash::RandomState>,
-    /// How many NS records below the apex the index holds.
-    delegations: usize,
+    /// Every good file's records by owner name: what views serve.
+    statics: StaticZone,
+    /// The apex's key.
+    apex: NameKey,
+    /// Each loaded file's slot in the static zone.
+    slots: HashMap<PathBuf, zone::Slot>,
+    /// Slots of removed files, for reuse.
+    free_slots: Vec<zone::Slot>,
     /// Per file, the parsed entries of its last read, so an edit re-parses
     /// only the entries that changed.
     caches: BTreeMap<PathBuf, parse::EntryCache>,
@@ -372,20 +387,23 @@ enum Found {
 impl Rescan {
     /// True when served data changed (some owner name's records differ).
     pub fn changed(&self) -> bool {
-        !self.changed_names.is_empty()
+        self.changed > 0
     }
 }
 
 impl Loader {
     /// A loader for `dir` serving `zone`; nothing is loaded until [`Loader::rescan`].
     pub fn new(dir: PathBuf, zone: Name) -> Self {
+        let apex = NameKey::of(&LowerName::from(&zone));
         Loader {
             dir,
             zone,
             set: FragmentSet::default(),
             failed: BTreeMap::new(),
-            index: HashMap::default(),
-            delegations: 0,
+            statics: StaticZone::default(),
+            apex,
+            slots: HashMap::new(),
+            free_slots: Vec::new(),
             caches: BTreeMap::new(),
             max_records: usize::MAX,
         }
@@ -406,6 +424,40 @@ impl Loader {
     /// The current set of last good versions.
     pub fn set(&self) -> &FragmentSet {
         &self.set
+    }
+
+    /// The static zone the good versions make (a snapshot is a clone: O(1)).
+    pub fn statics(&self) -> &StaticZone {
+        &self.statics
+    }
+
+    /// Puts the new version of the file at `path` (`None`: it is gone)
+    /// in the set and the static zone, where the records at `changed` differ.
+    fn replace(&mut self, path: &Path, fragment: Option<Fragment>, changed: &NameSet) {
+        let slot = match self.slots.get(path) {
+            Some(slot) => *slot,
+            None => {
+                let slot = self
+                    .free_slots
+                    .pop()
+                    .unwrap_or_else(|| u32::try_from(self.slots.len()).unwrap_or(u32::MAX));
+                self.slots.insert(path.to_path_buf(), slot);
+                slot
+            }
+        };
+        let fragment = fragment.map(Arc::new);
+        match &fragment {
+            Some(fragment) => {
+                self.set.files.insert(path.to_path_buf(), fragment.clone());
+            }
+            None => {
+                self.set.files.remove(path);
+                self.slots.remove(path);
+                self.free_slots.push(slot);
+            }
+        }
+        self.statics
+            .replace_file(&self.apex, slot, fragment, changed);
     }
 
     fn display(&self, path: &Path) -> Arc<str> {
@@ -480,10 +532,9 @@ impl Loader {
                 // Present but unusable: report below, keep the last good version.
                 continue;
             }
-            let old = self.set.files.remove(&path);
-            let names = Fragment::changed_names(old.as_deref(), None);
-            self.reindex(&path, &names, None);
-            rescan.changed_names.extend(names);
+            let names = Fragment::changed_names(self.set.files.get(&path).map(AsRef::as_ref), None);
+            self.replace(&path, None, &names);
+            rescan.changed += names.len();
             self.caches.remove(&path);
             rescan.removed.push(self.display(&path));
         }
@@ -532,9 +583,8 @@ impl Loader {
                         Ok((fragment, names)) => {
                             self.failed.remove(&path);
                             rescan.loaded.push((file, fragment.records.len()));
-                            self.reindex(&path, &names, Some(&fragment));
-                            self.set.files.insert(path, Arc::new(fragment));
-                            rescan.changed_names.extend(names);
+                            self.replace(&path, Some(fragment), &names);
+                            rescan.changed += names.len();
                         }
                         Err(LoadError::Problems(problems)) => {
                             self.failed.insert(path, Failure::Version(signature));
@@ -543,6 +593,9 @@ impl Loader {
                     }
                 }
             }
+        }
+        if rescan.changed() {
+            self.statics.renumber();
         }
         rescan
     }
@@ -603,9 +656,14 @@ impl Loader {
         };
         // The cache always matches the version in the set: it is stored
         // only when a version loads, and dropped when one fails.
-        let previous = self.caches.remove(path);
-        let cached = previous.is_some() && self.set.files.contains_key(path);
-        let (parsed, cache) = parse::parse_cached(text, &self.zone, previous.unwrap_or_default());
+        let previous_cache = self.caches.remove(path);
+        let current = self.set.files.get(path).cloned();
+        let previous = match (&previous_cache, &current) {
+            (Some(cache), Some(fragment)) => Some((cache, fragment.records())),
+            _ => None,
+        };
+        let cached = previous.is_some();
+        let (parsed, cache) = parse::parse_cached(text, &self.zone, previous);
         let mut problems: Vec<Problem> = parsed
             .problems
             .into_iter()
@@ -628,9 +686,9 @@ impl Loader {
                 ),
             )]));
         }
-        let fragment = Fragment::new(file.clone(), parsed.records, signature);
+        let fragment = Fragment::new(path, file.clone(), parsed.records, signature);
         let changed = if cached {
-            parsed.changed_names.iter().map(LowerName::from).collect()
+            parsed.changed_names.into_iter().collect()
         } else {
             Fragment::changed_names(self.set.files.get(path).map(AsRef::as_ref), Some(&fragment))
         };
@@ -642,48 +700,6 @@ impl Loader {
             problems.sort_by_key(|p| p.line);
             Err(LoadError::Problems(problems))
         }
-    }
-
-    /// Brings the index up to date for `names` of the file at `path`, now
-    /// holding `fragment` (or nothing).
-    fn reindex(&mut self, path: &Path, names: &NameSet, fragment: Option<&Fragment>) {
-        let apex = LowerName::from(&self.zone);
-        let shared: Arc<Path> = Arc::from(path);
-        for name in names {
-            let owner = self.index.entry(name.clone()).or_default();
-            let ns_before = owner.iter().filter(|(t, _)| *t == RecordType::NS).count();
-            owner.retain(|(_, p)| p.as_ref() != path);
-            if let Some(fragment) = fragment {
-                owner.extend(
-                    fragment
-                        .at(name)
-                        .map(|r| (r.record.record_type(), shared.clone())),
-                );
-            }
-            let ns_after = owner.iter().filter(|(t, _)| *t == RecordType::NS).count();
-            if *name != apex {
-                self.delegations = (self.delegations + ns_after).saturating_sub(ns_before);
-            }
-            if owner.is_empty() {
-                self.index.remove(name);
-            }
-        }
-    }
-
-    /// Where other files hold records at `name`: (type, location).
-    fn others_at(&self, name: &LowerName, path: &Path) -> Vec<(RecordType, Location)> {
-        let Some(owner) = self.index.get(name) else {
-            return Vec::new();
-        };
-        owner
-            .iter()
-            .filter(|(_, p)| p.as_ref() != path)
-            .filter_map(|(t, p)| {
-                let file = self.set.files.get(p.as_ref())?;
-                let line = file.at(name).find(|r| r.record.record_type() == *t)?.line;
-                Some((*t, file.location(line)))
-            })
-            .collect()
     }
 
     /// Rules that involve more than one record: CNAME alone at its name,
@@ -698,7 +714,7 @@ impl Loader {
         changed: &NameSet,
         live: &dyn LiveNames,
     ) -> Vec<Problem> {
-        let apex = LowerName::from(&self.zone);
+        let apex = &self.apex;
         let mut problems = Vec::new();
         let mut report = |line: u32, message: String| {
             problems.push(Problem {
@@ -707,41 +723,38 @@ impl Loader {
                 message,
             });
         };
-        let old_own_delegations = self.set.files.get(path).map_or(0, |old| {
+        // The line of this file's NS record at `key`, if any.
+        let own_ns_at = |key: &NameKey| {
+            fragment
+                .at(key)
+                .find(|r| r.record.rtype() == RecordType::NS)
+                .map(|r| r.line)
+        };
+        let new_delegations: Vec<(&NameKey, u32)> = changed
+            .iter()
+            .filter(|key| *key != apex)
+            .filter_map(|key| own_ns_at(key).map(|line| (key, line)))
+            .collect();
+        let had_own_delegations = self.set.files.get(path).is_some_and(|old| {
             old.records
                 .iter()
-                .filter(|r| {
-                    r.record.record_type() == RecordType::NS
-                        && LowerName::from(&r.record.name) != apex
-                })
-                .count()
+                .any(|r| r.record.rtype() == RecordType::NS && !r.record.has_owner(apex))
         });
-        let own_ns_at = |name: &LowerName| {
-            fragment
-                .at(name)
-                .find(|r| r.record.record_type() == RecordType::NS)
-        };
-        let new_delegations: Vec<(&LowerName, u32)> = changed
-            .iter()
-            .filter(|name| **name != apex)
-            .filter_map(|name| own_ns_at(name).map(|r| (name, r.line)))
-            .collect();
-        let has_delegations = !new_delegations.is_empty()
-            || self.delegations > old_own_delegations
-            || old_own_delegations > 0;
+        let has_delegations =
+            !new_delegations.is_empty() || had_own_delegations || self.statics.has_delegations();
 
-        for name in changed {
+        for key in changed {
             let types: Vec<(RecordType, u32)> = fragment
-                .at(name)
-                .map(|r| (r.record.record_type(), r.line))
+                .at(key)
+                .map(|r| (r.record.rtype(), r.line))
                 .collect();
             if types.is_empty() {
                 continue;
             }
-            let others = self.others_at(name, path);
+            let others = self.statics.others_at(key, path);
             for &(rtype, line) in &types {
                 if rtype == RecordType::CNAME {
-                    if *name == apex {
+                    if key == apex {
                         report(
                             line,
                             "a CNAME cannot sit at the zone apex, which holds the SOA and NS"
@@ -755,39 +768,40 @@ impl Loader {
                     if let Some((t, l)) = mine {
                         report(
                             line,
-                            format!("CNAME at {name} cannot coexist with {t} at {file}:{l}"),
+                            format!("CNAME at {key} cannot coexist with {t} at {file}:{l}"),
                         );
                     } else if let Some((t, l)) = others.first() {
                         report(
                             line,
-                            format!("CNAME at {name} cannot coexist with {t} at {l}"),
+                            format!("CNAME at {key} cannot coexist with {t} at {l}"),
                         );
-                    } else if let Some(what) = live.at(name) {
-                        report(line, format!("CNAME at {name} cannot coexist with {what}"));
+                    } else if let Some(what) = key.name().and_then(|name| live.at(&name)) {
+                        report(line, format!("CNAME at {key} cannot coexist with {what}"));
                     }
                 } else if let Some((_, l)) = others.iter().find(|(t, _)| *t == RecordType::CNAME) {
                     report(
                         line,
-                        format!("{rtype} at {name} cannot coexist with the CNAME at {l}"),
+                        format!("{rtype} at {key} cannot coexist with the CNAME at {l}"),
                     );
                 }
             }
             if has_delegations {
                 // Data at or below a delegation point is not ours to serve,
                 // except the NS set itself, DS, and address glue below it.
-                let mut cut = name.clone();
-                while cut.num_labels() > apex.num_labels() {
-                    let delegated_here = own_ns_at(&cut)
-                        .map(|r| format!("{file}:{}", r.line))
+                let mut cut = Some(key.clone());
+                while let Some(here) = cut.filter(|c| c.labels() > apex.labels()) {
+                    let delegated_here = own_ns_at(&here)
+                        .map(|line| format!("{file}:{line}"))
                         .or_else(|| {
-                            self.others_at(&cut, path)
+                            self.statics
+                                .others_at(&here, path)
                                 .into_iter()
                                 .find(|(t, _)| *t == RecordType::NS)
                                 .map(|(_, l)| l.to_string())
                         });
                     if let Some(at) = delegated_here {
                         for &(rtype, line) in &types {
-                            let allowed = if cut == *name {
+                            let allowed = if here == *key {
                                 matches!(rtype, RecordType::NS | RecordType::DS)
                             } else {
                                 matches!(rtype, RecordType::A | RecordType::AAAA)
@@ -796,37 +810,33 @@ impl Loader {
                                 report(
                                     line,
                                     format!(
-                                        "{rtype} at {name} is hidden by the delegation of {cut} at {at}"
+                                        "{rtype} at {key} is hidden by the delegation of {here} at {at}"
                                     ),
                                 );
                             }
                         }
                         break;
                     }
-                    cut = cut.base_name();
+                    cut = here.parent();
                 }
             }
         }
-        for (name, line) in &new_delegations {
-            if let Some(what) = live.under(name) {
-                report(*line, format!("delegating {name} would hide {what}"));
+        if new_delegations.is_empty() {
+            return problems;
+        }
+        // What other files hold below a new delegation: a scan of every
+        // name, as new delegations are rare.
+        let keys = self.statics.keys();
+        for (cut, line) in &new_delegations {
+            if let Some(what) = cut.name().and_then(|name| live.under(&name)) {
+                report(*line, format!("delegating {cut} would hide {what}"));
             }
-            // What other files hold below the new delegation.
-            // A scan of every name: new delegations are rare.
-            for (below, owner) in &self.index {
-                if !name.zone_of(below) {
-                    continue;
-                }
-                for (t, p) in owner {
-                    let glue = below != *name && matches!(t, RecordType::A | RecordType::AAAA);
-                    let at_cut = below == *name && matches!(t, RecordType::NS | RecordType::DS);
-                    if p.as_ref() != path && !glue && !at_cut {
-                        let at = self
-                            .others_at(below, path)
-                            .into_iter()
-                            .find(|(other, _)| other == t)
-                            .map_or_else(|| below.to_string(), |(_, l)| l.to_string());
-                        report(*line, format!("delegating {name} would hide {t} at {at}"));
+            for below in keys.iter().filter(|k| k.is_at_or_below(cut)) {
+                for (t, at) in self.statics.others_at(below, path) {
+                    let glue = below != *cut && matches!(t, RecordType::A | RecordType::AAAA);
+                    let at_cut = below == *cut && matches!(t, RecordType::NS | RecordType::DS);
+                    if !glue && !at_cut {
+                        report(*line, format!("delegating {cut} would hide {t} at {at}"));
                     }
                 }
             }

@@ -16,18 +16,22 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::str::FromStr;
+use std::sync::LazyLock;
 
-use hickory_proto::rr::{DNSClass, Name, Record, RecordType};
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_proto::serialize::txt::{Parser, parse_ttl};
+
+use super::compact::{Compact, NameKey, PassThroughBuild};
 
 /// TTL of records in a file that gives none at all (no `$TTL`, no explicit TTL).
 pub const FALLBACK_TTL: u32 = 3600;
 
-/// A record and the line its entry starts on (1-based).
+/// A record, kept compactly, and the line its entry starts on (1-based).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LineRecord {
     /// The record, owner absolute.
-    pub record: Record,
+    pub record: Compact,
     /// Line of the entry it came from.
     pub line: u32,
 }
@@ -39,16 +43,21 @@ pub struct Parsed {
     pub records: Vec<LineRecord>,
     /// Problems as (line, message); any problem rejects the whole file.
     pub problems: Vec<(u32, String)>,
-    /// Owner names of entries that are new or gone since the cached version
-    /// (every name, without a cache): the only names whose records can differ.
-    pub changed_names: Vec<Name>,
+    /// With a cache: owner names of entries that are new or gone since the
+    /// cached version, the only names whose records can differ (without
+    /// one, empty: every name may have changed).
+    pub changed_names: Vec<NameKey>,
 }
 
-/// Parsed records of entries seen before, keyed by the exact text handed to
-/// hickory (origin, default TTL and entry), so an edit to one line of a big
-/// file re-parses that line only. Only entries that passed every check are
-/// kept.
-pub type EntryCache = HashMap<String, Vec<Record>, ahash::RandomState>;
+/// The entries of the last good version of a file: a keyed hash of the
+/// exact entry (its text, origin and default TTL) → the range of its
+/// records in that version's list. An edit to one line of a big file
+/// re-parses that line only; the others' records are copied over. Only
+/// entries that passed every check are kept.
+pub type EntryCache = HashMap<u64, (u32, u32), PassThroughBuild>;
+
+/// Seeds the entry hashes (per process).
+static ENTRY_HASHER: LazyLock<ahash::RandomState> = LazyLock::new(ahash::RandomState::new);
 
 /// One logical entry: a directive or a record, possibly spanning lines in
 /// parentheses, with comments removed.
@@ -160,21 +169,118 @@ fn is_ttl(token: &str) -> bool {
 
 /// Parses one fragment of `zone`, without a cache.
 pub fn parse(text: &str, zone: &Name) -> Parsed {
-    parse_cached(text, zone, EntryCache::default()).0
+    parse_cached(text, zone, None).0
 }
 
-/// Parses one fragment of `zone`, reusing the records of entries found in
-/// `previous`; returns the cache for the next version of the file.
-pub fn parse_cached(text: &str, zone: &Name, mut previous: EntryCache) -> (Parsed, EntryCache) {
+/// Types read without hickory's zone-file parser (the records of most
+/// fragments): their text is plain, and names in their data are fixed up
+/// against the origin here.
+fn simple_type(rtype: RecordType) -> bool {
+    matches!(
+        rtype,
+        RecordType::A
+            | RecordType::AAAA
+            | RecordType::CNAME
+            | RecordType::NS
+            | RecordType::PTR
+            | RecordType::MX
+            | RecordType::SRV
+            | RecordType::TXT
+            | RecordType::CAA
+    )
+}
+
+/// A name from record data made absolute against `origin`.
+fn fix(name: Name, origin: &Name) -> Option<Name> {
+    if name.is_fqdn() {
+        Some(name)
+    } else {
+        name.append_domain(origin).ok()
+    }
+}
+
+/// Reads a record of a common type directly (owner already absolute):
+/// `[ttl] [IN] type data...`. `None` when the entry needs the full parser
+/// (another class or type, quotes, `@` in the data); an error message
+/// when it is wrong.
+fn parse_simple(
+    owner: &Name,
+    default_ttl: u32,
+    text: &str,
+    origin: &Name,
+) -> Option<Result<Record, String>> {
+    if text.contains(['"', '@', '\\', '(', ')']) {
+        return None;
+    }
+    let mut tokens = text.split_whitespace();
+    let mut ttl = default_ttl;
+    let mut token = tokens.next()?;
+    for _ in 0..2 {
+        if is_ttl(token) {
+            ttl = parse_ttl(token).ok()?;
+            token = tokens.next()?;
+        } else if token.eq_ignore_ascii_case("IN") {
+            token = tokens.next()?;
+        }
+    }
+    let rtype = RecordType::from_str(&token.to_ascii_uppercase()).ok()?;
+    if !simple_type(rtype) {
+        return None;
+    }
+    // Where the type token ends in `text` (tokens are slices of it).
+    let type_end = token.as_ptr() as usize - text.as_ptr() as usize + token.len();
+    let rest = text.get(type_end..)?.trim();
+    let data = match RData::try_from_str(rtype, rest) {
+        Ok(data) => data,
+        Err(e) => return Some(Err(e.to_string())),
+    };
+    let data = match data {
+        RData::CNAME(mut target) => {
+            target.0 = fix(target.0, origin)?;
+            RData::CNAME(target)
+        }
+        RData::NS(mut target) => {
+            target.0 = fix(target.0, origin)?;
+            RData::NS(target)
+        }
+        RData::PTR(mut target) => {
+            target.0 = fix(target.0, origin)?;
+            RData::PTR(target)
+        }
+        RData::MX(mx) => RData::MX(hickory_proto::rr::rdata::MX::new(
+            mx.preference,
+            fix(mx.exchange, origin)?,
+        )),
+        RData::SRV(srv) => RData::SRV(hickory_proto::rr::rdata::SRV::new(
+            srv.priority,
+            srv.weight,
+            srv.port,
+            fix(srv.target, origin)?,
+        )),
+        other => other,
+    };
+    Some(Ok(Record::from_rdata(owner.clone(), ttl, data)))
+}
+
+/// Parses one fragment of `zone`. With `previous` (the cache and the
+/// records of the file's last good version), entries seen before are not
+/// parsed again; returns the cache for the next version.
+pub fn parse_cached(
+    text: &str,
+    zone: &Name,
+    previous: Option<(&EntryCache, &[LineRecord])>,
+) -> (Parsed, EntryCache) {
     let mut parsed = Parsed::default();
     let mut cache = EntryCache::default();
+    // Which records of the previous version were reused.
+    let mut reused = previous.map(|(_, records)| vec![false; records.len()]);
     let mut origin = zone.clone();
     let mut origin_text: Rc<str> = Rc::from(origin.to_string());
     let mut dollar_ttl: Option<u32> = None;
     let mut last_ttl: Option<u32> = None;
     // The previous owner as written, with the origin then in force, for
     // entries with a blank owner.
-    let mut owner: Option<(&str, Rc<str>)> = None;
+    let mut owner: Option<(&str, Rc<str>, Name)> = None;
     let entries_text = entries(text, &mut parsed.problems);
     parsed.records.reserve(entries_text.len());
     for entry in &entries_text {
@@ -209,7 +315,7 @@ pub fn parse_cached(text: &str, zone: &Name, mut previous: EntryCache) -> (Parse
             }
             continue;
         }
-        let ((owner_token, owner_origin), record_text) = if starts_blank {
+        let ((owner_token, owner_origin, owner_name), record_text) = if starts_blank {
             match &owner {
                 Some(previous) => (previous.clone(), body),
                 None => {
@@ -221,8 +327,15 @@ pub fn parse_cached(text: &str, zone: &Name, mut previous: EntryCache) -> (Parse
                 }
             }
         } else {
-            ((first, origin_text.clone()), rest)
+            match absolute(first, &origin) {
+                Ok(name) => ((first, origin_text.clone(), name), rest),
+                Err(e) => {
+                    parsed.problems.push((line, e));
+                    continue;
+                }
+            }
         };
+        owner = Some((owner_token, owner_origin.clone(), owner_name.clone()));
 
         // An explicit TTL becomes the default for later records without one
         // (RFC 1035), unless $TTL is set (RFC 2308).
@@ -236,57 +349,66 @@ pub fn parse_cached(text: &str, zone: &Name, mut previous: EntryCache) -> (Parse
             last_ttl = explicit_ttl;
         }
 
-        // Built by hand: this runs once per record, and format! costs twice as much.
-        let mut ttl_text = itoa::Buffer::new();
-        let ttl_text = ttl_text.format(default_ttl);
-        // The owner made absolute by hand (text, not Name, to stay cheap).
-        let owner_parts: [&str; 3] = match owner_token {
-            "@" => [&owner_origin, "", ""],
-            t if t.ends_with('.') => [t, "", ""],
-            t => [t, ".", &owner_origin],
-        };
-        let mut one = String::with_capacity(
-            32 + origin_text.len() + 2 * owner_origin.len() + record_text.len(),
-        );
-        for part in ["$ORIGIN ", &origin_text, "\n$TTL ", ttl_text, "\n"] {
-            one.push_str(part);
-        }
-        for part in owner_parts {
-            one.push_str(part);
-        }
-        for part in [" ", record_text, "\n"] {
-            one.push_str(part);
-        }
-        owner = Some((owner_token, owner_origin.clone()));
-        if let Some(records) = previous.remove(&one) {
-            // Seen before, and it passed the checks then: the zone is the same.
-            parsed
-                .records
-                .extend(records.iter().map(|record| LineRecord {
-                    record: record.clone(),
+        // What the records of this entry depend on: its text, the origin
+        // its names are relative to, the owner's, and the default TTL.
+        let entry_key = ENTRY_HASHER.hash_one((
+            &*origin_text,
+            &*owner_origin,
+            owner_token,
+            default_ttl,
+            record_text,
+        ));
+        if let (Some((old_cache, old_records)), Some(reused)) = (previous, reused.as_mut())
+            && let Some(&(start, count)) = old_cache.get(&entry_key)
+        {
+            let range = start as usize..(start + count) as usize;
+            if let Some(records) = old_records.get(range.clone()) {
+                // Seen before, and it passed the checks then: the zone is the same.
+                let at = u32::try_from(parsed.records.len()).unwrap_or(u32::MAX);
+                cache.insert(entry_key, (at, count));
+                parsed.records.extend(records.iter().map(|r| LineRecord {
+                    record: r.record.clone(),
                     line,
                 }));
-            cache.insert(one, records);
-            continue;
-        }
-        let records: Vec<Record> = match Parser::new(one.as_str(), None, None).parse() {
-            Ok((_, sets)) => sets
-                .into_values()
-                .flat_map(|set| set.records_without_rrsigs().cloned().collect::<Vec<_>>())
-                .collect(),
-            Err(e) => {
-                parsed.problems.push((line, e.to_string()));
+                reused[range].iter_mut().for_each(|used| *used = true);
                 continue;
             }
-        };
-        parsed
-            .changed_names
-            .extend(records.iter().map(|r| r.name.clone()));
+        }
+
+        let records: Vec<Record> =
+            match parse_simple(&owner_name, default_ttl, record_text, &origin) {
+                Some(Ok(record)) => vec![record],
+                Some(Err(e)) => {
+                    parsed.problems.push((line, e));
+                    continue;
+                }
+                None => match parse_with_hickory(
+                    &origin_text,
+                    default_ttl,
+                    owner_token,
+                    &owner_origin,
+                    record_text,
+                ) {
+                    Ok(records) => records,
+                    Err(e) => {
+                        parsed.problems.push((line, e));
+                        continue;
+                    }
+                },
+            };
+        if previous.is_some() {
+            parsed
+                .changed_names
+                .extend(records.iter().map(|r| NameKey::of(&(&r.name).into())));
+        }
+        let at = u32::try_from(parsed.records.len()).unwrap_or(u32::MAX);
         let mut all_good = true;
         for record in &records {
-            match check(record, zone) {
-                Ok(()) => parsed.records.push(LineRecord {
-                    record: record.clone(),
+            match check(record, zone).and_then(|()| {
+                Compact::new(record).ok_or_else(|| format!("{record} cannot be encoded"))
+            }) {
+                Ok(compact) => parsed.records.push(LineRecord {
+                    record: compact,
                     line,
                 }),
                 Err(e) => {
@@ -296,14 +418,58 @@ pub fn parse_cached(text: &str, zone: &Name, mut previous: EntryCache) -> (Parse
             }
         }
         if all_good {
-            cache.insert(one, records);
+            let count = u32::try_from(records.len()).unwrap_or(0);
+            cache.insert(entry_key, (at, count));
         }
     }
     // Entries of the previous version that are gone.
-    parsed
-        .changed_names
-        .extend(previous.into_values().flatten().map(|r| r.name));
+    if let (Some((_, old_records)), Some(reused)) = (previous, reused) {
+        parsed.changed_names.extend(
+            old_records
+                .iter()
+                .zip(reused)
+                .filter(|(_, used)| !used)
+                .map(|(r, _)| NameKey::from_wire(r.record.owner())),
+        );
+    }
     (parsed, cache)
+}
+
+/// Parses one entry with hickory's zone-file parser, handing it the
+/// origin, default TTL and absolute owner as a tiny zone file of its own.
+fn parse_with_hickory(
+    origin_text: &str,
+    default_ttl: u32,
+    owner_token: &str,
+    owner_origin: &str,
+    record_text: &str,
+) -> Result<Vec<Record>, String> {
+    let mut ttl_text = itoa::Buffer::new();
+    let ttl_text = ttl_text.format(default_ttl);
+    // The owner made absolute by hand (text, not Name, to stay cheap).
+    let owner_parts: [&str; 3] = match owner_token {
+        "@" => [owner_origin, "", ""],
+        t if t.ends_with('.') => [t, "", ""],
+        t => [t, ".", owner_origin],
+    };
+    let mut one =
+        String::with_capacity(32 + origin_text.len() + 2 * owner_origin.len() + record_text.len());
+    for part in ["$ORIGIN ", origin_text, "\n$TTL ", ttl_text, "\n"] {
+        one.push_str(part);
+    }
+    for part in owner_parts {
+        one.push_str(part);
+    }
+    for part in [" ", record_text, "\n"] {
+        one.push_str(part);
+    }
+    match Parser::new(one.as_str(), None, None).parse() {
+        Ok((_, sets)) => Ok(sets
+            .into_values()
+            .flat_map(|set| set.records_without_rrsigs().cloned().collect::<Vec<_>>())
+            .collect()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// Per-record rules that need no other record.
@@ -334,7 +500,7 @@ mod tests {
         parsed
             .records
             .iter()
-            .map(|r| format!("{} {}", r.line, r.record))
+            .map(|r| format!("{} {}", r.line, r.record.record().expect("decodes")))
             .collect()
     }
 
@@ -375,10 +541,11 @@ mod tests {
             "a 120 A 10.0.0.1\nb A 10.0.0.2\n$TTL 30\nc A 10.0.0.3\nd 5 A 10.0.0.4\ne A 10.0.0.5\n",
             &zone(),
         );
-        let ttls: Vec<u32> = parsed.records.iter().map(|r| r.record.ttl).collect();
+        let ttl = |r: &LineRecord| r.record.record().expect("decodes").ttl;
+        let ttls: Vec<u32> = parsed.records.iter().map(ttl).collect();
         assert_eq!(ttls, [120, 120, 30, 5, 30]);
         let none = parse("a A 10.0.0.1\n", &zone());
-        assert_eq!(none.records[0].record.ttl, FALLBACK_TTL);
+        assert_eq!(ttl(&none.records[0]), FALLBACK_TTL);
     }
 
     #[test]

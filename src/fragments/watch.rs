@@ -2,8 +2,7 @@
 //!
 //! Takes the [`Loader`] after its first load, filesystem events (inotify,
 //! through notify), a periodic rescan and SIGHUP requests; hands each new
-//! set of good fragments, with the names that changed, to a [`Feed`]
-//! whenever it changes, and logs every problem once per change of the file
+//! version of the static zone to a [`Feed`] whenever it changes, and logs every problem once per change of the file
 //! at fault.
 //!
 //! A file is read only once it is whole: its writer closed it, or it was
@@ -33,7 +32,7 @@ use notify::event::{AccessKind, AccessMode, CreateKind, MetadataKind, ModifyKind
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
 use tracing::{debug, info, warn};
 
-use super::{FragmentSet, LiveNames, Loader, NameSet, Rescan, RescanRequest, Signature};
+use super::{LiveNames, Loader, Rescan, RescanRequest, Signature, StaticZone};
 use crate::supervise::{Guard, fault_point};
 
 /// Quiet time after a file's last event before it is read: a burst of
@@ -47,6 +46,10 @@ pub const HOLD_LIMIT: Duration = Duration::from_secs(1);
 /// How old a change found by a rescan (no event named it) must be before
 /// the file is read: a writer may still be at work.
 pub const SETTLE: Duration = Duration::from_millis(100);
+
+/// How long after a file was read again or removed its old records are
+/// given back to the system: by then every view that held them is gone.
+pub const RELEASE_DELAY: Duration = Duration::from_secs(2);
 
 /// What one event says about a file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,9 +81,9 @@ pub enum Request {
 pub trait Feed: Send + 'static {
     /// The names live data holds now.
     fn live(&self) -> Box<dyn LiveNames + '_>;
-    /// The good fragments are now `set`; the records at `changed` differ.
+    /// The static zone is now `statics` (a clone is a snapshot: O(1)).
     /// Returns false when nobody listens any more (the thread then ends).
-    fn publish(&mut self, set: &FragmentSet, changed: &NameSet) -> bool;
+    fn publish(&mut self, statics: &StaticZone) -> bool;
 }
 
 /// Logs what a load did; every problem at WARN, once (the loader reports
@@ -209,12 +212,15 @@ impl Watcher {
             next_rescan: Instant::now() + rescan_every,
             pending: HashMap::new(),
             retry_at: None,
+            release_at: None,
             warned_missing: false,
         };
         thread::Builder::new()
             .name("zone-fragments".into())
             .spawn(move || {
-                state.run();
+                if state.first_load() {
+                    state.run();
+                }
                 guard.done();
             })
     }
@@ -242,10 +248,34 @@ struct WatchLoop<F> {
     pending: HashMap<PathBuf, Pending>,
     /// When to look again at files a rescan found too fresh.
     retry_at: Option<Instant>,
+    /// When to hand memory freed by a change back to the system.
+    release_at: Option<Instant>,
     warned_missing: bool,
 }
 
 impl<F: Feed> WatchLoop<F> {
+    /// Reads every file, logs the outcome and publishes the first static
+    /// zone (views serve a stand-in until then); false when the feed
+    /// stopped listening.
+    fn first_load(&mut self) -> bool {
+        crate::supervise::hold_point("first-load");
+        let started = Instant::now();
+        let rescan = self
+            .loader
+            .rescan(&RescanRequest::everything(), self.feed.live().as_ref());
+        log_rescan(&rescan, started.elapsed());
+        let set = self.loader.set();
+        info!(
+            dir = %self.loader.dir().display(),
+            files = set.file_count(),
+            records = set.record_count(),
+            problems = rescan.problems.len(),
+            elapsed_ms = started.elapsed().as_millis(),
+            "zone fragments loaded"
+        );
+        self.feed.publish(self.loader.statics())
+    }
+
     fn run(&mut self) {
         loop {
             self.follow_folder();
@@ -281,6 +311,10 @@ impl<F: Feed> WatchLoop<F> {
                 self.next_rescan = now + self.rescan_every;
                 scan = true;
             }
+            if self.release_at.is_some_and(|at| now >= at) {
+                self.release_at = None;
+                release_freed_memory();
+            }
             if self.retry_at.is_some_and(|at| now >= at) {
                 self.retry_at = None;
                 scan = true;
@@ -307,6 +341,7 @@ impl<F: Feed> WatchLoop<F> {
         });
         let wake = pending
             .chain(self.retry_at)
+            .chain(self.release_at)
             .chain([self.next_rescan])
             .min()
             .unwrap_or(self.next_rescan);
@@ -376,6 +411,9 @@ impl<F: Feed> WatchLoop<F> {
         };
         let rescan = self.loader.rescan(&request, self.feed.live().as_ref());
         log_rescan(&rescan, started.elapsed());
+        if !rescan.loaded.is_empty() || !rescan.removed.is_empty() {
+            self.release_at = Some(started + RELEASE_DELAY);
+        }
         if !rescan.deferred.is_empty() {
             debug!(
                 files = rescan.deferred.len(),
@@ -384,7 +422,7 @@ impl<F: Feed> WatchLoop<F> {
             self.retry_at.get_or_insert(started + SETTLE);
         }
         if rescan.changed() {
-            let listening = self.feed.publish(self.loader.set(), &rescan.changed_names);
+            let listening = self.feed.publish(self.loader.statics());
             debug!(
                 elapsed_us = started.elapsed().as_micros(),
                 "fragments changed"
@@ -393,6 +431,17 @@ impl<F: Feed> WatchLoop<F> {
         }
         true
     }
+}
+
+/// Gives memory the process freed back to the system. Records are
+/// allocated by this thread (the loader runs here), and a file's old
+/// version may be millions of them; the allocator keeps freed pages for
+/// reuse unless told.
+fn release_freed_memory() {
+    // SAFETY: mi_collect only walks the allocator's own structures; it is
+    // safe to call at any time, from any thread, whatever allocator the
+    // process uses for Rust (without mimalloc it finds nothing to free).
+    unsafe { libmimalloc_sys::mi_collect(true) };
 }
 
 /// True when `path` is a symlink (not followed).

@@ -157,7 +157,7 @@ impl ServiceNames {
             }
             if names.instances.iter().any(|inst| inst.proto == proto) {
                 let outer = LowerName::from(type_name.base_name());
-                if statics.node(&outer).is_none() {
+                if !statics.contains(&outer) {
                     names.outer.push(outer);
                 }
             }
@@ -186,7 +186,7 @@ impl ServiceNames {
                 merged.insert(key, cursors);
             }
         };
-        if statics.node(&LowerName::from(&self.base)).is_some() {
+        if statics.contains(&LowerName::from(&self.base)) {
             add(&self.base, &[RecordType::A, RecordType::AAAA]);
             for instance in &self.instances {
                 if let Ok(name) = self.base.prepend_label(instance.id.as_ref()) {
@@ -195,7 +195,7 @@ impl ServiceNames {
             }
         }
         for type_name in self.type_names.iter().flatten() {
-            if statics.node(&LowerName::from(type_name)).is_some() {
+            if statics.contains(&LowerName::from(type_name)) {
                 add(type_name, &[RecordType::SRV]);
                 for instance in &self.instances {
                     if let Ok(name) = type_name.prepend_label(instance.id.as_ref()) {
@@ -437,7 +437,7 @@ impl ServiceNames {
             }
         }
         if let Some(static_node) = statics.node(name) {
-            merge_sets(&mut sets, static_node);
+            merge_sets(&mut sets, &static_node);
         }
         let merged = self.merged.get(name);
         Some(Node::from_sets(sets, |rtype| match (shape, rtype) {

@@ -2,10 +2,10 @@
 //!
 //! Takes the zone settings, the live registry and the static data of the
 //! zone fragments; produces a [`View`], which finds the node (the RRsets)
-//! at a lower-case owner name. Static and apex data are kept as records
-//! with their final TTLs; the names of live services are built when a
-//! lookup asks for them, from the instances the view shares with the
-//! registry. Once built, a view is never changed: the answering path reads
+//! at a lower-case owner name. Apex data are kept as records with their
+//! final TTLs; static data stay in the fragments' compact records, and the
+//! names of live services in the instances the view shares with the
+//! registry: nodes of both are built when a lookup asks for them. Once built, a view is never changed: the answering path reads
 //! it without locks, and any change means building a new view and
 //! publishing it through [`publish::ViewHandle`].
 //!
@@ -39,18 +39,17 @@ pub mod publish;
 pub mod reverse;
 
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use hickory_proto::rr::rdata::{NS, PTR, SOA};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 
 use crate::config::{MAX_LISTED_RECORDS, SOA_EXPIRE, SOA_REFRESH, SOA_RETRY, ServeConfig};
-use crate::fragments::{FragmentSet, Location};
+pub use crate::fragments::StaticZone;
 use crate::registry::Registry;
+pub use crate::rrset::{Cursor, Member, Node, Policy, RrSet, merge_sets, next_generation, rotates};
 use live::address_record;
-pub use crate::rrset::{Cursor, Member, Node, Policy, RrSet, merge_sets, rotates};
 pub use live::{LiveIndex, ServiceIndex, ServiceNames};
 pub use reverse::{AddressIndex, ReverseZone};
 
@@ -77,203 +76,6 @@ fn add_empty_non_terminals(
             nodes.insert(key, Node::default());
             name = name.base_name();
         }
-    }
-}
-
-/// The zone's data from fragments: built when a fragment changes, shared by
-/// every view until the next change. Updated by patching only the names
-/// that changed ([`StaticZone::update`]), so a one-line edit of a big file
-/// costs a copy of the name index, not a rebuild of every node.
-#[derive(Debug, Default, Clone)]
-pub struct StaticZone {
-    nodes: NameMap<Arc<Node>>,
-    /// For each name with data below it: how many names with data lie
-    /// strictly below. A name whose count drops to 0 and that holds no data
-    /// itself stops existing (an empty non-terminal only lives while
-    /// something lies below it).
-    below: NameMap<u32>,
-    /// Owners of NS records below the apex: delegation points.
-    delegations: HashSet<LowerName, ahash::RandomState>,
-    /// Names heartbeats may not take, with why: CNAME owners and delegated
-    /// subtrees, with the fragment line that claims them.
-    claims: NameMap<(&'static str, Location)>,
-    /// This version's number (see [`next_generation`]).
-    generation: u64,
-}
-
-impl StaticZone {
-    /// Builds the static layer of `zone` from every record of `fragments`.
-    pub fn build(zone: &Name, fragments: &FragmentSet) -> StaticZone {
-        let mut grouped: NameMap<Vec<(Location, &Record)>> = NameMap::default();
-        for (location, line_record) in fragments.records() {
-            grouped
-                .entry(LowerName::from(&line_record.record.name))
-                .or_default()
-                .push((location, &line_record.record));
-        }
-        let mut zone_data = StaticZone {
-            generation: next_generation(),
-            ..StaticZone::default()
-        };
-        zone_data.nodes.reserve(grouped.len());
-        for (name, records) in grouped {
-            zone_data.patch(zone, &name, records);
-        }
-        zone_data
-    }
-
-    /// A copy of `self` with the names in `changed` rebuilt from `fragments`.
-    pub fn update(
-        &self,
-        zone: &Name,
-        fragments: &FragmentSet,
-        changed: &HashSet<LowerName, ahash::RandomState>,
-    ) -> StaticZone {
-        let mut zone_data = self.clone();
-        zone_data.generation = next_generation();
-        for name in changed {
-            let records = fragments
-                .records_at(name)
-                .map(|(l, r)| (l, &r.record))
-                .collect();
-            zone_data.patch(zone, name, records);
-        }
-        zone_data
-    }
-
-    /// Replaces everything at `name` with `records` (none: the name goes,
-    /// unless names below it keep it as an empty non-terminal).
-    fn patch(&mut self, zone: &Name, name: &LowerName, records: Vec<(Location, &Record)>) {
-        let apex = LowerName::from(zone);
-        let had_data = self.nodes.get(name).is_some_and(|n| !n.rrsets.is_empty());
-        self.claims.remove(name);
-        self.delegations.remove(name);
-        let mut by_type: Vec<(RecordType, Vec<Member>)> = Vec::new();
-        for (location, record) in records {
-            let rtype = record.record_type();
-            match rtype {
-                RecordType::CNAME => {
-                    self.claims.insert(name.clone(), ("a CNAME", location));
-                }
-                RecordType::NS if *name != apex => {
-                    self.delegations.insert(name.clone());
-                    self.claims.insert(name.clone(), ("a delegation", location));
-                }
-                _ => {}
-            }
-            match by_type.iter_mut().find(|(t, _)| *t == rtype) {
-                Some((_, members)) => members.push(Member::plain(record.clone())),
-                None => by_type.push((rtype, vec![Member::plain(record.clone())])),
-            }
-        }
-        let has_data = !by_type.is_empty();
-        if has_data {
-            let mut node = Node::default();
-            for (rtype, members) in by_type {
-                node.extend(rtype, members);
-            }
-            self.nodes.insert(name.clone(), Arc::new(node));
-        } else if self.below.contains_key(name) {
-            self.nodes.insert(name.clone(), Arc::new(Node::default()));
-        } else {
-            self.nodes.remove(name);
-        }
-        match (had_data, has_data) {
-            (false, true) => self.count_below(zone, name, true),
-            (true, false) => self.count_below(zone, name, false),
-            _ => {}
-        }
-    }
-
-    /// Counts a name with data in (or out of) each ancestor below the apex,
-    /// creating and removing empty non-terminals as counts rise from and
-    /// fall to zero.
-    fn count_below(&mut self, zone: &Name, name: &LowerName, added: bool) {
-        let apex_labels = zone.num_labels();
-        if name.num_labels() <= apex_labels + 1 {
-            return;
-        }
-        let mut ancestor = Name::from(name.clone()).base_name();
-        while ancestor.num_labels() > apex_labels {
-            let key = LowerName::from(&ancestor);
-            let count = self.below.entry(key.clone()).or_insert(0);
-            if added {
-                *count += 1;
-                self.nodes
-                    .entry(key)
-                    .or_insert_with(|| Arc::new(Node::default()));
-            } else {
-                *count = count.saturating_sub(1);
-                if *count == 0 {
-                    self.below.remove(&key);
-                    if self.nodes.get(&key).is_some_and(|n| n.rrsets.is_empty()) {
-                        self.nodes.remove(&key);
-                    }
-                }
-            }
-            ancestor = ancestor.base_name();
-        }
-    }
-
-    /// The node at `name`, if fragments define it.
-    pub fn node(&self, name: &LowerName) -> Option<&Node> {
-        self.nodes.get(name).map(AsRef::as_ref)
-    }
-
-    /// Every name and record as sorted text, for comparing two builds.
-    #[cfg(test)]
-    pub(crate) fn dump(&self) -> Vec<String> {
-        let mut out: Vec<String> = self
-            .nodes
-            .iter()
-            .flat_map(|(name, node)| {
-                let records: Vec<String> = node
-                    .rrsets
-                    .iter()
-                    .flat_map(|s| s.members.iter().map(|m| m.record.to_string()))
-                    .collect();
-                if records.is_empty() {
-                    vec![format!("{name} (empty non-terminal)")]
-                } else {
-                    records
-                }
-            })
-            .collect();
-        out.extend(self.claims.keys().map(|k| format!("claim {k}")));
-        out.sort();
-        out
-    }
-
-    /// True when fragments claim any name (CNAME or delegation).
-    pub fn has_claims(&self) -> bool {
-        !self.claims.is_empty()
-    }
-
-    /// True when some fragment delegates part of the zone.
-    pub fn has_delegations(&self) -> bool {
-        !self.delegations.is_empty()
-    }
-
-    /// True when `name` is a delegation point.
-    pub fn is_delegation(&self, name: &LowerName) -> bool {
-        self.delegations.contains(name)
-    }
-
-    /// Why heartbeats may not create `name`, if a fragment claims it (a
-    /// CNAME there, or a delegation at or above it).
-    pub fn claim(&self, name: &Name, zone: &Name) -> Option<String> {
-        let mut probe = name.clone();
-        while probe.num_labels() > zone.num_labels() {
-            let key = LowerName::from(&probe);
-            if let Some((what, location)) = self.claims.get(&key) {
-                let exact = probe == *name;
-                if exact || *what == "a delegation" {
-                    return Some(format!("{probe} is {what} at {location}"));
-                }
-            }
-            probe = probe.base_name();
-        }
-        None
     }
 }
 
@@ -306,15 +108,6 @@ fn merge_statics(nodes: &mut NameMap<Node>, statics: &StaticZone) {
             node.extend(set.rtype, set.members.clone());
         }
     }
-}
-
-/// A number no other part of any view has had: each service's names and
-/// each static layer get one when built, so a cached answer can tell
-/// whether the part it came from is still the one served without keeping
-/// that part alive.
-pub(crate) fn next_generation() -> u64 {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 /// What an answer cached outside the view (the fast path's pre-encoded
@@ -440,14 +233,14 @@ impl View {
                     this_view
                 } else {
                     AnswerStamp(Stamp::Statics {
-                        generation: statics.generation,
+                        generation: statics.generation(),
                         keys,
                     })
                 }
             }
             Some(Origin::TypeList) => AnswerStamp(Stamp::TypeList {
                 types: self.index.types_generation(),
-                statics: self.statics.generation,
+                statics: self.statics.generation(),
             }),
             Some(Origin::Apex) | None => this_view,
         }
@@ -463,10 +256,10 @@ impl View {
                 .get(key.as_ref())
                 .is_some_and(|now| now.generation() == *generation),
             Stamp::TypeList { types, statics } => {
-                self.index.types_generation() == *types && self.statics.generation == *statics
+                self.index.types_generation() == *types && self.statics.generation() == *statics
             }
             Stamp::Statics { generation, keys } => {
-                self.statics.generation == *generation
+                self.statics.generation() == *generation
                     && keys
                         .iter()
                         .all(|key| !self.services.contains_key(key.as_ref()))
@@ -497,7 +290,7 @@ impl View {
         live.or_else(|| {
             self.statics
                 .node(name)
-                .map(|node| (Origin::Statics(&self.statics), Cow::Borrowed(node)))
+                .map(|node| (Origin::Statics(&self.statics), Cow::Owned(node)))
         })
         .or_else(|| {
             self.index
@@ -675,7 +468,7 @@ impl SharedApex {
         builder.browsing();
         let mut nodes = builder.nodes;
         merge_statics(&mut nodes, statics);
-        add_empty_non_terminals(&mut nodes, apex, |n| statics.node(n).is_some());
+        add_empty_non_terminals(&mut nodes, apex, |n| statics.contains(n));
         nodes.remove(&LowerName::from(apex));
         SharedApex {
             nodes: nodes.into_iter().map(|(k, v)| (k, Arc::new(v))).collect(),

@@ -177,6 +177,9 @@ pub struct Publisher {
     /// True when the static layer changed since the last view: every
     /// service's names are rebuilt (static data merges into them).
     statics_changed: bool,
+    /// True when the next view is the first with the fragments loaded
+    /// (it is logged: tests and operators wait for it).
+    first_load_done: bool,
 }
 
 impl Publisher {
@@ -219,11 +222,13 @@ impl Publisher {
             addresses,
             shared,
             statics_changed: false,
+            first_load_done: false,
         }
     }
 
     /// Replaces the static layer used by the next [`Publisher::publish`].
     pub fn set_statics(&mut self, statics: Arc<StaticZone>) {
+        self.first_load_done |= self.statics.is_loading() && !statics.is_loading();
         self.statics = statics;
         self.statics_changed = true;
     }
@@ -282,6 +287,9 @@ impl Publisher {
             &self.shared,
             self.statics.clone(),
         ));
+        if std::mem::take(&mut self.first_load_done) {
+            info!(serial, "serving the zone fragments");
+        }
         serial
     }
 

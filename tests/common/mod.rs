@@ -108,14 +108,20 @@ impl TestServer {
                 log.lock().expect("log")
             );
         };
-        TestServer {
+        let server = TestServer {
             listening: line.clone(),
             child,
             dns: field(&line, "dns_udp"),
             heartbeat: field(&line, "heartbeat"),
             log,
             state: None,
+        };
+        // The first load of the fragments runs after the sockets answer;
+        // tests start from a loaded zone unless they hold the load back.
+        if !env.iter().any(|(key, _)| *key == "BEACON_TEST_HOLD") {
+            server.wait_for_log("serving the zone fragments");
         }
+        server
     }
 
     /// Everything the server has logged so far.
