@@ -300,6 +300,9 @@ fn start_hickory(dir: &Path, zone: &Path, binary: &Path) -> Server {
 struct Row {
     server: &'static str,
     mode: String,
+    /// Which round (servers take turns within a round, so the rounds pair
+    /// runs made under the same machine conditions).
+    round: usize,
     outcome: Outcome,
     server_busy: f64,
     heartbeats: u64,
@@ -349,6 +352,7 @@ fn measure(server: &Server, mode: &str, mixes: &Mixes, seconds: u64, heartbeats:
     stop.store(true, Ordering::Relaxed);
     let sent_beats = beats.map_or(0, |h| h.join().unwrap_or(0));
     Row {
+        round: 0,
         server: server.name,
         mode: mode.to_string(),
         outcome,
@@ -485,7 +489,8 @@ fn main() {
                     50,
                     None,
                 );
-                let row = measure(server, mode, &mixes, seconds, heartbeat_rate);
+                let mut row = measure(server, mode, &mixes, seconds, heartbeat_rate);
+                row.round = round;
                 eprintln!(
                     "  {mode} round {} {:<7} {:>9.0} qps  lost {} wrong {}",
                     round + 1,
@@ -530,9 +535,9 @@ fn main() {
 fn report(modes: &[String], servers: &[Server], rows: &mut [Row]) {
     println!();
     println!(
-        "| mode | server | QPS (median) | min–max | vs knot | server-core µs/query | lost / sent | wrong | avg ms | p50 ms | p99 ms | p99.9 ms | heartbeats/s |"
+        "| mode | server | QPS (median) | min–max | vs knot | vs knot, per round (median) | server-core µs/query | lost / sent | wrong | avg ms | p50 ms | p99 ms | p99.9 ms | heartbeats/s |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for mode in modes {
         let mut knot_qps = None;
         let mut lines = BTreeMap::new();
@@ -577,7 +582,24 @@ fn report(modes: &[String], servers: &[Server], rows: &mut [Row]) {
                 (server.name, med, lo, hi, us, lost, sent, wrong, lat, beats),
             );
         }
+        // Knot's QPS in each round, to pair each run with Knot's run of the
+        // same round: the machine's drift between rounds cancels out.
+        let knot_rounds: BTreeMap<usize, f64> = rows
+            .iter()
+            .filter(|r| r.server == "knot" && &r.mode == mode)
+            .map(|r| (r.round, r.outcome.qps()))
+            .collect();
         for (name, med, lo, hi, us, lost, sent, wrong, lat, beats) in lines.into_values() {
+            let mut paired: Vec<f64> = rows
+                .iter()
+                .filter(|r| r.server == name && &r.mode == mode)
+                .filter_map(|r| Some(r.outcome.qps() / knot_rounds.get(&r.round)?))
+                .collect();
+            let paired = if paired.is_empty() || mode == "rate" {
+                "–".to_string()
+            } else {
+                format!("{:.2}", median(&mut paired))
+            };
             let ratio = match (mode.as_str(), knot_qps) {
                 // At a fixed rate QPS is the rate; compare latency instead.
                 ("rate", Some((_, k))) => format!(
@@ -589,7 +611,7 @@ fn report(modes: &[String], servers: &[Server], rows: &mut [Row]) {
                 _ => "–".into(),
             };
             println!(
-                "| {mode} | {name} | {med:.0} | {lo:.0}–{hi:.0} | {ratio} | {us:.2} | {lost} / {sent} | {wrong} | {:.3} | {:.3} | {:.3} | {:.3} | {} |",
+                "| {mode} | {name} | {med:.0} | {lo:.0}–{hi:.0} | {ratio} | {paired} | {us:.2} | {lost} / {sent} | {wrong} | {:.3} | {:.3} | {:.3} | {:.3} | {} |",
                 lat.0,
                 lat.1,
                 lat.2,

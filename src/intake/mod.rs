@@ -170,6 +170,7 @@ impl Intake {
         std::thread::Builder::new()
             .name("heartbeat-intake".into())
             .spawn(move || {
+                yield_to_answering();
                 runtime.block_on(self.run(shutdown.clone()));
                 if shutdown.is_cancelled() {
                     guard.done();
@@ -452,5 +453,20 @@ impl Intake {
             }
         }
         event.changes_view().then_some(service)
+    }
+}
+/// Puts the calling thread (the intake) in the batch scheduling class: it
+/// keeps its fair share of the CPU, but a heartbeat arriving no longer
+/// preempts an answering thread in the middle of a batch. The intake then
+/// wakes a little later and reads several heartbeats at once: fewer
+/// context switches per DNS answer on a busy core, and no change on an
+/// idle one. If the system refuses, the thread runs as before.
+fn yield_to_answering() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: sched_setscheduler only reads `param`, which lives across
+    // the call; pid 0 is the calling thread.
+    let status = unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &raw const param) };
+    if status != 0 {
+        debug!(error = %io::Error::last_os_error(), "the intake keeps the normal scheduling class");
     }
 }
