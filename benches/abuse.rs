@@ -41,21 +41,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use harness::{Server, blast, env_list, env_or, start_beacon, udp_drops};
+use harness::{Server, blast, env_list, env_or, rss_kib, start_beacon, udp_drops};
 use hickory_proto::op::Message;
 use hickory_proto::rr::RecordType;
 use load::Question;
-
-/// The resident memory of `pid`, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
 
 /// Open file descriptors of `pid`.
 fn open_fds(pid: u32) -> usize {

@@ -8,6 +8,9 @@
 //! end of the write to that answer is the edit latency. Where
 //! `named-checkzone` (Debian bind9-utils) is installed, it loads the same
 //! 100,000 records in the same run, as a yardstick for the load figure.
+//! Last, memory: the RSS beacon and Knot (when `knotd` is installed) need
+//! for BENCH_MEMORY_RECORDS (1,000,000) A records, each less its RSS with
+//! none, and beacon's RSS once the files are deleted again.
 //!
 //! Bounded: every wait gives up after 10 s, every loop has a fixed count,
 //! and the server is killed at the end.
@@ -28,7 +31,7 @@ use std::str::FromStr;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use harness::{Server, log_field, start_beacon_in};
+use harness::{Server, env_or, log_field, rss_kib, start_beacon_in, start_knot};
 use hickory_proto::op::{Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{Name, RecordType};
 
@@ -141,6 +144,88 @@ fn records(first: usize, count: usize) -> String {
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
+}
+
+/// Memory per record: beacon and Knot serving `count` A records, each
+/// less its RSS serving none, and beacon after the files are deleted.
+fn memory(base: &Path, count: usize) {
+    const PER_FILE: usize = 250_000;
+    let last = count - 1;
+    let last_name = format!("h{last}.svc.internal.");
+    let empty = base.join("memory-empty");
+    let full = base.join("memory-full");
+    fs::create_dir(&empty).expect("mkdir");
+    fs::create_dir(&full).expect("mkdir");
+    for first in (0..count).step_by(PER_FILE) {
+        fs::write(
+            full.join(format!("part{first}.zone")),
+            records(first, PER_FILE.min(count - first)),
+        )
+        .expect("write");
+    }
+    let idle = start(&empty).server;
+    let beacon_idle = rss_kib(idle.child.id());
+    drop(idle);
+    let loaded = start(&full);
+    wait_for(loaded.server.dns, &last_name, &address_of(last));
+    let beacon_full = rss_kib(loaded.server.child.id());
+    for entry in fs::read_dir(&full).expect("read dir").flatten() {
+        fs::remove_file(entry.path()).expect("remove");
+    }
+    wait_for(loaded.server.dns, &last_name, "");
+    // The watcher gives freed memory back 2 s after a change.
+    thread::sleep(Duration::from_secs(4));
+    let beacon_after = rss_kib(loaded.server.child.id());
+    drop(loaded);
+
+    let per_record =
+        |full: u64, idle: u64| (full.saturating_sub(idle) * 1024) as f64 / count as f64;
+    println!("\n## Memory for {count} A records (RSS, MiB)\n");
+    println!(
+        "| server | serving none | serving them | bytes per record | vs Knot | after deleting the files |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- |");
+    let beacon_bytes = per_record(beacon_full, beacon_idle);
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    let knotd = Command::new("sh")
+        .args(["-c", "command -v knotd"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let knot = knotd.then(|| {
+        let head = "$ORIGIN svc.internal.\n@ 300 IN SOA ns hostmaster 1 60 10 86400 5\n@ 300 IN NS ns\nns 300 IN A 127.0.0.1\n";
+        let rss_of = |label: &str, body: &str, probe: (&str, &str)| {
+            let dir = base.join(format!("knot-{label}"));
+            fs::create_dir_all(&dir).expect("mkdir");
+            let zone = dir.join("svc.internal.zone");
+            fs::write(&zone, format!("{head}{body}")).expect("write");
+            let server = start_knot(&dir, "svc.internal.", &zone);
+            wait_for(server.dns, probe.0, probe.1);
+            rss_kib(server.child.id())
+        };
+        let idle = rss_of("empty", "", ("ns.svc.internal.", "127.0.0.1"));
+        let full = rss_of("full", &records(0, count), (&last_name, &address_of(last)));
+        (idle, full)
+    });
+    let versus = knot.map_or_else(
+        || "–".to_string(),
+        |(idle, full)| format!("{:.2}", beacon_bytes / per_record(full, idle)),
+    );
+    println!(
+        "| beacon | {:.0} | {:.0} | {beacon_bytes:.0} | {versus} | {:.0} |",
+        mib(beacon_idle),
+        mib(beacon_full),
+        mib(beacon_after)
+    );
+    if let Some((idle, full)) = knot {
+        println!(
+            "| Knot | {:.0} | {:.0} | {:.0} | 1.00 | – |",
+            mib(idle),
+            mib(full),
+            per_record(full, idle)
+        );
+    } else {
+        println!("\n(knotd is not installed: `apt-get install -y knot` to compare)");
+    }
 }
 
 fn main() {
@@ -289,4 +374,13 @@ fn main() {
             samples
         )
     );
+    drop(server);
+
+    // 4. Memory per record, beside Knot.
+    let count = if smoke {
+        20_000
+    } else {
+        env_or("BENCH_MEMORY_RECORDS", 1_000_000)
+    };
+    memory(base.path(), count);
 }

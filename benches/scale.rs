@@ -29,7 +29,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use harness::{
-    FirstAnswer, Server, blast, count_answers, env_numbers, env_or, pin_self, start_beacon,
+    FirstAnswer, Server, blast, count_answers, env_numbers, env_or, pin_self, rss_kib, start_beacon,
 };
 use hickory_proto::rr::RecordType;
 use load::Question;
@@ -45,16 +45,6 @@ fn beat(service: usize, instance: usize) -> Vec<u8> {
         instance + 1
     )
     .into_bytes()
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
 }
 
 /// Registers `services` × [`PER_SERVICE`] instances, service by service.

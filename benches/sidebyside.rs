@@ -25,8 +25,9 @@
 //! BENCH_MODES (udp,udp-do,rate,tcp), BENCH_SERVERS (beacon,knot,nsd, plus hickory
 //! when found),
 //! BENCH_OUTSTANDING (200), BENCH_RATE (20000), BENCH_HEARTBEATS (10000),
-//! BENCH_RRL (0; a rate turns beacon's response rate limiting on, to see
-//! what it costs below its rate).
+//! BENCH_RRL (1000000: the `--rrl` rate of the `beacon-rrl` server, which
+//! joins with BENCH_SERVERS=beacon,beacon-rrl,knot to show what rate
+//! limiting costs below its rate, in the same rounds).
 //! Everything listens on 127.0.0.1 and stops when the run ends.
 
 // Rates, shares and percentiles are f64; turning them back into counts
@@ -46,7 +47,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use harness::{Server, cpu_jiffies, env_list, env_or, free_port, pin_self, start_beacon};
+use harness::{
+    Server, cpu_jiffies, env_list, env_or, free_port, pin_self, start_beacon, start_knot,
+    start_peer,
+};
 use hickory_proto::rr::RecordType;
 use load::{Outcome, Question};
 
@@ -198,43 +202,6 @@ fn heartbeat_load(target: SocketAddr, rate: u64, stop: Arc<AtomicBool>) -> threa
         }
         sent
     })
-}
-
-fn start_knot(dir: &Path, zone: &Path) -> Server {
-    let port = free_port();
-    let run = dir.join("knot");
-    std::fs::create_dir_all(run.join("db")).expect("knot dir");
-    let conf = format!(
-        "server:\n    rundir: \"{run}\"\n    listen: 127.0.0.1@{port}\n    udp-workers: 1\n    tcp-workers: 1\n    background-workers: 1\n\
-         database:\n    storage: \"{run}/db\"\n\
-         log:\n  - target: stderr\n    any: warning\n\
-         template:\n  - id: default\n    storage: \"{zones}\"\n    zonefile-sync: -1\n    journal-content: none\n    semantic-checks: off\n\
-         zone:\n  - domain: {ZONE}\n    file: \"{file}\"\n",
-        run = run.display(),
-        zones = zone.parent().expect("dir").display(),
-        file = zone.file_name().expect("name").to_string_lossy(),
-    );
-    let conf_path = run.join("knot.conf");
-    std::fs::write(&conf_path, conf).expect("knot.conf");
-    let mut command = Command::new("knotd");
-    command.arg("-c").arg(&conf_path);
-    start_peer("knot", command, port)
-}
-
-/// Runs a peer server's `command` (its output discarded) that listens on
-/// 127.0.0.1 at `port`.
-fn start_peer(name: &'static str, mut command: Command, port: u16) -> Server {
-    let child = command
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|error| panic!("start {name}: {error}"));
-    Server {
-        name,
-        child,
-        dns: SocketAddr::from(([127, 0, 0, 1], port)),
-        heartbeat: None,
-    }
 }
 
 fn start_nsd(dir: &Path, zone: &Path) -> Server {
@@ -436,9 +403,13 @@ fn main() {
     let mut servers: Vec<Server> = Vec::new();
     for name in &names {
         let server = match name.as_str() {
-            "beacon" => {
-                let rrl = env_or("BENCH_RRL", 0u32).to_string();
-                start_beacon(
+            "beacon" | "beacon-rrl" => {
+                let rrl = if name == "beacon" {
+                    "0".to_string()
+                } else {
+                    env_or("BENCH_RRL", 1_000_000u32).to_string()
+                };
+                let mut server = start_beacon(
                     dir.path(),
                     &[
                         "--udp-workers",
@@ -448,9 +419,13 @@ fn main() {
                         "--rrl",
                         &rrl,
                     ],
-                )
+                );
+                if name != "beacon" {
+                    server.name = "beacon-rrl";
+                }
+                server
             }
-            "knot" => start_knot(dir.path(), &zone_path),
+            "knot" => start_knot(dir.path(), ZONE, &zone_path),
             "nsd" => start_nsd(dir.path(), &zone_path),
             "hickory" => match &hickory {
                 Some(binary) => start_hickory(dir.path(), &zone_path, binary),
@@ -458,7 +433,7 @@ fn main() {
                     "hickory-dns is missing: `cargo install hickory-dns --version 0.26.3 --locked`"
                 ),
             },
-            other => panic!("unknown server {other} (beacon, knot, nsd, hickory)"),
+            other => panic!("unknown server {other} (beacon, beacon-rrl, knot, nsd, hickory)"),
         };
         if server.heartbeat.is_some() {
             register_all(&server);
@@ -616,7 +591,7 @@ fn report(modes: &[String], servers: &[Server], rows: &mut [Row]) {
                 lat.1,
                 lat.2,
                 lat.3,
-                if name == "beacon" {
+                if name.starts_with("beacon") {
                     beats.to_string()
                 } else {
                     "–".into()

@@ -100,6 +100,17 @@ pub fn cpu_jiffies(cpu: usize) -> (u64, u64) {
     (total - idle, total)
 }
 
+/// The resident memory of `pid`, in KiB (0 once it is gone).
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
 /// A server process under test, stopped on drop.
 pub struct Server {
     pub name: &'static str,
@@ -371,5 +382,45 @@ impl FirstAnswer {
             );
             std::hint::spin_loop();
         }
+    }
+}
+
+/// Starts Knot (one UDP and one TCP worker) serving `zone_name` from the
+/// zone file `zone`, with its run directory under `dir`, on a free
+/// loopback port.
+pub fn start_knot(dir: &Path, zone_name: &str, zone: &Path) -> Server {
+    let port = free_port();
+    let run = dir.join("knot");
+    std::fs::create_dir_all(run.join("db")).expect("knot dir");
+    let conf = format!(
+        "server:\n    rundir: \"{run}\"\n    listen: 127.0.0.1@{port}\n    udp-workers: 1\n    tcp-workers: 1\n    background-workers: 1\n\
+         database:\n    storage: \"{run}/db\"\n\
+         log:\n  - target: stderr\n    any: warning\n\
+         template:\n  - id: default\n    storage: \"{zones}\"\n    zonefile-sync: -1\n    journal-content: none\n    semantic-checks: off\n\
+         zone:\n  - domain: {zone_name}\n    file: \"{file}\"\n",
+        run = run.display(),
+        zones = zone.parent().expect("dir").display(),
+        file = zone.file_name().expect("name").to_string_lossy(),
+    );
+    let conf_path = run.join("knot.conf");
+    std::fs::write(&conf_path, conf).expect("knot.conf");
+    let mut command = Command::new("knotd");
+    command.arg("-c").arg(&conf_path);
+    start_peer("knot", command, port)
+}
+
+/// Runs a peer server's `command` (its output discarded) that listens on
+/// 127.0.0.1 at `port`.
+pub fn start_peer(name: &'static str, mut command: Command, port: u16) -> Server {
+    let child = command
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|error| panic!("start {name}: {error}"));
+    Server {
+        name,
+        child,
+        dns: SocketAddr::from(([127, 0, 0, 1], port)),
+        heartbeat: None,
     }
 }

@@ -412,7 +412,9 @@ impl<F: Feed> WatchLoop<F> {
         let rescan = self.loader.rescan(&request, self.feed.live().as_ref());
         log_rescan(&rescan, started.elapsed());
         if !rescan.loaded.is_empty() || !rescan.removed.is_empty() {
-            self.release_at = Some(started + RELEASE_DELAY);
+            // Counted from the end of the reload: the views holding the
+            // old records go only once the new static zone is published.
+            self.release_at = Some(Instant::now() + RELEASE_DELAY);
         }
         if !rescan.deferred.is_empty() {
             debug!(
