@@ -3,18 +3,22 @@
 //! Takes a validated [`Announcement`] and where to send it; produces a datagram
 //! every interval until stopped. On Ctrl-C or SIGTERM it sends a final
 //! `state=down`, so the instance leaves the answers at once instead of when
-//! its lease runs out. It never waits for replies: heartbeats are
-//! fire-and-forget, and a server that is down simply misses some.
+//! its lease runs out. With a key, every heartbeat (the final `down`
+//! included) is signed, each with a later timestamp than the one before.
+//! It never waits for replies: heartbeats are fire-and-forget, and a
+//! server that is down simply misses some.
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::net::UdpSocket;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{debug, info, warn};
 
 use crate::intake::wire;
+use crate::keys::Key;
 use crate::registry::announcement::{Announcement, State};
 
 /// What `beacon beat` does.
@@ -28,6 +32,8 @@ pub struct BeatConfig {
     pub interval: Duration,
     /// Send one heartbeat and exit.
     pub once: bool,
+    /// Sign every heartbeat with this key.
+    pub key: Option<Arc<Key>>,
 }
 
 /// Why beating failed.
@@ -69,8 +75,29 @@ pub fn default_instance(port: u16) -> String {
     format!("{label}{suffix}")
 }
 
-async fn send(socket: &UdpSocket, hb: &Announcement) -> io::Result<()> {
-    socket.send(wire::encode(hb).as_bytes()).await.map(|_| ())
+/// Encodes heartbeats, signing them when a key is given.
+struct Sender {
+    key: Option<Arc<Key>>,
+    /// The last timestamp sent: each is later than the one before, even
+    /// if the clock steps back or two beats share a millisecond.
+    last_ts: u64,
+}
+
+impl Sender {
+    fn encode(&mut self, hb: &Announcement) -> String {
+        let Some(key) = &self.key else {
+            return wire::encode(hb);
+        };
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        self.last_ts = now.max(self.last_ts + 1);
+        wire::encode_signed(hb, key, self.last_ts)
+    }
+
+    async fn send(&mut self, socket: &UdpSocket, hb: &Announcement) -> io::Result<()> {
+        socket.send(self.encode(hb).as_bytes()).await.map(|_| ())
+    }
 }
 
 /// Sends heartbeats until Ctrl-C or SIGTERM (or once, with `--once`).
@@ -94,12 +121,17 @@ pub async fn run(config: BeatConfig) -> Result<(), BeatError> {
         .await
         .map_err(|source| BeatError::Socket { server, source })?;
     let hb = &config.heartbeat;
+    let mut sender = Sender {
+        key: config.key.clone(),
+        last_ts: 0,
+    };
 
     if config.once {
-        send(&socket, hb)
+        sender
+            .send(&socket, hb)
             .await
             .map_err(|source| BeatError::Send { server, source })?;
-        info!(service = %hb.service, instance = %hb.instance, state = hb.state.as_str(), %server, "sent one heartbeat");
+        info!(service = %hb.service, instance = %hb.instance, state = hb.state.as_str(), %server, key = %config.key.as_ref().map_or("-", |k| &**k.name()), "sent one heartbeat");
         return Ok(());
     }
 
@@ -110,6 +142,7 @@ pub async fn run(config: BeatConfig) -> Result<(), BeatError> {
     info!(
         service = %hb.service, instance = %hb.instance, port = hb.port, %server,
         interval_ms = config.interval.as_millis(), ttl = hb.ttl,
+        key = %config.key.as_ref().map_or("-", |k| &**k.name()),
         "beating (Ctrl-C or SIGTERM sends a final down)"
     );
     let mut ticker = tokio::time::interval(config.interval);
@@ -117,7 +150,7 @@ pub async fn run(config: BeatConfig) -> Result<(), BeatError> {
     loop {
         tokio::select! {
             _ = ticker.tick() => {
-                match send(&socket, hb).await {
+                match sender.send(&socket, hb).await {
                     Ok(()) => {
                         if failing {
                             info!(%server, "heartbeats are getting through again");
@@ -140,7 +173,7 @@ pub async fn run(config: BeatConfig) -> Result<(), BeatError> {
         state: State::Down,
         ..hb.clone()
     };
-    match send(&socket, &down).await {
+    match sender.send(&socket, &down).await {
         Ok(()) => info!(service = %hb.service, instance = %hb.instance, "sent down; stopping"),
         Err(error) => {
             warn!(%server, %error, "could not send the final down; the instance expires after its ttl");

@@ -12,9 +12,11 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use hickory_proto::rr::Name;
 
+use crate::auth::{Mode, Policy, Scope};
 use crate::beat::{self, BeatConfig};
 use crate::config::{self, Limits, ServeConfig};
 use crate::intake::wire;
+use crate::keys::{Algorithm, Keyring};
 use crate::registry::announcement::{self, Announcement, Proto, State};
 
 /// beacon: an authoritative DNS server for service discovery.
@@ -35,6 +37,49 @@ pub enum Command {
     Beat(BeatArgs),
     /// Check the zone fragments of a folder; exit non-zero on any problem.
     Check(CheckArgs),
+    /// Print a new random key in BIND's key-file format (for --keys,
+    /// `beat --key-file`, nsupdate -k and named).
+    Keygen(KeygenArgs),
+}
+
+/// Flags of `beacon keygen`.
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// The key's name (letters, digits, `-`, `_`, `.`), such as web-team.
+    pub name: String,
+    /// HMAC algorithm.
+    #[arg(long, value_enum, default_value_t = AlgorithmArg::HmacSha256)]
+    pub algorithm: AlgorithmArg,
+}
+
+/// `--algorithm` of `beacon keygen`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum AlgorithmArg {
+    /// HMAC with SHA-256 (32-byte secret).
+    HmacSha256,
+    /// HMAC with SHA-384 (48-byte secret).
+    HmacSha384,
+    /// HMAC with SHA-512 (64-byte secret).
+    HmacSha512,
+}
+
+impl From<AlgorithmArg> for Algorithm {
+    fn from(arg: AlgorithmArg) -> Algorithm {
+        match arg {
+            AlgorithmArg::HmacSha256 => Algorithm::HmacSha256,
+            AlgorithmArg::HmacSha384 => Algorithm::HmacSha384,
+            AlgorithmArg::HmacSha512 => Algorithm::HmacSha512,
+        }
+    }
+}
+
+/// `--auth` of `beacon serve`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum AuthArg {
+    /// Only signed heartbeats are accepted.
+    Required,
+    /// Unsigned heartbeats are accepted too, but never change an instance a key registered.
+    Optional,
 }
 
 /// Flags of `beacon check`.
@@ -166,6 +211,25 @@ pub struct ServeArgs {
     /// query takes the general path; for comparison and debugging).
     #[arg(long, value_name = "on|off", default_value = "on", value_parser = parse_switch, action = clap::ArgAction::Set)]
     pub fast_path: bool,
+    /// Key file (BIND `key "NAME" { ... };` blocks, or Knot's
+    /// `hmac-sha256:NAME:SECRET` lines); repeatable. With keys,
+    /// heartbeats must be signed. SIGHUP reads the files again.
+    #[arg(long, value_name = "FILE")]
+    pub keys: Vec<PathBuf>,
+    /// The services a key may register: shell-style patterns on service
+    /// names, such as `web-team=web,web-*` (repeatable; a key without a
+    /// scope may register any service).
+    #[arg(long, value_name = "NAME=PATTERN[,PATTERN...]", value_parser = Scope::parse)]
+    pub key_scope: Vec<Scope>,
+    /// Whether heartbeats must be signed once keys are configured
+    /// (`optional` accepts unsigned ones too, for migrating a fleet)
+    /// [default: required when keys are given].
+    #[arg(long, value_enum)]
+    pub auth: Option<AuthArg>,
+    /// Seconds a signed heartbeat's timestamp may be from the server's
+    /// clock, either way.
+    #[arg(long, value_name = "SECS", default_value = "30", value_parser = parse_seconds)]
+    pub auth_window: Duration,
 }
 
 /// `on` or `off`.
@@ -232,9 +296,53 @@ impl ServeArgs {
         if !self.forward_allow.is_empty() {
             cfg.forward_allow = self.forward_allow;
         }
+        cfg.auth = auth_policy(&self.keys, self.key_scope, self.auth, self.auth_window)?;
         cfg.validate()?;
         Ok(cfg)
     }
+}
+
+/// The heartbeat authentication policy the auth flags ask for, with the
+/// key files read.
+fn auth_policy(
+    files: &[PathBuf],
+    scopes: Vec<Scope>,
+    mode: Option<AuthArg>,
+    window: Duration,
+) -> Result<Policy, config::ConfigError> {
+    let invalid = |flag, reason: String| config::ConfigError::Invalid { flag, reason };
+    if files.is_empty() {
+        if let Some(mode) = mode {
+            let mode = format!("{mode:?}").to_ascii_lowercase();
+            return Err(invalid(
+                "--auth",
+                format!("--auth {mode} needs --keys FILE"),
+            ));
+        }
+        if !scopes.is_empty() {
+            return Err(invalid("--key-scope", "needs --keys FILE".into()));
+        }
+    }
+    if window < Duration::from_secs(1) || window > config::MAX_AUTH_WINDOW {
+        return Err(invalid(
+            "--auth-window",
+            format!(
+                "{:.2} s is outside 1 to {} s",
+                window.as_secs_f64(),
+                config::MAX_AUTH_WINDOW.as_secs()
+            ),
+        ));
+    }
+    let keyring = if files.is_empty() {
+        Keyring::default()
+    } else {
+        Keyring::load(files)?
+    };
+    let mode = mode.map(|m| match m {
+        AuthArg::Required => Mode::Required,
+        AuthArg::Optional => Mode::Optional,
+    });
+    Policy::new(keyring, scopes, mode, window).map_err(|reason| invalid("--key-scope", reason))
 }
 
 /// Transport protocol flag.
@@ -324,6 +432,13 @@ pub struct BeatArgs {
     /// Send one heartbeat and exit (for scripts and cron).
     #[arg(long)]
     pub once: bool,
+    /// Sign every heartbeat with a key from this key file (the server's
+    /// --keys format).
+    #[arg(long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+    /// Which key of --key-file to sign with [default: its only key].
+    #[arg(long, value_name = "NAME", requires = "key_file")]
+    pub key: Option<String>,
 }
 
 impl BeatArgs {
@@ -366,11 +481,45 @@ impl BeatArgs {
                 hb.ttl
             ));
         }
+        let key = match &self.key_file {
+            None => None,
+            Some(file) => Some(signing_key(file, self.key.as_deref())?),
+        };
         Ok(BeatConfig {
             heartbeat: checked,
             server: self.server,
             interval,
             once: self.once,
+            key,
         })
+    }
+}
+
+/// The key `beat` signs with: `name` from `file`, or the file's only key.
+fn signing_key(
+    file: &std::path::Path,
+    name: Option<&str>,
+) -> Result<std::sync::Arc<crate::keys::Key>, String> {
+    let keyring = Keyring::load(&[file.to_path_buf()]).map_err(|e| e.to_string())?;
+    match name {
+        Some(name) => keyring.get(name).cloned().ok_or_else(|| {
+            format!(
+                "--key {name}: {} holds no such key (it holds {})",
+                file.display(),
+                keyring.names().join(", ")
+            )
+        }),
+        None if keyring.len() == 1 => keyring
+            .names()
+            .first()
+            .and_then(|only| keyring.get(only))
+            .cloned()
+            .ok_or_else(|| format!("{}: holds no key", file.display())),
+        None => Err(format!(
+            "{} holds {} keys ({}): choose one with --key NAME",
+            file.display(),
+            keyring.len(),
+            keyring.names().join(", ")
+        )),
     }
 }

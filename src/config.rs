@@ -226,7 +226,16 @@ pub struct ServeConfig {
     pub rrl: u32,
     /// Every this many rate-limited responses, one goes out truncated.
     pub rrl_slip: u32,
+    /// Who may register which service (keys, scopes, mode, clock window).
+    pub auth: crate::auth::Policy,
 }
+
+/// How far a signed heartbeat's `ts` may be from the server's clock.
+pub const DEFAULT_AUTH_WINDOW: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Widest `--auth-window` accepted: a replayed heartbeat is refused only
+/// once its timestamp is this old.
+pub const MAX_AUTH_WINDOW: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Default RRL slip: every second limited response goes out truncated, as
 /// BIND does.
@@ -274,6 +283,9 @@ pub enum ConfigError {
         /// What is wrong and what would be right.
         reason: String,
     },
+    /// A key file cannot be used (the message has its file and line).
+    #[error("{0}")]
+    Keys(#[from] crate::keys::KeyError),
 }
 
 fn invalid(flag: &'static str, reason: impl Into<String>) -> ConfigError {
@@ -389,6 +401,7 @@ impl ServeConfig {
             limits: Limits::default(),
             rrl: 0,
             rrl_slip: DEFAULT_RRL_SLIP,
+            auth: crate::auth::Policy::open(),
         }
     }
 

@@ -20,7 +20,8 @@
 //!
 //! Modules in the order the data passes through them:
 //!
-//! - [`intake`]: the heartbeat socket task; [`intake::wire`] decodes datagrams.
+//! - [`intake`]: the heartbeat socket task; [`intake::wire`] decodes datagrams,
+//!   [`auth`] checks signed ones against the [`keys`] read from key files.
 //! - [`registry`]: live instances and their lease deadlines.
 //! - [`fragments`]: zone files parsed with line numbers, checked, and
 //!   reloaded by [`fragments::watch`] when they change.
@@ -39,6 +40,7 @@
 #![warn(missing_docs)]
 
 pub mod answer;
+pub mod auth;
 pub mod fragments;
 pub mod intake;
 pub mod net;
@@ -52,3 +54,4 @@ pub mod view;
 pub mod beat;
 pub mod cli;
 pub mod config;
+pub mod keys;

@@ -109,6 +109,16 @@ async fn main() -> ExitCode {
             }
         }
         Command::Check(args) => check(&args),
+        Command::Keygen(args) => match beacon::keys::generate(&args.name, args.algorithm.into()) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        },
         Command::Beat(args) => {
             let config = match args.into_config() {
                 Ok(config) => config,

@@ -23,6 +23,7 @@ use crate::answer::forward::Forwarder;
 use crate::answer::handler::DnsHandler;
 use crate::answer::rrl::RateLimiter;
 use crate::answer::{tcp, udp};
+use crate::auth::{Mode, Policy};
 use crate::config::{ServeConfig, StateDir as StateDirSetting};
 use crate::fragments::watch::{self, Request};
 use crate::fragments::{Loader, StaticZone};
@@ -156,6 +157,47 @@ fn open_state(dir: &StateDirSetting) -> Result<Option<Box<dyn SerialStore>>, Ser
     Ok(Some(Box::new(opened)))
 }
 
+/// Says at start who may register.
+fn log_policy(policy: &Policy) {
+    let keys = policy.keyring();
+    match policy.mode() {
+        Mode::Open => info!(
+            "registration is open: any host that reaches the heartbeat port may register any service (--keys FILE requires signed heartbeats)"
+        ),
+        mode => info!(
+            auth = %mode.as_str(),
+            keys = %keys.names().join(","),
+            window_s = policy.window().as_secs_f64(),
+            "heartbeats are authenticated"
+        ),
+    }
+}
+
+/// SIGHUP: reads the key files again; a file that cannot be used keeps
+/// the keys in use, and says why.
+fn reload_keys(policies: &tokio::sync::watch::Sender<Arc<Policy>>) {
+    let current = policies.borrow().clone();
+    if current.keyring().files().is_empty() {
+        return;
+    }
+    match current.keyring().reload() {
+        Ok(keyring) => {
+            let policy = current.with_keyring(keyring);
+            for key in policy.unknown_scope_keys() {
+                tracing::warn!(
+                    key,
+                    "--key-scope names a key the key files no longer define"
+                );
+            }
+            info!(keys = %policy.keyring().names().join(","), "SIGHUP: key files read again");
+            policies.send_replace(Arc::new(policy));
+        }
+        Err(error) => {
+            tracing::warn!(%error, "SIGHUP: the key files were not reloaded; the keys in use stay");
+        }
+    }
+}
+
 /// Ends a part's supervision: as planned when the server is stopping,
 /// as a death otherwise.
 fn finish(guard: Guard, shutdown: &CancellationToken) {
@@ -219,6 +261,9 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
             supervisor.guard("the zone fragment watcher"),
         )
         .map_err(|e| ServeError::Dns(format!("cannot start the zone fragment watcher: {e}")))?;
+    let policy = Arc::new(config.auth.clone());
+    log_policy(&policy);
+    let (policy_tx, policy_rx) = tokio::sync::watch::channel(policy);
     let hangup = fragment_requests.clone();
     let guard = supervisor.guard("the SIGHUP handler");
     let stopping = shutdown.clone();
@@ -228,10 +273,11 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
             if hangup.send(Request::ReloadAll).is_err() {
                 break;
             }
+            reload_keys(&policy_tx);
         }
         finish(guard, &stopping);
     });
-    let intake_thread = Intake::new(heartbeat, registry, publisher, statics_rx)
+    let intake_thread = Intake::new(heartbeat, registry, publisher, statics_rx, policy_rx)
         .spawn(shutdown.clone(), supervisor.guard("the heartbeat intake"))
         .map_err(|e| ServeError::Dns(format!("cannot start the heartbeat intake: {e}")))?;
 

@@ -132,31 +132,28 @@ fn source_address_is_used_when_the_heartbeat_has_none() {
 #[test]
 fn beat_registers_and_sends_down_on_sigterm() {
     let server = TestServer::start(&[]);
-    let mut beat = Command::new(BEACON)
-        .args([
-            "beat",
-            "--service",
-            "pay",
-            "--port",
-            "9000",
-            "--instance",
-            "p1",
-            "--addr",
-            "10.9.0.1",
-        ])
-        .args([
-            "--ttl",
-            "300",
-            "--interval",
-            "0.2",
-            "--server",
-            &server.heartbeat.to_string(),
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start beat");
+    let mut beat = common::spawn_quiet(
+        Command::new(BEACON)
+            .args([
+                "beat",
+                "--service",
+                "pay",
+                "--port",
+                "9000",
+                "--instance",
+                "p1",
+                "--addr",
+                "10.9.0.1",
+            ])
+            .args([
+                "--ttl",
+                "300",
+                "--interval",
+                "0.2",
+                "--server",
+                &server.heartbeat.to_string(),
+            ]),
+    );
     server.await_reply("_pay._tcp.svc.internal.", RecordType::SRV, |m| {
         m.answers.len() == 1
     });

@@ -136,9 +136,12 @@ fn readme_python_example_registers_an_instance() {
         return;
     }
     let server = TestServer::start(&[]);
-    let blocks = blocks("python");
-    assert_eq!(blocks.len(), 1);
-    let script = blocks[0]
+    let unsigned: Vec<_> = blocks("python")
+        .into_iter()
+        .filter(|b| !b.join("\n").contains("hmac"))
+        .collect();
+    assert_eq!(unsigned.len(), 1);
+    let script = unsigned[0]
         .join("\n")
         .replace("5301", &server.heartbeat.port().to_string());
     let status = Command::new("python3")
@@ -269,4 +272,119 @@ fn readme_documents_every_flag() {
             );
         }
     }
+}
+
+/// The block of `lang` whose text contains `needle`.
+fn block_with(lang: &str, needle: &str) -> String {
+    blocks(lang)
+        .into_iter()
+        .map(|b| b.join("\n"))
+        .find(|b| b.contains(needle))
+        .unwrap_or_else(|| panic!("no {lang} block with {needle:?}"))
+}
+
+/// The worked example's tag is what the README's key makes of its bytes,
+/// in both of the key's forms.
+#[test]
+fn readme_signed_example_recomputes() {
+    let example = blocks("text")
+        .into_iter()
+        .flatten()
+        .find(|l| l.starts_with("beacon/1 ") && l.contains(" auth="))
+        .expect("a signed heartbeat in a text block");
+    let (body, tag) = example.rsplit_once(" auth=").expect("auth field");
+    let keys = blocks("conf");
+    assert_eq!(keys.len(), 2, "the key as a BIND block and as a Knot line");
+    for key_file in keys {
+        let keys = beacon::keys::parse(&key_file.join("\n"), std::path::Path::new("README"))
+            .expect("the README's key parses");
+        assert_eq!(keys.len(), 1);
+        assert_eq!(&**keys[0].name(), "web-team");
+        let computed =
+            data_encoding::BASE64URL_NOPAD.encode(keys[0].sign(body.as_bytes()).as_ref());
+        assert_eq!(computed, tag, "README's tag for {body:?}");
+    }
+    let decoded = beacon::intake::wire::decode_signed(example.as_bytes()).expect("decodes");
+    assert_eq!(decoded.signature.map(|s| s.ts), Some(1_764_547_200_000));
+}
+
+/// The signed-heartbeat commands as written: keygen, serve with the key
+/// and a scope, beat with the key file, then the openssl and Python
+/// snippets, run in a folder holding the generated key.
+#[test]
+fn readme_signed_heartbeats_run_as_written() {
+    if !(have_tool("openssl") && have_tool("python3")) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let commands = block_with("sh", "beacon keygen");
+    let lines: Vec<&str> = commands.lines().collect();
+    assert_eq!(lines.len(), 3, "keygen, serve, beat");
+    let in_dir = |command: &str| {
+        let command = command.replacen("beacon ", &format!("{BEACON} "), 1);
+        let status = Command::new("bash")
+            .args(["-c", &command])
+            .current_dir(dir.path())
+            .status()
+            .expect("bash");
+        assert!(status.success(), "{command}");
+    };
+    in_dir(lines[0]);
+
+    let key_file = dir.path().join("web-team.key").display().to_string();
+    let serve: Vec<String> = lines[1]
+        .strip_prefix("beacon serve ")
+        .expect("a serve command")
+        .split_whitespace()
+        .map(|w| w.trim_matches('\'').replace("web-team.key", &key_file))
+        .collect();
+    let serve: Vec<&str> = serve.iter().map(String::as_str).collect();
+    let server = TestServer::start(&serve);
+    server.wait_for_log("heartbeats are authenticated auth=required keys=web-team");
+
+    let beat = lines[2].replacen("beacon ", &format!("{BEACON} "), 1);
+    let mut beat = common::spawn_quiet(
+        Command::new("bash")
+            .args([
+                "-c",
+                &format!("exec {beat} --server {} --interval 0.5", server.heartbeat),
+            ])
+            .current_dir(dir.path()),
+    );
+    server.await_reply("web-1.web.svc.internal.", RecordType::A, |m| {
+        !m.answers.is_empty()
+    });
+
+    let heartbeat_port = server.heartbeat.port().to_string();
+    in_dir(&block_with("sh", "openssl dgst").replace("5301", &heartbeat_port));
+    let python = block_with("python", "hmac").replace("5301", &heartbeat_port);
+    let status = Command::new("python3")
+        .args(["-c", &python])
+        .current_dir(dir.path())
+        .status()
+        .expect("python3");
+    assert!(status.success());
+    server.await_reply("_web._tcp.svc.internal.", RecordType::SRV, |m| {
+        m.answers.len() == 3
+    });
+    signal(beat.id(), "TERM");
+    assert!(beat.wait().expect("wait").success());
+    server.wait_for_log("deregistered service=web instance=web-1");
+    let log = server.log();
+    for instance in ["web-1", "web-2", "web-3"] {
+        assert!(
+            log.contains(&format!(
+                "registered service={instance_service} instance={instance}",
+                instance_service = "web"
+            )),
+            "{instance} never registered:\n{log}"
+        );
+    }
+    assert_eq!(
+        log.matches("key=web-team reason=\"first heartbeat\"")
+            .count(),
+        3,
+        "{log}"
+    );
+    assert!(!log.contains("refused a heartbeat"), "{log}");
 }

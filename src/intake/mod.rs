@@ -20,6 +20,13 @@
 //! instances still get in, and no round is long: a lone heartbeat is
 //! published at once, a flood costs bounded work per round, and shutdown
 //! is seen within a round.
+//!
+//! Every datagram is authenticated before it can change anything: the
+//! [`Policy`] checks key, MAC and clock window, the registry replay and
+//! ownership, the policy the key's scope between them (the documented
+//! order). A refused datagram is dropped whole, counted per reason and
+//! logged at WARN at most once per 10 s per reason, naming the source and
+//! the key, never a secret. SIGHUP hands the intake a new policy.
 
 pub mod audit;
 pub mod receive;
@@ -37,6 +44,7 @@ use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::auth::{Policy, Rejection, Signer};
 use crate::config::MAX_HEARTBEAT_BYTES;
 use crate::registry::announcement::{Announcement, State, check_instance_addr};
 use crate::registry::{Event, Refusal, Registry};
@@ -99,6 +107,45 @@ struct NewInstance {
     announcement: Announcement,
     addr: IpAddr,
     src: SocketAddr,
+    signer: Signer,
+}
+
+/// Heartbeats refused by authentication: a count and a WARN limiter per reason.
+struct Rejections {
+    counts: [u64; Rejection::ALL.len()],
+    warns: [RateLimitedWarn; Rejection::ALL.len()],
+}
+
+impl Rejections {
+    fn new() -> Self {
+        Rejections {
+            counts: [0; Rejection::ALL.len()],
+            warns: std::array::from_fn(|_| RateLimitedWarn::new()),
+        }
+    }
+
+    fn record(&mut self, reason: Rejection, src: SocketAddr, key: &str, hb: (&str, &str)) {
+        let index = reason.index();
+        self.counts[index] += 1;
+        let total = self.counts[index];
+        let (service, instance) = hb;
+        match self.warns[index].allow(Instant::now()) {
+            Some(suppressed) => warn!(
+                %src, %key, %service, %instance, reason = %reason.as_str(), total, suppressed,
+                "refused a heartbeat: {reason} (more for this reason are logged at DEBUG for 10 s)"
+            ),
+            None => {
+                debug!(%src, %key, %service, %instance, reason = %reason.as_str(), total, "refused a heartbeat");
+            }
+        }
+    }
+}
+
+/// The server's clock as Unix time in milliseconds, for signed timestamps.
+fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// The intake's state.
@@ -108,6 +155,10 @@ pub struct Intake {
     registry: Registry,
     publisher: Publisher,
     statics: watch::Receiver<Arc<StaticZone>>,
+    /// Who may register what; replaced on SIGHUP through `policies`.
+    policy: Arc<Policy>,
+    policies: watch::Receiver<Arc<Policy>>,
+    rejections: Rejections,
     /// New instances waiting to be admitted, oldest first.
     pending: VecDeque<NewInstance>,
     /// True while due leases are left for the next round.
@@ -127,18 +178,24 @@ pub struct Intake {
 impl Intake {
     /// An intake reading `socket` (non-blocking), applying to `registry`
     /// and publishing through `publisher`, with the fragments' static
-    /// data from `statics`.
+    /// data from `statics` and the authentication policy from `policies`.
     pub fn new(
         socket: std::net::UdpSocket,
-        registry: Registry,
+        mut registry: Registry,
         publisher: Publisher,
         statics: watch::Receiver<Arc<StaticZone>>,
+        mut policies: watch::Receiver<Arc<Policy>>,
     ) -> Self {
+        let policy = policies.borrow_and_update().clone();
+        registry.set_replay_memory(policy.replay_memory());
         Intake {
             socket: Some(socket),
             registry,
             publisher,
             statics,
+            policy,
+            policies,
+            rejections: Rejections::new(),
             pending: VecDeque::new(),
             expiry_backlog: false,
             audit: Audit::default(),
@@ -209,6 +266,19 @@ impl Intake {
                         dirty = true;
                     }
                 }
+                update = self.policies.changed() => {
+                    if update.is_err() {
+                        self.policies.mark_unchanged();
+                    } else {
+                        self.policy = self.policies.borrow_and_update().clone();
+                        self.registry.set_replay_memory(self.policy.replay_memory());
+                        let keyring = self.policy.keyring();
+                        let orphaned = self.registry.orphan_keys(|key| keyring.get(key).is_none());
+                        if orphaned > 0 {
+                            info!(orphaned, "instances whose key is gone stay until their leases end; the next heartbeat signed by a configured key takes each over");
+                        }
+                    }
+                }
                 ready = socket.readable() => {
                     if let Err(error) = ready {
                         debug!(%error, "heartbeat socket error");
@@ -256,6 +326,7 @@ impl Intake {
                     service = %gone.service,
                     instance = %gone.instance,
                     addr = %gone.addr,
+                    key = %gone.key.as_deref().unwrap_or("-"),
                     reason = "no heartbeat within its ttl",
                     late_ms = gone.late_by.as_millis(),
                     "expired"
@@ -275,6 +346,7 @@ impl Intake {
     ) -> bool {
         let mut dirty = false;
         let mut handled = 0;
+        let now_ms = unix_millis();
         while handled < DRAIN_BUDGET {
             let count = match batch.receive(socket) {
                 Ok(count) => count,
@@ -290,7 +362,7 @@ impl Intake {
                 if received.len > MAX_HEARTBEAT_BYTES {
                     self.malformed(&WireError::Oversized(received.len), src);
                 } else {
-                    dirty |= self.datagram(bytes, src, changed);
+                    dirty |= self.datagram(bytes, src, now_ms, changed);
                 }
             }
             handled += count;
@@ -304,10 +376,28 @@ impl Intake {
     /// Handles one datagram: a known instance's heartbeat (or any `down`)
     /// is applied now, a new instance's waits its turn. Returns true when
     /// the view must be rebuilt.
-    fn datagram(&mut self, bytes: &[u8], src: SocketAddr, changed: &mut HashSet<String>) -> bool {
+    fn datagram(
+        &mut self,
+        bytes: &[u8],
+        src: SocketAddr,
+        now_ms: u64,
+        changed: &mut HashSet<String>,
+    ) -> bool {
         crate::supervise::fault_point("intake");
-        let hb = match wire::decode(bytes) {
-            Ok(hb) => hb,
+        let (hb, signer) = match wire::decode_signed(bytes) {
+            Ok(decoded) => {
+                let claim = decoded.signature.as_ref().map(wire::Signature::claim);
+                let key = claim.map_or("-", |c| c.key);
+                match self.authenticate(&decoded.announcement, claim, now_ms) {
+                    Ok(signer) => (decoded.announcement, signer),
+                    Err(reason) => {
+                        let hb = &decoded.announcement;
+                        self.rejections
+                            .record(reason, src, key, (&hb.service, &hb.instance));
+                        return false;
+                    }
+                }
+            }
             Err(error) => {
                 self.malformed(&error, src);
                 return false;
@@ -327,7 +417,7 @@ impl Intake {
             }
         };
         if hb.state == State::Down || self.registry.contains(&hb.service, &hb.instance) {
-            let changed_service = self.heartbeat(hb, addr, src);
+            let changed_service = self.heartbeat(hb, addr, src, &signer);
             let dirty = changed_service.is_some();
             changed.extend(changed_service);
             return dirty;
@@ -348,8 +438,34 @@ impl Intake {
             announcement: hb,
             addr,
             src,
+            signer,
         });
         false
+    }
+
+    /// Runs the authentication checks in the documented order: key, MAC
+    /// and clock window (the policy), replay (the registry), scope (the
+    /// policy), ownership (the registry).
+    fn authenticate(
+        &self,
+        hb: &Announcement,
+        claim: Option<crate::auth::Claim<'_>>,
+        now_ms: u64,
+    ) -> Result<Signer, Rejection> {
+        let signer = self.policy.verify(claim, now_ms)?;
+        if self.registry.replayed(&hb.service, &hb.instance, &signer) {
+            return Err(Rejection::Replayed);
+        }
+        if !self.policy.in_scope(&signer, &hb.service) {
+            return Err(Rejection::OutOfScope);
+        }
+        if self
+            .registry
+            .owned_by_another(&hb.service, &hb.instance, &signer)
+        {
+            return Err(Rejection::NotOwner);
+        }
+        Ok(signer)
     }
 
     /// Admits up to [`ADMIT_BUDGET`] waiting new instances; returns true
@@ -360,7 +476,8 @@ impl Intake {
             let Some(new) = self.pending.pop_front() else {
                 break;
             };
-            if let Some(service) = self.heartbeat(new.announcement, new.addr, new.src) {
+            if let Some(service) = self.heartbeat(new.announcement, new.addr, new.src, &new.signer)
+            {
                 changed.insert(service);
                 dirty = true;
             }
@@ -401,9 +518,16 @@ impl Intake {
 
     /// Applies one heartbeat whose instance is to be served at `addr`;
     /// returns its service when the view must change.
-    fn heartbeat(&mut self, hb: Announcement, addr: IpAddr, src: SocketAddr) -> Option<String> {
+    fn heartbeat(
+        &mut self,
+        hb: Announcement,
+        addr: IpAddr,
+        src: SocketAddr,
+        signer: &Signer,
+    ) -> Option<String> {
         let service = hb.service.clone();
         let instance = hb.instance.clone();
+        let key = signer.key_name();
         let now = Instant::now();
         // Names a fragment claims are checked when an instance arrives (a
         // change of proto moves its SRV name: checked again then).
@@ -413,31 +537,35 @@ impl Intake {
             .flatten()
         {
             Some(reason) => Event::Refused(Refusal::Claimed(reason)),
-            None => self.registry.apply(hb, addr, now),
+            None => self.registry.apply_signed(hb, addr, signer, now),
         };
         let mut audit = |kind| self.audit.allow(kind, now);
         match &event {
             Event::Registered => {
                 if audit(Kind::Registered) {
-                    info!(%service, %instance, %addr, %src, reason = "first heartbeat", "registered");
+                    info!(%service, %instance, %addr, %src, %key, reason = "first heartbeat", "registered");
                 }
             }
             Event::Changed(fields) => {
                 if audit(Kind::Changed) {
-                    info!(%service, %instance, %addr, %src, reason = %fields.join(","), "changed");
+                    info!(%service, %instance, %addr, %src, %key, reason = %fields.join(","), "changed");
                 }
             }
             Event::Drained => {
                 if audit(Kind::Drained) {
-                    info!(%service, %instance, %addr, %src, reason = "sender is draining", "drained");
+                    info!(%service, %instance, %addr, %src, %key, reason = "sender is draining", "drained");
                 }
             }
             Event::Deregistered(addr) => {
                 if audit(Kind::Deregistered) {
-                    info!(%service, %instance, %addr, %src, reason = "sender said down", "deregistered");
+                    info!(%service, %instance, %addr, %src, %key, reason = "sender said down", "deregistered");
                 }
             }
             Event::Renewed | Event::UnknownDown => {}
+            Event::Rejected(reason) => {
+                self.rejections
+                    .record(*reason, src, key, (&service, &instance));
+            }
             Event::Refused(refusal) => {
                 self.refused += 1;
                 let total = self.refused;

@@ -9,7 +9,8 @@
 //! # Grammar
 //!
 //! ```text
-//! datagram = "beacon/1" 1*( " " field ) [ "\n" ]
+//! datagram = "beacon/1" 1*( " " field ) [ signature ] [ "\n" ]
+//! signature = " key=" keyname " ts=" number " auth=" base64url
 //! field    = name "=" value
 //! value    = *( %x21-7E )            ; printable ASCII, no space
 //! number   = "0" / %x31-39 *DIGIT    ; no sign, no leading zeros
@@ -19,13 +20,17 @@
 //! trailing or doubled spaces are errors, as is anything after one final
 //! newline. Field names are case-sensitive, names of services and
 //! instances are not (they are stored in lower case). `%XX` in a metadata
-//! value stands for the byte `XX` (`%20` is a space). The field name
-//! `auth` is reserved for a signed form.
+//! value stands for the byte `XX` (`%20` is a space). A signed datagram
+//! ends with `key`, `ts` and `auth`, in that order; `auth` is the HMAC of
+//! every byte before ` auth=`, checked by [`crate::auth`], not here.
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
+use data_encoding::BASE64URL_NOPAD;
+
 use crate::config::{MAX_HEARTBEAT_BYTES, MAX_LEASE, MAX_META_PAIRS};
+use crate::keys::{Key, check_key_name};
 use crate::registry::announcement::{
     Announcement, Proto, State, check_instance, check_instance_addr, check_service,
 };
@@ -68,6 +73,48 @@ pub enum WireError {
         /// What is wrong with the value.
         reason: String,
     },
+}
+
+/// Longest tag accepted (hmac-sha512's).
+pub const MAX_TAG_BYTES: usize = 64;
+
+/// The signature fields of a signed datagram, borrowed from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signature<'a> {
+    /// The key's name, as sent.
+    pub key: &'a str,
+    /// The sender's Unix time in milliseconds.
+    pub ts: u64,
+    /// Every byte before ` auth=`: what the tag covers.
+    pub signed: &'a [u8],
+    tag: [u8; MAX_TAG_BYTES],
+    tag_len: usize,
+}
+
+impl Signature<'_> {
+    /// The tag, decoded from base64url.
+    pub fn tag(&self) -> &[u8] {
+        &self.tag[..self.tag_len]
+    }
+
+    /// What it claims, for [`crate::auth::Policy::verify`].
+    pub fn claim(&self) -> crate::auth::Claim<'_> {
+        crate::auth::Claim {
+            key: self.key,
+            ts: self.ts,
+            signed: self.signed,
+            tag: self.tag(),
+        }
+    }
+}
+
+/// A decoded datagram: the announcement and, when signed, its signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decoded<'a> {
+    /// What the datagram announces.
+    pub announcement: Announcement,
+    /// The signature fields, if any.
+    pub signature: Option<Signature<'a>>,
 }
 
 fn bad(field: &str, reason: impl Into<String>) -> WireError {
@@ -161,11 +208,38 @@ fn as_line(datagram: &[u8]) -> Result<&str, WireError> {
     std::str::from_utf8(text).map_err(|_| WireError::NotText("not UTF-8"))
 }
 
-/// Decodes and validates one datagram.
+/// Decodes and validates one unsigned datagram (a signed one is refused:
+/// its signature would go unchecked).
 ///
 /// # Errors
 /// [`WireError`] naming the first problem found.
 pub fn decode(datagram: &[u8]) -> Result<Announcement, WireError> {
+    let decoded = decode_signed(datagram)?;
+    if decoded.signature.is_some() {
+        return Err(WireError::NotText(
+            "signed datagram where an unsigned one was expected",
+        ));
+    }
+    Ok(decoded.announcement)
+}
+
+/// The order of the signature fields, and where `auth`'s value begins.
+#[derive(Debug, Default)]
+struct SignatureFields<'a> {
+    key: Option<&'a str>,
+    ts: Option<u64>,
+    signed_len: usize,
+    tag: Option<([u8; MAX_TAG_BYTES], usize)>,
+}
+
+const SIGNATURE_ORDER: &str = "`key`, `ts` and `auth` must be the last three fields, in that order";
+
+/// Decodes and validates one datagram, signed or not; the signature's
+/// fields are checked for form only.
+///
+/// # Errors
+/// [`WireError`] naming the first problem found.
+pub fn decode_signed(datagram: &[u8]) -> Result<Decoded<'_>, WireError> {
     if datagram.len() > MAX_HEARTBEAT_BYTES {
         return Err(WireError::Oversized(datagram.len()));
     }
@@ -186,7 +260,12 @@ pub fn decode(datagram: &[u8]) -> Result<Announcement, WireError> {
     let mut port = None;
     let mut hb = Announcement::new("", "", 0);
     let mut seen: Vec<&str> = Vec::with_capacity(10);
+    let mut sig = SignatureFields::default();
+    // Where the current token starts in `text`.
+    let mut offset = MAGIC_V1.len() + 1;
     for token in tokens {
+        let start = offset;
+        offset += token.len() + 1;
         if token.is_empty() {
             return Err(WireError::NotText(
                 "empty field (leading, trailing or doubled space)",
@@ -199,7 +278,34 @@ pub fn decode(datagram: &[u8]) -> Result<Announcement, WireError> {
             return Err(WireError::DuplicateField(name.to_string()));
         }
         seen.push(name);
+        // After `key`, only `ts` then `auth` may follow.
+        let expected = match (sig.key.is_some(), sig.ts.is_some(), sig.tag.is_some()) {
+            (false, _, _) => None,
+            (true, false, _) => Some("ts"),
+            (true, true, false) => Some("auth"),
+            (true, true, true) => Some(""),
+        };
+        if expected.is_some_and(|e| e != name)
+            || (expected.is_none() && matches!(name, "ts" | "auth"))
+        {
+            return Err(bad(name, SIGNATURE_ORDER));
+        }
         match name {
+            "key" => sig.key = Some(value),
+            "ts" => sig.ts = Some(parse_num(name, value)?),
+            "auth" => {
+                let mut tag = [0u8; MAX_TAG_BYTES];
+                let len = BASE64URL_NOPAD
+                    .decode_len(value.len())
+                    .ok()
+                    .filter(|&len| len <= MAX_TAG_BYTES)
+                    .ok_or_else(|| bad(name, "not an HMAC tag in unpadded base64url"))?;
+                let len = BASE64URL_NOPAD
+                    .decode_mut(value.as_bytes(), &mut tag[..len])
+                    .map_err(|_| bad(name, "not an HMAC tag in unpadded base64url"))?;
+                sig.tag = Some((tag, len));
+                sig.signed_len = start - 1;
+            }
             "service" => service = Some(check_service(value).map_err(|e| bad(name, e))?),
             "instance" => instance = Some(check_instance(value).map_err(|e| bad(name, e))?),
             "port" => {
@@ -268,7 +374,41 @@ pub fn decode(datagram: &[u8]) -> Result<Announcement, WireError> {
     hb.instance = instance.ok_or(WireError::MissingField("instance"))?;
     hb.port = port.ok_or(WireError::MissingField("port"))?;
     hb.meta.sort();
-    Ok(hb)
+    let signature = match sig {
+        SignatureFields { key: None, .. } => None,
+        SignatureFields {
+            key: Some(key),
+            ts: Some(ts),
+            tag: Some((tag, tag_len)),
+            signed_len,
+        } => {
+            check_key_name(key).map_err(|e| bad("key", e))?;
+            Some(Signature {
+                key,
+                ts,
+                signed: &text.as_bytes()[..signed_len],
+                tag,
+                tag_len,
+            })
+        }
+        SignatureFields { ts: None, .. } => return Err(WireError::MissingField("ts")),
+        SignatureFields { .. } => return Err(WireError::MissingField("auth")),
+    };
+    Ok(Decoded {
+        announcement: hb,
+        signature,
+    })
+}
+
+/// Encodes `hb` as a version 1 datagram signed with `key` at `ts_ms`
+/// (Unix time in milliseconds), with a trailing newline.
+pub fn encode_signed(hb: &Announcement, key: &Key, ts_ms: u64) -> String {
+    let mut out = encode(hb);
+    out.pop();
+    let _ = write!(out, " key={} ts={ts_ms}", key.name());
+    let tag = BASE64URL_NOPAD.encode(key.sign(out.as_bytes()).as_ref());
+    let _ = writeln!(out, " auth={tag}");
+    out
 }
 
 /// Encodes `hb` as a version 1 datagram (with a trailing newline).
@@ -401,7 +541,47 @@ mod tests {
             ("beacon/1 service=a instance=b port=1 meta.k=%zz", "hex"),
             (
                 "beacon/1 service=a instance=b port=1 auth=00",
-                "unknown field",
+                "must be the last three",
+            ),
+            (
+                "beacon/1 service=a instance=b port=1 key=k ts=1 auth=AA port=2",
+                "twice",
+            ),
+            (
+                "beacon/1 service=a instance=b port=1 key=k ts=1 auth=AA ttl=2",
+                "must be the last three",
+            ),
+            (
+                "beacon/1 service=a instance=b key=k ts=1 auth=AA port=1",
+                "must be the last three",
+            ),
+            (
+                "beacon/1 service=a instance=b port=1 key=k auth=AA ts=1",
+                "must be the last three",
+            ),
+            (
+                "beacon/1 service=a instance=b port=1 ts=1",
+                "must be the last three",
+            ),
+            (
+                "beacon/1 service=a instance=b port=1 key=k",
+                "`ts` is missing",
+            ),
+            (
+                "beacon/1 service=a instance=b port=1 key=k ts=1",
+                "`auth` is missing",
+            ),
+            (
+                "beacon/1 service=a instance=b port=1 key=k ts=01 auth=AA",
+                "leading zeros",
+            ),
+            (
+                "beacon/1 service=a instance=b port=1 key=k ts=1 auth=A+==",
+                "base64url",
+            ),
+            (
+                "beacon/1 service=a instance=b port=1 key=k/x ts=1 auth=AA",
+                "may hold only",
             ),
             ("beacon/1\tservice=a instance=b port=1", "tab"),
             (
@@ -434,6 +614,35 @@ mod tests {
             decode(b"beacon/1 \xff"),
             Err(WireError::NotText(_))
         ));
+    }
+
+    #[test]
+    fn signed_datagrams_keep_what_the_tag_covers() {
+        let key =
+            Key::new("Web-Team", crate::keys::Algorithm::HmacSha256, &[1u8; 32]).expect("key");
+        let hb = Announcement::new("web", "web-1", 8080);
+        let wire = encode_signed(&hb, &key, 1_700_000_000_123);
+        let (body, tag) = wire.trim_end().rsplit_once(" auth=").expect("auth field");
+        assert!(body.ends_with(" key=web-team ts=1700000000123"), "{body}");
+        let decoded = decode_signed(wire.as_bytes()).expect("decodes");
+        assert_eq!(decoded.announcement, hb);
+        let sig = decoded.signature.expect("signed");
+        assert_eq!(
+            (sig.key, sig.ts, sig.signed),
+            ("web-team", 1_700_000_000_123, body.as_bytes())
+        );
+        assert_eq!(BASE64URL_NOPAD.encode(sig.tag()), tag);
+        assert!(key.verify(sig.signed, sig.tag()));
+        assert!(
+            decode(wire.as_bytes()).is_err(),
+            "decode refuses what it would not check"
+        );
+        assert_eq!(
+            decode_signed(encode(&hb).as_bytes())
+                .expect("unsigned")
+                .signature,
+            None
+        );
     }
 
     #[test]

@@ -14,6 +14,14 @@
 //! deadline moves earlier (a shorter TTL) gets a second entry; entries of
 //! removed instances are dropped when they surface.
 //!
+//! It also owns the rule of who may change an instance: an instance
+//! registered by a signed heartbeat belongs to that key ([`Signer`]) while
+//! it lives; only heartbeats signed with the same key, each with a later
+//! timestamp than the last, may renew, change, drain or remove it. A removed
+//! signed instance's last timestamp is remembered for the replay memory
+//! (twice the clock window) so that none of its old heartbeats can bring
+//! it back.
+//!
 //! Memory per instance is what limits scale, so an instance is one shared
 //! allocation ([`Instance`], also held by the views that serve it): the
 //! per-service set is ordered by the instance's own id (no separate key),
@@ -21,7 +29,7 @@
 
 use std::borrow::Borrow;
 use std::cmp::{Ordering, Reverse};
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +38,7 @@ use tokio::time::Instant;
 
 pub mod announcement;
 
+pub use crate::auth::Signer;
 use announcement::{Announcement, Proto, State};
 
 /// One live instance, as the registry keeps it. Shared (`Arc`) with the
@@ -145,6 +154,50 @@ const DEADLINE_SLACK: usize = 64;
 /// A lease deadline: nanoseconds after the registry's epoch.
 type Ticks = u64;
 
+/// An instance's lease: when it ends, and who holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Lease {
+    deadline: Ticks,
+    /// The key that registered it and the last accepted timestamp;
+    /// `None` for an instance registered unsigned (boxed: most
+    /// registries have none, and a lease stays 16 bytes).
+    owner: Option<Box<Owner>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Owner {
+    key: Arc<str>,
+    last_ts: u64,
+    /// Its key is no longer configured (removed at SIGHUP): the next
+    /// heartbeat signed by a configured key takes the instance over, so
+    /// a key can be rotated without the instances going away.
+    orphaned: bool,
+}
+
+impl Lease {
+    fn new(deadline: Ticks, signer: &Signer) -> Lease {
+        Lease {
+            deadline,
+            owner: signer.key.as_ref().map(|key| {
+                Box::new(Owner {
+                    key: key.clone(),
+                    last_ts: signer.ts,
+                    orphaned: false,
+                })
+            }),
+        }
+    }
+}
+
+/// The last timestamp of a signed instance that is gone, kept for the
+/// replay memory.
+#[derive(Debug)]
+struct Gone {
+    service: Arc<str>,
+    instance: Box<str>,
+    at: Ticks,
+}
+
 /// An entry of the expiry heap: when an instance's lease may end.
 #[derive(Debug)]
 struct Due {
@@ -190,6 +243,9 @@ pub enum Event {
     UnknownDown,
     /// Not admitted; the registry is unchanged.
     Refused(Refusal),
+    /// Refused by authentication (replay or ownership); the registry is
+    /// unchanged.
+    Rejected(crate::auth::Rejection),
 }
 
 impl Event {
@@ -229,6 +285,8 @@ pub struct Expired {
     pub instance: String,
     /// Its last address.
     pub addr: IpAddr,
+    /// The key that owned it, if it was registered signed.
+    pub key: Option<Arc<str>>,
     /// How late the removal ran relative to the deadline.
     pub late_by: Duration,
 }
@@ -239,8 +297,13 @@ pub struct Registry {
     /// Sorted maps keep the built view deterministic, which makes answers
     /// and tests reproducible; lookups here are per heartbeat, not per
     /// query. Each service maps its instances to their lease deadlines.
-    services: BTreeMap<Arc<str>, BTreeMap<ById, Ticks>>,
+    services: BTreeMap<Arc<str>, BTreeMap<ById, Lease>>,
     deadlines: BinaryHeap<Reverse<Due>>,
+    /// Last timestamps of removed signed instances, for
+    /// `replay_memory`: by name, and in removal order to forget them.
+    gone: HashMap<(Arc<str>, Box<str>), (u64, Ticks)>,
+    gone_order: VecDeque<Gone>,
+    replay_memory: Duration,
     /// What deadlines count from: the first heartbeat's time.
     epoch: Option<Instant>,
     len: usize,
@@ -256,6 +319,9 @@ impl Registry {
         Registry {
             services: BTreeMap::new(),
             deadlines: BinaryHeap::new(),
+            gone: HashMap::new(),
+            gone_order: VecDeque::new(),
+            replay_memory: Duration::ZERO,
             epoch: None,
             len: 0,
             max_instances,
@@ -269,6 +335,17 @@ impl Registry {
     pub fn with_max_per_service(mut self, max: usize) -> Self {
         self.max_per_service = max;
         self
+    }
+
+    /// Remembers a removed signed instance's last timestamp this long
+    /// (at most `--max-instances` of them; the oldest are forgotten first).
+    pub fn set_replay_memory(&mut self, memory: Duration) {
+        self.replay_memory = memory;
+    }
+
+    /// Number of removed signed instances whose last timestamps are kept.
+    pub fn remembered(&self) -> usize {
+        self.gone.len()
     }
 
     /// Number of live instances.
@@ -293,24 +370,95 @@ impl Registry {
         epoch + Duration::from_nanos(ticks)
     }
 
-    /// Applies one announcement received at `now`; `addr` is the address
-    /// to serve (the announcement's own, or where it came from).
+    /// Applies one unsigned announcement received at `now`; `addr` is the
+    /// address to serve (the announcement's own, or where it came from).
     pub fn apply(&mut self, hb: Announcement, addr: IpAddr, now: Instant) -> Event {
+        self.apply_signed(hb, addr, &Signer::unsigned(), now)
+    }
+
+    /// True when `signer`'s timestamp is not later than the last one
+    /// accepted for the instance (alive, or removed within the replay
+    /// memory). Unsigned heartbeats carry none and are never replays.
+    pub fn replayed(&self, service: &str, instance: &str, signer: &Signer) -> bool {
+        if signer.key.is_none() {
+            return false;
+        }
+        let last = match self.lease(service, instance) {
+            Some(lease) => lease.owner.as_ref().map(|o| o.last_ts),
+            None if self.gone.is_empty() => None,
+            None => self
+                .gone
+                .get(&(Arc::from(service), Box::from(instance)))
+                .map(|&(ts, _)| ts),
+        };
+        last.is_some_and(|last| signer.ts <= last)
+    }
+
+    /// True when the instance is alive and belongs to someone else: a
+    /// signed instance to another key, or to any key for an unsigned
+    /// heartbeat. (A signed heartbeat may adopt an unsigned instance:
+    /// that is how a fleet moves to signing.)
+    pub fn owned_by_another(&self, service: &str, instance: &str, signer: &Signer) -> bool {
+        self.lease(service, instance)
+            .and_then(|lease| lease.owner.as_ref())
+            .is_some_and(|owner| match &signer.key {
+                None => true,
+                Some(key) => !owner.orphaned && *key != owner.key,
+            })
+    }
+
+    /// Marks the instances of keys that `is_gone` as orphaned: each stays
+    /// until its lease ends, and the next heartbeat signed by a configured
+    /// key takes it over (key rotation). Returns how many were marked.
+    /// O(live instances); run when the keys change.
+    pub fn orphan_keys(&mut self, is_gone: impl Fn(&str) -> bool) -> usize {
+        let mut marked = 0;
+        for lease in self.services.values_mut().flat_map(BTreeMap::values_mut) {
+            if let Some(owner) = &mut lease.owner {
+                let gone = is_gone(&owner.key);
+                marked += usize::from(gone && !owner.orphaned);
+                owner.orphaned = gone;
+            }
+        }
+        marked
+    }
+
+    fn lease(&self, service: &str, instance: &str) -> Option<&Lease> {
+        self.services.get(service)?.get(instance)
+    }
+
+    /// Applies one announcement from `signer` received at `now` (see
+    /// [`Registry::apply`]); a replay or a heartbeat for an instance
+    /// another key owns is [`Event::Rejected`] and changes nothing.
+    pub fn apply_signed(
+        &mut self,
+        hb: Announcement,
+        addr: IpAddr,
+        signer: &Signer,
+        now: Instant,
+    ) -> Event {
+        self.epoch.get_or_insert(now);
+        self.forget_gone(now);
+        if self.replayed(&hb.service, &hb.instance, signer) {
+            return Event::Rejected(crate::auth::Rejection::Replayed);
+        }
+        if self.owned_by_another(&hb.service, &hb.instance, signer) {
+            return Event::Rejected(crate::auth::Rejection::NotOwner);
+        }
         if hb.state == State::Down {
-            return self.remove(&hb.service, &hb.instance);
+            return self.remove(&hb.service, &hb.instance, signer.ts, now);
         }
         if self.reserved.contains(&hb.service) {
             return Event::Refused(Refusal::Reserved(hb.service));
         }
-        self.epoch.get_or_insert(now);
         let deadline = self.ticks(now + Duration::from_secs(u64::from(hb.ttl)));
         let lease = self
             .services
             .get_mut(hb.service.as_str())
             .and_then(|s| s.get_key_value(hb.instance.as_str()))
-            .map(|(key, at)| (key.0.clone(), *at));
+            .map(|(key, lease)| (key.0.clone(), lease.deadline));
         if let Some((instance, at)) = lease {
-            return self.renew(&instance, at, hb, addr, deadline);
+            return self.renew(&instance, at, hb, addr, deadline, signer);
         }
         if self.len >= self.max_instances {
             return Event::Refused(Refusal::CapReached(self.max_instances));
@@ -335,7 +483,7 @@ impl Registry {
         self.services
             .entry(service)
             .or_default()
-            .insert(ById(instance), deadline);
+            .insert(ById(instance), Lease::new(deadline, signer));
         self.len += 1;
         Event::Registered
     }
@@ -349,6 +497,7 @@ impl Registry {
         hb: Announcement,
         addr: IpAddr,
         deadline: Ticks,
+        signer: &Signer,
     ) -> Event {
         // One heap entry per instance: a renewal only moves the lease's
         // deadline, and the entry is re-armed when it surfaces early
@@ -366,16 +515,38 @@ impl Registry {
             return Event::UnknownDown;
         };
         if fields.is_empty() {
-            if let Some(lease) = leases.get_mut(hb.instance.as_str()) {
-                *lease = deadline;
-            }
-            return Event::Renewed;
+            let Some(lease) = leases.get_mut(hb.instance.as_str()) else {
+                return Event::UnknownDown;
+            };
+            lease.deadline = deadline;
+            return match (&mut lease.owner, &signer.key) {
+                (Some(owner), Some(key)) if owner.key == *key => {
+                    owner.last_ts = signer.ts;
+                    Event::Renewed
+                }
+                // Adopted (unsigned before) or taken over (its key is gone).
+                (_, Some(_)) => {
+                    *lease = Lease::new(deadline, signer);
+                    Event::Changed(vec!["key"])
+                }
+                (_, None) => Event::Renewed,
+            };
         }
         let drained = !instance.draining && hb.state == State::Drain;
         let new =
             Instance::from_announcement(instance.id.clone(), instance.service.clone(), hb, addr);
-        leases.remove(&*new.id);
-        leases.insert(ById(Arc::new(new)), deadline);
+        let mut fields = fields;
+        let mut lease = leases
+            .remove(&*new.id)
+            .unwrap_or_else(|| Lease::new(deadline, signer));
+        lease.deadline = deadline;
+        if let Some(key) = &signer.key {
+            if lease.owner.as_ref().is_none_or(|owner| owner.key != *key) {
+                fields.push("key");
+            }
+            lease = Lease::new(deadline, signer);
+        }
+        leases.insert(ById(Arc::new(new)), lease);
         if drained && fields == ["state"] {
             Event::Drained
         } else {
@@ -383,21 +554,69 @@ impl Registry {
         }
     }
 
-    fn remove(&mut self, service: &str, instance: &str) -> Event {
+    /// Removes an instance; `ts` is the timestamp of the `down` that
+    /// removed it (0 for an expiry, which keeps the last heartbeat's).
+    fn remove(&mut self, service: &str, instance: &str, ts: u64, now: Instant) -> Event {
         let Some(instances) = self.services.get_mut(service) else {
             return Event::UnknownDown;
         };
-        let Some((removed, _)) = instances.remove_entry(instance) else {
+        let Some((removed, lease)) = instances.remove_entry(instance) else {
             return Event::UnknownDown;
         };
         if instances.is_empty() {
             self.services.remove(service);
         }
         self.len -= 1;
+        if let Some(owner) = lease.owner {
+            self.remember_gone(&removed.0, owner.last_ts.max(ts), now);
+        }
         // Its heap entries are now stale: dropped when they surface, or
         // when they pile up.
         self.compact_deadlines();
         Event::Deregistered(removed.0.addr)
+    }
+
+    /// Keeps a removed signed instance's last timestamp for the replay
+    /// memory, forgetting the oldest beyond `max_instances` of them.
+    fn remember_gone(&mut self, instance: &Instance, last_ts: u64, now: Instant) {
+        if self.replay_memory.is_zero() {
+            return;
+        }
+        while self.gone_order.len() >= self.max_instances.max(1) {
+            self.forget_oldest();
+        }
+        let at = self.ticks(now);
+        let key = (instance.service.clone(), instance.id.clone());
+        self.gone.insert(key, (last_ts, at));
+        self.gone_order.push_back(Gone {
+            service: instance.service.clone(),
+            instance: instance.id.clone(),
+            at,
+        });
+    }
+
+    fn forget_oldest(&mut self) {
+        if let Some(gone) = self.gone_order.pop_front() {
+            let key = (gone.service, gone.instance);
+            // A later removal of the same name has its own, later entry.
+            if self.gone.get(&key).is_some_and(|&(_, at)| at == gone.at) {
+                self.gone.remove(&key);
+            }
+        }
+    }
+
+    /// Forgets the timestamps of instances removed longer ago than the
+    /// replay memory: by then the clock window refuses their heartbeats.
+    fn forget_gone(&mut self, now: Instant) {
+        let memory = u64::try_from(self.replay_memory.as_nanos()).unwrap_or(u64::MAX);
+        let now = self.ticks(now);
+        while self
+            .gone_order
+            .front()
+            .is_some_and(|gone| now.saturating_sub(gone.at) > memory)
+        {
+            self.forget_oldest();
+        }
     }
 
     /// Rebuilds the expiry heap with one entry per live instance once stale
@@ -414,9 +633,9 @@ impl Registry {
             .services
             .values()
             .flat_map(|instances| {
-                instances.iter().map(|(key, at)| {
+                instances.iter().map(|(key, lease)| {
                     Reverse(Due {
-                        at: *at,
+                        at: lease.deadline,
                         instance: key.0.clone(),
                     })
                 })
@@ -431,7 +650,7 @@ impl Registry {
         self.services
             .get(&instance.service)?
             .get_key_value(&*instance.id)
-            .map(|(key, at)| (&key.0, *at))
+            .map(|(key, lease)| (&key.0, lease.deadline))
     }
 
     /// The earliest moment a lease may run out, if any instance is live.
@@ -474,6 +693,7 @@ impl Registry {
     /// rest stay due, for the next call), so a mass expiry is done in
     /// bounded steps.
     pub fn expire_some(&mut self, now: Instant, limit: usize) -> Vec<Expired> {
+        self.forget_gone(now);
         let mut expired = Vec::new();
         while expired.len() < limit
             && let Some(at) = self.next_deadline()
@@ -487,11 +707,16 @@ impl Registry {
             let Some(addr) = self.lease_of(&due.instance).map(|(inst, _)| inst.addr) else {
                 continue;
             };
-            self.remove(&due.instance.service, &due.instance.id);
+            let key = self
+                .lease(&due.instance.service, &due.instance.id)
+                .and_then(|lease| lease.owner.as_ref())
+                .map(|owner| owner.key.clone());
+            self.remove(&due.instance.service, &due.instance.id, 0, now);
             expired.push(Expired {
                 service: due.instance.service.to_string(),
                 instance: due.instance.id.to_string(),
                 addr,
+                key,
                 late_by: now.saturating_duration_since(at),
             });
         }
@@ -654,5 +879,110 @@ mod tests {
             Event::Refused(Refusal::Reserved(_))
         ));
         assert_eq!(reg.len(), 1);
+    }
+
+    fn signer(key: &str, ts: u64) -> Signer {
+        Signer {
+            key: Some(key.into()),
+            ts,
+        }
+    }
+
+    #[test]
+    fn a_signed_instance_belongs_to_its_key_and_refuses_old_timestamps() {
+        use crate::auth::Rejection::{NotOwner, Replayed};
+        let now = Instant::now();
+        let mut reg = Registry::new(10, vec![]);
+        reg.set_replay_memory(Duration::from_secs(60));
+        let web = |ts| signer("web-team", ts);
+        assert_eq!(
+            reg.apply_signed(hb("a", 5), A, &web(100), now),
+            Event::Registered
+        );
+        assert_eq!(
+            reg.apply_signed(hb("a", 5), A, &web(100), now),
+            Event::Rejected(Replayed)
+        );
+        assert_eq!(
+            reg.apply_signed(hb("a", 5), B, &web(99), now),
+            Event::Rejected(Replayed)
+        );
+        assert_eq!(
+            reg.apply_signed(hb("a", 5), A, &web(101), now),
+            Event::Renewed
+        );
+        // Another key, even with a fresh timestamp; and an unsigned heartbeat.
+        assert_eq!(
+            reg.apply_signed(hb("a", 5), B, &signer("ops", 500), now),
+            Event::Rejected(NotOwner)
+        );
+        let mut down = hb("a", 5);
+        down.state = State::Down;
+        assert_eq!(reg.apply(down.clone(), A, now), Event::Rejected(NotOwner));
+        assert_eq!(reg.get("web", "a").map(|i| i.addr), Some(A));
+        // The owner's down removes it; its old heartbeats cannot bring it back.
+        assert_eq!(
+            reg.apply_signed(down.clone(), A, &web(102), now),
+            Event::Deregistered(A)
+        );
+        assert_eq!(
+            reg.apply_signed(hb("a", 5), A, &web(101), now),
+            Event::Rejected(Replayed)
+        );
+        assert_eq!(reg.remembered(), 1);
+        // Once the replay memory has passed, the name is free again.
+        let later = now + Duration::from_secs(61);
+        assert_eq!(
+            reg.apply_signed(hb("a", 5), A, &signer("ops", 50), later),
+            Event::Registered
+        );
+        assert_eq!(reg.remembered(), 0);
+    }
+
+    #[test]
+    fn expired_signed_instances_are_remembered_and_unsigned_ones_adopted() {
+        let now = Instant::now();
+        let mut reg = Registry::new(2, vec![]);
+        reg.set_replay_memory(Duration::from_secs(60));
+        assert_eq!(
+            reg.apply_signed(hb("a", 1), A, &signer("k", 10), now),
+            Event::Registered
+        );
+        let expired = reg.expire(now + Duration::from_secs(2));
+        assert_eq!(expired[0].key.as_deref(), Some("k"));
+        assert!(reg.replayed("web", "a", &signer("k", 10)));
+        assert!(!reg.replayed("web", "a", &signer("k", 11)));
+        // An unsigned instance is adopted by the first key that signs for it.
+        assert_eq!(reg.apply(hb("b", 5), A, now), Event::Registered);
+        assert!(!reg.owned_by_another("web", "b", &signer("k", 1)));
+        assert_eq!(
+            reg.apply_signed(hb("b", 5), A, &signer("k", 1), now),
+            Event::Changed(vec!["key"])
+        );
+        assert_eq!(
+            reg.apply_signed(hb("b", 5), A, &signer("k", 2), now),
+            Event::Renewed
+        );
+        assert!(reg.owned_by_another("web", "b", &Signer::unsigned()));
+        assert!(reg.owned_by_another("web", "b", &signer("other", 3)));
+        // Its key removed, the instance is taken over by the next signed
+        // heartbeat of a configured key (never by an unsigned one).
+        assert_eq!(reg.orphan_keys(|key| key == "k"), 1);
+        assert!(reg.owned_by_another("web", "b", &Signer::unsigned()));
+        assert!(!reg.owned_by_another("web", "b", &signer("new", 3)));
+        assert_eq!(
+            reg.apply_signed(hb("b", 5), B, &signer("new", 3), now),
+            Event::Changed(vec!["addr", "key"])
+        );
+        assert!(reg.owned_by_another("web", "b", &signer("k", 4)));
+        // The memory holds at most --max-instances names.
+        for (i, name) in ["c", "d", "e"].into_iter().enumerate() {
+            let ts = 100 + u64::try_from(i).unwrap_or(0);
+            reg.apply_signed(hb(name, 5), A, &signer("k", ts), now);
+            let mut down = hb(name, 5);
+            down.state = State::Down;
+            reg.apply_signed(down, A, &signer("k", ts + 10), now);
+        }
+        assert_eq!(reg.remembered(), 2);
     }
 }

@@ -310,6 +310,17 @@ pub fn loopback_for(peer: SocketAddr) -> SocketAddr {
     }
 }
 
+/// Starts `command` in the background with no input and its output
+/// discarded (a sender such as `beacon beat`, stopped by the test).
+pub fn spawn_quiet(command: &mut Command) -> Child {
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start a background command")
+}
+
 /// Sends one UDP datagram to `to` from a fresh socket.
 pub fn send_datagram(to: SocketAddr, bytes: &[u8]) {
     let socket = UdpSocket::bind(loopback_for(to)).expect("bind");
