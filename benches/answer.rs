@@ -9,6 +9,7 @@
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use std::collections::HashSet;
 
@@ -128,6 +129,30 @@ fn decoding(c: &mut Criterion) {
     let datagram = b"beacon/1 service=web instance=web-1 port=8080 addr=10.0.0.1 ttl=15 weight=1 meta.version=1.4.2\n";
     c.bench_function("decode heartbeat", |b| {
         b.iter(|| black_box(wire::decode(black_box(datagram)).is_ok()));
+    });
+    let key = beacon::keys::Key::new("bench", beacon::keys::Algorithm::HmacSha256, &[42; 32])
+        .expect("key");
+    let policy = beacon::auth::Policy::new(
+        beacon::keys::Keyring::from_keys([key]),
+        Vec::new(),
+        None,
+        Duration::from_secs(30),
+    )
+    .expect("policy");
+    let hb = wire::decode(datagram).expect("valid");
+    let signer = beacon::keys::Key::new("bench", beacon::keys::Algorithm::HmacSha256, &[42; 32])
+        .expect("key");
+    let now = 1_764_547_200_000;
+    let signed = wire::encode_signed(&hb, &signer, now);
+    c.bench_function("decode and verify a signed heartbeat", |b| {
+        b.iter(|| {
+            let decoded = wire::decode_signed(black_box(signed.as_bytes())).expect("decodes");
+            let claim = decoded.signature.as_ref().map(wire::Signature::claim);
+            black_box(policy.verify(claim, now).is_ok())
+        });
+    });
+    c.bench_function("hmac-sha256 of a heartbeat", |b| {
+        b.iter(|| black_box(signer.sign(black_box(signed.as_bytes()))));
     });
 }
 

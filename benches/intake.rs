@@ -7,7 +7,11 @@
 //!    renewed at increasing rates for 2 s each, from CPU 0 with batched
 //!    `sendmmsg`; beacon runs on CPU 1. Lost heartbeats are the kernel's
 //!    receive-buffer drops (`RcvbufErrors` in /proc/net/snmp; nothing else
-//!    sends UDP to a full socket on this machine during the run).
+//!    sends UDP to a full socket on this machine during the run). Each
+//!    rate runs twice, alternating: unsigned heartbeats to a beacon
+//!    without keys, then signed ones (hmac-sha256, a later `ts` each
+//!    round, signed before the timed send) to a beacon with `--keys`;
+//!    a refused heartbeat would show in the last column.
 //! 2. Freshness: while the generator asks beacon 20,000 questions a second
 //!    (instance names of the registered services), new instances announce
 //!    themselves one at a time; each is then asked for every 25 µs,
@@ -33,9 +37,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use beacon::keys::{Algorithm, Key};
 use harness::{
-    FirstAnswer, blast, count_answers, cpu_jiffies, env_numbers, env_or, pin_self, start_beacon,
-    udp_drops,
+    FirstAnswer, blast, count_answers, cpu_jiffies, env_numbers, env_or, pin_self, refusals_logged,
+    start_beacon, udp_drops,
 };
 use hickory_proto::rr::RecordType;
 use load::Question;
@@ -50,6 +55,66 @@ fn beat(service: usize, instance: usize) -> String {
         instance / 256,
         instance % 256
     )
+}
+
+/// The bench's key: any 32 bytes will do.
+const SECRET: [u8; 32] = [42; 32];
+
+fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0))
+}
+
+/// `rounds` renewals of every instance, signed, each round with a later
+/// timestamp (so none is a replay), in the order they will be sent.
+fn signed_rounds(key: &Key, rounds: usize) -> Vec<Vec<u8>> {
+    let base = unix_millis();
+    let mut out = Vec::with_capacity(rounds * SERVICES * PER_SERVICE);
+    for round in 0..rounds {
+        let ts = base + round as u64;
+        for s in 0..SERVICES {
+            for i in 0..PER_SERVICE {
+                let body = format!("{} key=bench ts={ts}", beat(s, i));
+                let tag = data_encoding::BASE64URL_NOPAD.encode(key.sign(body.as_bytes()).as_ref());
+                out.push(format!("{body} auth={tag}").into_bytes());
+            }
+        }
+    }
+    out
+}
+
+/// Sends everyone's heartbeats (made afresh each round by `datagrams`)
+/// until every service answers whole.
+fn register_all(server: &harness::Server, mut datagrams: impl FnMut() -> Vec<Vec<u8>>) {
+    let target = server.heartbeat.expect("heartbeat port");
+    for _round in 0..30 {
+        blast(target, &datagrams(), 50_000, Duration::from_millis(250));
+        thread::sleep(Duration::from_millis(300));
+        let whole = (0..SERVICES)
+            .all(|s| count_answers(server, &format!("s{s}.svc.internal.")) == PER_SERVICE);
+        if whole {
+            return;
+        }
+    }
+    panic!("{} never registered every instance", server.name);
+}
+
+/// Offers `datagrams` at `rate` for 2 s: (sent, dropped by the kernel,
+/// absorbed per second, beacon's core busy in %).
+fn absorb(target: std::net::SocketAddr, datagrams: &[Vec<u8>], rate: u64) -> (u64, u64, f64, f64) {
+    let drops = udp_drops();
+    let (busy0, total0) = cpu_jiffies(1);
+    let start = Instant::now();
+    let sent = blast(target, datagrams, rate, Duration::from_secs(2));
+    let elapsed = start.elapsed();
+    // Let the queue drain before counting.
+    thread::sleep(Duration::from_millis(300));
+    let (busy1, total1) = cpu_jiffies(1);
+    let dropped = udp_drops() - drops;
+    let absorbed = sent.saturating_sub(dropped) as f64 / elapsed.as_secs_f64();
+    let busy = 100.0 * (busy1 - busy0) as f64 / (total1 - total0).max(1) as f64;
+    (sent, dropped, absorbed, busy)
 }
 
 fn main() {
@@ -67,49 +132,60 @@ fn main() {
     let mut args = vec!["--udp-workers", "1", "--max-instances", "1000000"];
     args.extend(extra.split_whitespace());
     let server = start_beacon(dir.path(), &args);
+    let key_file = dir.path().join("bench.key");
+    std::fs::write(
+        &key_file,
+        format!(
+            "key \"bench\" {{ algorithm hmac-sha256; secret \"{}\"; }};\n",
+            data_encoding::BASE64.encode(&SECRET)
+        ),
+    )
+    .expect("key file");
+    let key = Key::new("bench", Algorithm::HmacSha256, &SECRET).expect("key");
+    let key_path = key_file.display().to_string();
+    let mut signed_args = args.clone();
+    signed_args.extend(["--keys", key_path.as_str()]);
+    let mut signed = start_beacon(dir.path(), &signed_args);
+    signed.name = "beacon --keys";
     if cpus >= 2 {
         server.pin_to(1);
+        signed.pin_to(1);
         pin_self(0);
     }
     let target = server.heartbeat.expect("heartbeat port");
     let datagrams: Vec<Vec<u8>> = (0..SERVICES)
         .flat_map(|s| (0..PER_SERVICE).map(move |i| beat(s, i).into_bytes()))
         .collect();
-    // Register everyone (re-sending until every service is whole).
-    for _round in 0..30 {
-        blast(target, &datagrams, 50_000, Duration::from_millis(250));
-        thread::sleep(Duration::from_millis(300));
-        let whole = (0..SERVICES)
-            .all(|s| count_answers(&server, &format!("s{s}.svc.internal.")) == PER_SERVICE);
-        if whole {
-            break;
-        }
-    }
+    register_all(&server, || datagrams.clone());
+    // Two rounds: the registration blast sends more than one round's worth,
+    // and a wrap-around would repeat timestamps (replays).
+    register_all(&signed, || signed_rounds(&key, 2));
+    let refusals_before = refusals_logged();
     println!(
-        "heartbeat intake: {} instances registered; beacon on CPU 1, sender on CPU 0",
+        "heartbeat intake: {} instances registered on each beacon; beacon on CPU 1, sender on CPU 0",
         datagrams.len()
     );
     println!();
     println!(
-        "| offered heartbeats/s | sent | dropped by the kernel | absorbed/s | beacon core busy |"
+        "| offered heartbeats/s | unsigned: dropped by the kernel | absorbed/s | core busy | signed: dropped by the kernel | absorbed/s | core busy | refusals logged |"
     );
-    println!("|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     for rate in rates {
-        let drops = udp_drops();
-        let (busy0, total0) = cpu_jiffies(1);
-        let start = Instant::now();
-        let sent = blast(target, &datagrams, rate, Duration::from_secs(2));
-        let elapsed = start.elapsed();
-        // Let the queue drain before counting.
-        thread::sleep(Duration::from_millis(300));
-        let (busy1, total1) = cpu_jiffies(1);
-        let dropped = udp_drops() - drops;
-        let absorbed = sent.saturating_sub(dropped) as f64 / elapsed.as_secs_f64();
+        let (_, dropped, absorbed, busy) = absorb(target, &datagrams, rate);
+        // Enough rounds that the send never wraps around to a timestamp
+        // already used.
+        let rounds = (rate as usize * 2) / datagrams.len() + 2;
+        let signed_datagrams = signed_rounds(&key, rounds);
+        let signed_target = signed.heartbeat.expect("heartbeat port");
+        let (_, signed_dropped, signed_absorbed, signed_busy) =
+            absorb(signed_target, &signed_datagrams, rate);
         println!(
-            "| {rate} | {sent} | {dropped} | {absorbed:.0} | {:.0}% |",
-            100.0 * (busy1 - busy0) as f64 / (total1 - total0).max(1) as f64
+            "| {rate} | {dropped} | {absorbed:.0} | {busy:.0}% | {signed_dropped} | {signed_absorbed:.0} | {signed_busy:.0}% | {} |",
+            refusals_logged() - refusals_before
         );
     }
+    let _ = signed.child.kill();
+    let _ = signed.child.wait();
 
     // Freshness under query load.
     let stop = Arc::new(AtomicBool::new(false));

@@ -159,6 +159,16 @@ pub fn log_field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
     line[start..].split_whitespace().next()
 }
 
+/// WARN lines about refused heartbeats logged by every beacon started so
+/// far (each reason is logged at most once per 10 s: any at all means a
+/// benchmark's heartbeats were not all accepted).
+static REFUSALS_LOGGED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// See [`REFUSALS_LOGGED`].
+pub fn refusals_logged() -> u64 {
+    REFUSALS_LOGGED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Starts the beacon under test on the fragments in `zones` with `extra`
 /// flags; returns it and its log up to the line that says it listens.
 pub fn start_beacon_in(zones: &Path, extra: &[&str]) -> (Server, Vec<String>) {
@@ -215,6 +225,9 @@ pub fn start_beacon_in(zones: &Path, extra: &[&str]) -> (Server, Vec<String>) {
     let echo = std::env::var("BENCH_BEACON_LOG").is_ok();
     thread::spawn(move || {
         for line in lines.map_while(Result::ok) {
+            if line.contains("refused a heartbeat") {
+                REFUSALS_LOGGED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
             if echo {
                 eprintln!("beacon: {line}");
             }

@@ -417,7 +417,8 @@ impl Intake {
             }
         };
         if hb.state == State::Down || self.registry.contains(&hb.service, &hb.instance) {
-            let changed_service = self.heartbeat(hb, addr, src, &signer);
+            // Checked just now by `authenticate`, against this registry.
+            let changed_service = self.heartbeat(hb, addr, src, &signer, true);
             let dirty = changed_service.is_some();
             changed.extend(changed_service);
             return dirty;
@@ -476,7 +477,8 @@ impl Intake {
             let Some(new) = self.pending.pop_front() else {
                 break;
             };
-            if let Some(service) = self.heartbeat(new.announcement, new.addr, new.src, &new.signer)
+            if let Some(service) =
+                self.heartbeat(new.announcement, new.addr, new.src, &new.signer, false)
             {
                 changed.insert(service);
                 dirty = true;
@@ -524,6 +526,7 @@ impl Intake {
         addr: IpAddr,
         src: SocketAddr,
         signer: &Signer,
+        authenticated: bool,
     ) -> Option<String> {
         let service = hb.service.clone();
         let instance = hb.instance.clone();
@@ -537,6 +540,7 @@ impl Intake {
             .flatten()
         {
             Some(reason) => Event::Refused(Refusal::Claimed(reason)),
+            None if authenticated => self.registry.apply_authenticated(hb, addr, signer, now),
             None => self.registry.apply_signed(hb, addr, signer, now),
         };
         let mut audit = |kind| self.audit.allow(kind, now);

@@ -195,7 +195,10 @@ fn percent_encode(value: &str, out: &mut String) {
 /// with at most one final newline.
 fn as_line(datagram: &[u8]) -> Result<&str, WireError> {
     let text = datagram.strip_suffix(b"\n").unwrap_or(datagram);
-    for &byte in text {
+    // The common case in one pass the compiler vectorises; the loop
+    // below only runs to say what is wrong.
+    let printable = text.iter().all(|&b| (b' '..=0x7E).contains(&b));
+    for &byte in if printable { &[][..] } else { text } {
         match byte {
             b' ' | 0x21..=0x7E => {}
             b'\t' => return Err(WireError::NotText("tab (separate fields with one space)")),
@@ -223,6 +226,92 @@ pub fn decode(datagram: &[u8]) -> Result<Announcement, WireError> {
     Ok(decoded.announcement)
 }
 
+/// `text.split(' ')` for ASCII text, with a plain byte loop (the
+/// datagrams are short: a general searcher costs more than it saves).
+struct SpaceSeparated<'a> {
+    text: &'a str,
+    /// Where the next token starts; `None` once the last was returned.
+    at: Option<usize>,
+}
+
+impl<'a> Iterator for SpaceSeparated<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        let start = self.at?;
+        let rest = &self.text.as_bytes()[start..];
+        match rest.iter().position(|&b| b == b' ') {
+            Some(length) => {
+                self.at = Some(start + length + 1);
+                Some(&self.text[start..start + length])
+            }
+            None => {
+                self.at = None;
+                Some(&self.text[start..])
+            }
+        }
+    }
+}
+
+/// The fields of version 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    Service,
+    Instance,
+    Port,
+    Addr,
+    Proto,
+    Ttl,
+    Weight,
+    Priority,
+    State,
+    Key,
+    Ts,
+    Auth,
+    Meta,
+    Unknown,
+}
+
+impl Field {
+    fn of(name: &str) -> Field {
+        match name {
+            "service" => Field::Service,
+            "instance" => Field::Instance,
+            "port" => Field::Port,
+            "addr" => Field::Addr,
+            "proto" => Field::Proto,
+            "ttl" => Field::Ttl,
+            "weight" => Field::Weight,
+            "priority" => Field::Priority,
+            "state" => Field::State,
+            "key" => Field::Key,
+            "ts" => Field::Ts,
+            "auth" => Field::Auth,
+            _ if name.starts_with("meta.") => Field::Meta,
+            _ => Field::Unknown,
+        }
+    }
+
+    fn bit(self) -> u16 {
+        1 << (self as u16)
+    }
+}
+
+/// Why `key` is not a key name, without allocating when it is one (the
+/// keyring's own check, [`check_key_name`], is the reference).
+fn key_name_problem(key: &str) -> Option<String> {
+    let plain = !key.is_empty()
+        && key.len() <= crate::keys::MAX_KEY_NAME
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if plain {
+        None
+    } else {
+        check_key_name(key).err()
+    }
+}
+
 /// The order of the signature fields, and where `auth`'s value begins.
 #[derive(Debug, Default)]
 struct SignatureFields<'a> {
@@ -244,7 +333,7 @@ pub fn decode_signed(datagram: &[u8]) -> Result<Decoded<'_>, WireError> {
         return Err(WireError::Oversized(datagram.len()));
     }
     let text = as_line(datagram)?;
-    let mut tokens = text.split(' ');
+    let mut tokens = SpaceSeparated { text, at: Some(0) };
     match tokens.next() {
         Some(MAGIC_V1) => {}
         Some(other) if other.starts_with("beacon/") => {
@@ -259,7 +348,9 @@ pub fn decode_signed(datagram: &[u8]) -> Result<Decoded<'_>, WireError> {
     let mut instance = None;
     let mut port = None;
     let mut hb = Announcement::new("", "", 0);
-    let mut seen: Vec<&str> = Vec::with_capacity(10);
+    // Fields seen so far, one bit per [`Field`] (metadata keys are checked
+    // against the pairs kept).
+    let mut seen: u16 = 0;
     let mut sig = SignatureFields::default();
     // Where the current token starts in `text`.
     let mut offset = MAGIC_V1.len() + 1;
@@ -271,29 +362,42 @@ pub fn decode_signed(datagram: &[u8]) -> Result<Decoded<'_>, WireError> {
                 "empty field (leading, trailing or doubled space)",
             ));
         }
-        let (name, value) = token
-            .split_once('=')
+        let equals = token
+            .bytes()
+            .position(|b| b == b'=')
             .ok_or_else(|| WireError::NotAField(token.to_string()))?;
-        if seen.contains(&name) {
+        let (name, value) = (&token[..equals], &token[equals + 1..]);
+        let field = Field::of(name);
+        let duplicate = match field {
+            Field::Meta => name
+                .strip_prefix("meta.")
+                .is_some_and(|key| hb.meta.iter().any(|(k, _)| k == key)),
+            Field::Unknown => false,
+            known => {
+                let before = seen;
+                seen |= known.bit();
+                before & known.bit() != 0
+            }
+        };
+        if duplicate {
             return Err(WireError::DuplicateField(name.to_string()));
         }
-        seen.push(name);
         // After `key`, only `ts` then `auth` may follow.
         let expected = match (sig.key.is_some(), sig.ts.is_some(), sig.tag.is_some()) {
             (false, _, _) => None,
-            (true, false, _) => Some("ts"),
-            (true, true, false) => Some("auth"),
-            (true, true, true) => Some(""),
+            (true, false, _) => Some(Field::Ts),
+            (true, true, false) => Some(Field::Auth),
+            (true, true, true) => Some(Field::Unknown),
         };
-        if expected.is_some_and(|e| e != name)
-            || (expected.is_none() && matches!(name, "ts" | "auth"))
+        if expected.is_some_and(|e| e != field)
+            || (expected.is_none() && matches!(field, Field::Ts | Field::Auth))
         {
             return Err(bad(name, SIGNATURE_ORDER));
         }
-        match name {
-            "key" => sig.key = Some(value),
-            "ts" => sig.ts = Some(parse_num(name, value)?),
-            "auth" => {
+        match field {
+            Field::Key => sig.key = Some(value),
+            Field::Ts => sig.ts = Some(parse_num(name, value)?),
+            Field::Auth => {
                 let mut tag = [0u8; MAX_TAG_BYTES];
                 let len = BASE64URL_NOPAD
                     .decode_len(value.len())
@@ -306,38 +410,38 @@ pub fn decode_signed(datagram: &[u8]) -> Result<Decoded<'_>, WireError> {
                 sig.tag = Some((tag, len));
                 sig.signed_len = start - 1;
             }
-            "service" => service = Some(check_service(value).map_err(|e| bad(name, e))?),
-            "instance" => instance = Some(check_instance(value).map_err(|e| bad(name, e))?),
-            "port" => {
+            Field::Service => service = Some(check_service(value).map_err(|e| bad(name, e))?),
+            Field::Instance => instance = Some(check_instance(value).map_err(|e| bad(name, e))?),
+            Field::Port => {
                 let p: u16 = parse_num(name, value)?;
                 if p == 0 {
                     return Err(bad(name, "port 0 is not a port"));
                 }
                 port = Some(p);
             }
-            "addr" => {
+            Field::Addr => {
                 let ip: IpAddr = value
                     .parse()
                     .map_err(|_| bad(name, format!("`{value}` is not an IP address")))?;
                 hb.addr = Some(check_instance_addr(ip).map_err(|e| bad(name, e))?);
             }
-            "proto" => {
+            Field::Proto => {
                 hb.proto = match value {
                     "tcp" => Proto::Tcp,
                     "udp" => Proto::Udp,
                     _ => return Err(bad(name, format!("`{value}` is neither tcp nor udp"))),
                 }
             }
-            "ttl" => {
+            Field::Ttl => {
                 let ttl: u32 = parse_num(name, value)?;
                 if ttl == 0 || ttl > MAX_LEASE {
                     return Err(bad(name, format!("{ttl} s is outside 1..={MAX_LEASE} s")));
                 }
                 hb.ttl = ttl;
             }
-            "weight" => hb.weight = parse_num(name, value)?,
-            "priority" => hb.priority = parse_num(name, value)?,
-            "state" => {
+            Field::Weight => hb.weight = parse_num(name, value)?,
+            Field::Priority => hb.priority = parse_num(name, value)?,
+            Field::State => {
                 hb.state = match value {
                     "up" => State::Up,
                     "drain" => State::Drain,
@@ -350,7 +454,8 @@ pub fn decode_signed(datagram: &[u8]) -> Result<Decoded<'_>, WireError> {
                     }
                 }
             }
-            _ => {
+            Field::Unknown => return Err(WireError::UnknownField(name.to_string())),
+            Field::Meta => {
                 let Some(key) = name.strip_prefix("meta.") else {
                     return Err(WireError::UnknownField(name.to_string()));
                 };
@@ -382,7 +487,9 @@ pub fn decode_signed(datagram: &[u8]) -> Result<Decoded<'_>, WireError> {
             tag: Some((tag, tag_len)),
             signed_len,
         } => {
-            check_key_name(key).map_err(|e| bad("key", e))?;
+            if let Some(reason) = key_name_problem(key) {
+                return Err(bad("key", reason));
+            }
             Some(Signature {
                 key,
                 ts,
