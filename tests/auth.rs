@@ -212,6 +212,23 @@ fn every_rejection_is_counted_and_changes_nothing() {
         "replayed",
     );
     assert!(addresses(&server, "web.svc.internal.").is_empty());
+    // Each reason has its own count, summed up as the server stops.
+    let log = server.terminate_and_log();
+    let summary = log
+        .lines()
+        .find(|l| l.contains("heartbeats refused by authentication since start"))
+        .unwrap_or_else(|| panic!("no summary:\n{log}"));
+    for reason in [
+        "unsigned=",
+        "unknown-key=",
+        "bad-mac=",
+        "outside-window=",
+        "replayed=",
+        "out-of-scope=",
+        "not-owner=",
+    ] {
+        assert!(summary.contains(reason), "{reason} missing from {summary}");
+    }
 }
 
 #[test]

@@ -141,6 +141,22 @@ impl Rejections {
     }
 }
 
+impl Rejections {
+    /// One line with every reason's count, at shutdown, if any was refused.
+    fn summarise(&self) {
+        if self.counts.iter().all(|&n| n == 0) {
+            return;
+        }
+        let counts: Vec<String> = Rejection::ALL
+            .iter()
+            .zip(self.counts)
+            .filter(|(_, n)| *n > 0)
+            .map(|(reason, n)| format!("{}={n}", reason.as_str()))
+            .collect();
+        info!(refused = %counts.join(","), "heartbeats refused by authentication since start");
+    }
+}
+
 /// The server's clock as Unix time in milliseconds, for signed timestamps.
 fn unix_millis() -> u64 {
     std::time::SystemTime::now()
@@ -307,6 +323,7 @@ impl Intake {
             }
         }
         self.publisher.settle();
+        self.rejections.summarise();
     }
 
     /// True when work is left for the next round whatever arrives.

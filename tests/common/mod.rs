@@ -241,6 +241,18 @@ impl TestServer {
     }
 }
 
+impl TestServer {
+    /// Stops the server with SIGTERM and returns everything it logged.
+    pub fn terminate_and_log(self) -> String {
+        let log = self.log.clone();
+        let status = self.terminate();
+        assert!(status.success(), "server exited with {status}");
+        // The reader thread may still be copying the last lines.
+        thread::sleep(Duration::from_millis(100));
+        log.lock().expect("log lock").clone()
+    }
+}
+
 impl Drop for TestServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
