@@ -141,7 +141,7 @@ fn bind_heartbeat(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
 
 /// Opens the state directory: an explicit one must work, the default one
 /// is used if it can be (with a warning if not).
-fn open_state(dir: &StateDirSetting) -> Result<Option<Box<dyn SerialStore>>, ServeError> {
+fn open_state(dir: &StateDirSetting) -> Result<Option<StateDir>, ServeError> {
     let opened = match dir {
         StateDirSetting::Off => return Ok(None),
         StateDirSetting::Explicit(path) => StateDir::open(path)?,
@@ -154,7 +154,51 @@ fn open_state(dir: &StateDirSetting) -> Result<Option<Box<dyn SerialStore>>, Ser
         },
     };
     info!(dir = %opened.path().display(), "state directory");
-    Ok(Some(Box::new(opened)))
+    Ok(Some(opened))
+}
+
+/// Puts the instances of the last registry snapshot back, with the time
+/// left on their leases; those whose lease has passed stay out.
+fn restore(state: &mut StateDir, registry: &mut Registry, policy: &Policy) {
+    let Some(snapshot) = state.read_snapshot() else {
+        return;
+    };
+    let started = std::time::Instant::now();
+    let now = tokio::time::Instant::now();
+    let now_ms = crate::intake::unix_millis();
+    let left = |at_ms: u64| Duration::from_millis(at_ms.saturating_sub(now_ms));
+    registry.set_replay_memory(policy.replay_memory());
+    let total = snapshot.instances.len();
+    let mut restored = 0;
+    for kept in snapshot.instances {
+        let Some(addr) = kept.announcement.addr else {
+            continue;
+        };
+        let remaining = left(kept.expires_ms);
+        restored +=
+            usize::from(registry.restore(kept.announcement, addr, remaining, &kept.signer, now));
+    }
+    let mut gone = snapshot.gone;
+    gone.sort_by_key(|g| g.forget_ms);
+    for g in gone {
+        registry.restore_forgotten(
+            crate::registry::Forgotten {
+                service: g.service.as_str().into(),
+                instance: g.instance.as_str().into(),
+                last_ts: g.last_ts,
+                remaining: left(g.forget_ms),
+            },
+            now,
+        );
+    }
+    info!(
+        restored,
+        expired = total - restored,
+        remembered = registry.remembered(),
+        age_ms = now_ms.saturating_sub(snapshot.taken_ms),
+        took_ms = started.elapsed().as_millis(),
+        "registry restored from its snapshot"
+    );
 }
 
 /// Says at start who may register.
@@ -242,12 +286,24 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
         .with_max_records(config.limits.static_records);
     let statics = Arc::new(StaticZone::loading());
 
-    let registry = Registry::new(
+    let mut registry = Registry::new(
         config.max_instances,
         config.reserved_service().into_iter().collect(),
     )
     .with_max_per_service(config.limits.instances_per_service);
-    let store = open_state(&config.state_dir)?;
+    let mut state = open_state(&config.state_dir)?;
+    // Before any view is published, so the first answers hold every
+    // instance that was live when the server stopped.
+    if let Some(state) = state.as_mut() {
+        restore(state, &mut registry, &config.auth);
+    }
+    let snapshots = match &state {
+        Some(state) => Some(state.snapshot_writer().map_err(|e| {
+            ServeError::Dns(format!("cannot start the registry snapshot writer: {e}"))
+        })?),
+        None => None,
+    };
+    let store = state.map(|state| Box::new(state) as Box<dyn SerialStore>);
     let publisher = Publisher::with_store(config.clone(), &registry, statics.clone(), store);
     let views = publisher.handle();
     let (statics_tx, statics_rx) = tokio::sync::watch::channel(statics);
@@ -277,7 +333,11 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
         }
         finish(guard, &stopping);
     });
-    let intake_thread = Intake::new(heartbeat, registry, publisher, statics_rx, policy_rx)
+    let mut intake = Intake::new(heartbeat, registry, publisher, statics_rx, policy_rx);
+    if let Some(snapshots) = snapshots {
+        intake = intake.with_snapshots(Box::new(snapshots));
+    }
+    let intake_thread = intake
         .spawn(shutdown.clone(), supervisor.guard("the heartbeat intake"))
         .map_err(|e| ServeError::Dns(format!("cannot start the heartbeat intake: {e}")))?;
 

@@ -6,12 +6,7 @@ mod common;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{TestServer, signal, wait_until};
-
-/// RFC 1982: `a` is greater than `b`.
-fn serial_gt(a: u32, b: u32) -> bool {
-    a != b && a.wrapping_sub(b) < 0x8000_0000
-}
+use common::{TestServer, serial_gt, signal, wait_until};
 
 fn unix_now() -> u32 {
     let secs = SystemTime::now()

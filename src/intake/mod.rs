@@ -47,7 +47,7 @@ use tracing::{debug, info, warn};
 use crate::auth::{Policy, Rejection, Signer};
 use crate::config::MAX_HEARTBEAT_BYTES;
 use crate::registry::announcement::{Announcement, State, check_instance_addr};
-use crate::registry::{Event, Refusal, Registry};
+use crate::registry::{Event, Forgotten, Kept, Refusal, Registry};
 use crate::supervise::Guard;
 use crate::view::StaticZone;
 use crate::view::publish::Publisher;
@@ -67,6 +67,34 @@ pub const EXPIRE_BUDGET: usize = 4096;
 /// Most new instances waiting to be admitted; beyond it, heartbeats of
 /// new instances are dropped (their senders retry at the next beat).
 pub const MAX_PENDING: usize = 16_384;
+
+/// Longest a change that answers show (a registration, a change, a
+/// removal) waits before it is in a registry snapshot.
+pub const SNAPSHOT_AFTER_CHANGE: Duration = Duration::from_millis(500);
+
+/// Longest a renewal (which moves only a lease's end) waits before it is
+/// in a registry snapshot: renewals are many, and batched.
+pub const SNAPSHOT_AFTER_RENEWAL: Duration = Duration::from_secs(5);
+
+/// When the snapshot writer is busy, how soon to offer again.
+const SNAPSHOT_RETRY: Duration = Duration::from_millis(100);
+
+/// Where registry snapshots go (the state directory's writer).
+pub trait SnapshotSink: Send + std::fmt::Debug {
+    /// True when an offer would be taken now (so the registry is exported
+    /// only then).
+    fn ready(&self) -> bool;
+    /// Offers a snapshot; false when the writer is busy.
+    fn offer(
+        &mut self,
+        serial: u32,
+        now_ms: u64,
+        kept: Vec<Kept>,
+        forgotten: Vec<Forgotten>,
+    ) -> bool;
+    /// Writes the last snapshot at shutdown, after any write under way.
+    fn finish(&mut self, serial: u32, now_ms: u64, kept: Vec<Kept>, forgotten: Vec<Forgotten>);
+}
 
 /// Shortest gap between two WARN lines about bad datagrams or refusals;
 /// in between they are counted and logged at DEBUG.
@@ -157,8 +185,9 @@ impl Rejections {
     }
 }
 
-/// The server's clock as Unix time in milliseconds, for signed timestamps.
-fn unix_millis() -> u64 {
+/// The server's clock as Unix time in milliseconds, for signed timestamps
+/// and snapshots.
+pub fn unix_millis() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
@@ -175,6 +204,9 @@ pub struct Intake {
     policy: Arc<Policy>,
     policies: watch::Receiver<Arc<Policy>>,
     rejections: Rejections,
+    /// Where registry snapshots go, if anywhere, and when the next is due.
+    snapshots: Option<Box<dyn SnapshotSink>>,
+    snapshot_due: Option<Instant>,
     /// New instances waiting to be admitted, oldest first.
     pending: VecDeque<NewInstance>,
     /// True while due leases are left for the next round.
@@ -204,6 +236,8 @@ impl Intake {
     ) -> Self {
         let policy = policies.borrow_and_update().clone();
         registry.set_replay_memory(policy.replay_memory());
+        // Instances restored from a snapshot may belong to keys no longer configured.
+        registry.orphan_keys(|key| policy.keyring().get(key).is_none());
         Intake {
             socket: Some(socket),
             registry,
@@ -212,6 +246,8 @@ impl Intake {
             policy,
             policies,
             rejections: Rejections::new(),
+            snapshots: None,
+            snapshot_due: None,
             pending: VecDeque::new(),
             expiry_backlog: false,
             audit: Audit::default(),
@@ -222,6 +258,41 @@ impl Intake {
             refused_warn: RateLimitedWarn::new(),
             overflow_warn: RateLimitedWarn::new(),
         }
+    }
+
+    /// Keeps registry snapshots with `sink`.
+    #[must_use]
+    pub fn with_snapshots(mut self, sink: Box<dyn SnapshotSink>) -> Self {
+        self.snapshots = Some(sink);
+        self
+    }
+
+    /// Notes that the registry changed: a snapshot is due within `within`.
+    fn snapshot_within(&mut self, within: Duration) {
+        if self.snapshots.is_none() {
+            return;
+        }
+        let due = Instant::now() + within;
+        self.snapshot_due = Some(self.snapshot_due.map_or(due, |d| d.min(due)));
+    }
+
+    /// Offers a snapshot when one is due and the writer can take it.
+    fn snapshot_if_due(&mut self) {
+        let now = Instant::now();
+        let (Some(sink), Some(due)) = (self.snapshots.as_mut(), self.snapshot_due) else {
+            return;
+        };
+        if due > now {
+            return;
+        }
+        if sink.ready() {
+            let (kept, forgotten) = self.registry.export(now);
+            if sink.offer(self.publisher.serial(), unix_millis(), kept, forgotten) {
+                self.snapshot_due = None;
+                return;
+            }
+        }
+        self.snapshot_due = Some(now + SNAPSHOT_RETRY);
     }
 
     /// Runs the intake on a thread of its own until `shutdown` is
@@ -267,6 +338,7 @@ impl Intake {
         loop {
             let behind = self.behind();
             let deadline = self.registry.next_deadline();
+            let snapshot_due = self.snapshot_due;
             let mut dirty = false;
             changed.clear();
             tokio::select! {
@@ -302,6 +374,7 @@ impl Intake {
                 }
                 () = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() && !behind => {}
                 () = std::future::ready(()), if behind => {}
+                () = sleep_until(snapshot_due.unwrap_or_else(Instant::now)), if snapshot_due.is_some() => {}
             }
             dirty |= self.drain(&socket, &mut batch, &mut changed);
             dirty |= self.admit(&mut changed);
@@ -317,12 +390,17 @@ impl Intake {
                 );
             }
             self.audit.flush(Instant::now());
+            self.snapshot_if_due();
             if self.behind() {
                 // Let the runtime look at the socket and the clock.
                 tokio::task::yield_now().await;
             }
         }
         self.publisher.settle();
+        if let Some(mut sink) = self.snapshots.take() {
+            let (kept, forgotten) = self.registry.export(Instant::now());
+            sink.finish(self.publisher.serial(), unix_millis(), kept, forgotten);
+        }
         self.rejections.summarise();
     }
 
@@ -336,6 +414,9 @@ impl Intake {
         let now = Instant::now();
         let expired = self.registry.expire_some(now, EXPIRE_BUDGET);
         self.expiry_backlog = expired.len() == EXPIRE_BUDGET;
+        if !expired.is_empty() {
+            self.snapshot_within(SNAPSHOT_AFTER_CHANGE);
+        }
         for gone in &expired {
             changed.insert(gone.service.clone());
             if self.audit.allow(Kind::Expired, now) {
@@ -600,6 +681,11 @@ impl Intake {
                     }
                 }
             }
+        }
+        match &event {
+            Event::Renewed => self.snapshot_within(SNAPSHOT_AFTER_RENEWAL),
+            event if event.changes_view() => self.snapshot_within(SNAPSHOT_AFTER_CHANGE),
+            _ => {}
         }
         event.changes_view().then_some(service)
     }

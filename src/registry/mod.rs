@@ -84,6 +84,27 @@ impl Instance {
         }
     }
 
+    /// The announcement that would register this instance as it is (its
+    /// address always given).
+    pub fn announcement(&self) -> Announcement {
+        Announcement {
+            service: self.service.to_string(),
+            instance: self.id.to_string(),
+            port: self.port,
+            addr: Some(self.addr),
+            proto: self.proto,
+            ttl: self.ttl,
+            weight: self.weight,
+            priority: self.priority,
+            state: if self.draining {
+                State::Drain
+            } else {
+                State::Up
+            },
+            meta: self.meta.to_vec(),
+        }
+    }
+
     /// Names of the fields that differ between `self` and announcement `hb`
     /// from `addr`, for the log; empty for a plain renewal.
     fn changed_fields(&self, hb: &Announcement, addr: IpAddr) -> Vec<&'static str> {
@@ -289,6 +310,31 @@ pub struct Expired {
     pub key: Option<Arc<str>>,
     /// How late the removal ran relative to the deadline.
     pub late_by: Duration,
+}
+
+/// One live instance as a snapshot keeps it: what it announced, how long
+/// its lease has left, and who owns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kept {
+    /// The instance's data.
+    pub instance: Arc<Instance>,
+    /// Time left on its lease (zero if due).
+    pub remaining: Duration,
+    /// The key that registered it and the last accepted `ts`.
+    pub signer: Signer,
+}
+
+/// A removed signed instance's last timestamp, as a snapshot keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forgotten {
+    /// Service name.
+    pub service: Arc<str>,
+    /// Instance id.
+    pub instance: Box<str>,
+    /// The last accepted `ts`.
+    pub last_ts: u64,
+    /// How much longer it must be remembered.
+    pub remaining: Duration,
 }
 
 /// The set of live instances, grouped by service.
@@ -737,6 +783,110 @@ impl Registry {
             });
         }
         expired
+    }
+
+    /// Every live instance and every remembered removal, as of `now`, for
+    /// a snapshot. O(live instances); the result shares the instances.
+    pub fn export(&self, now: Instant) -> (Vec<Kept>, Vec<Forgotten>) {
+        let now_ticks = self.ticks(now);
+        let left = |until: Ticks| Duration::from_nanos(until.saturating_sub(now_ticks));
+        let kept = self
+            .services
+            .values()
+            .flat_map(BTreeMap::iter)
+            .map(|(key, lease)| Kept {
+                instance: key.0.clone(),
+                remaining: left(lease.deadline),
+                signer: lease
+                    .owner
+                    .as_ref()
+                    .map(|owner| Signer {
+                        key: Some(owner.key.clone()),
+                        ts: owner.last_ts,
+                    })
+                    .unwrap_or_default(),
+            })
+            .collect();
+        let memory = u64::try_from(self.replay_memory.as_nanos()).unwrap_or(u64::MAX);
+        let forgotten = self
+            .gone
+            .iter()
+            .map(|((service, instance), &(last_ts, at))| Forgotten {
+                service: service.clone(),
+                instance: instance.clone(),
+                last_ts,
+                remaining: left(at.saturating_add(memory)),
+            })
+            .collect();
+        (kept, forgotten)
+    }
+
+    /// Puts back an instance from a snapshot, with `remaining` left on its
+    /// lease and its owner; returns false (and changes nothing) when its
+    /// lease has passed, it is already live, or a cap is reached.
+    pub fn restore(
+        &mut self,
+        hb: Announcement,
+        addr: IpAddr,
+        remaining: Duration,
+        signer: &Signer,
+        now: Instant,
+    ) -> bool {
+        if remaining.is_zero()
+            || hb.state == State::Down
+            || self.len >= self.max_instances
+            || self.contains(&hb.service, &hb.instance)
+            || self.reserved.contains(&hb.service)
+            || self
+                .services
+                .get(hb.service.as_str())
+                .is_some_and(|instances| instances.len() >= self.max_per_service)
+        {
+            return false;
+        }
+        self.epoch.get_or_insert(now);
+        let deadline = self.ticks(now + remaining);
+        let service = match self.services.get_key_value(hb.service.as_str()) {
+            Some((service, _)) => service.clone(),
+            None => Arc::from(hb.service.as_str()),
+        };
+        let id = hb.instance.as_str().into();
+        let instance = Arc::new(Instance::from_announcement(id, service.clone(), hb, addr));
+        self.deadlines.push(Reverse(Due {
+            at: deadline,
+            instance: instance.clone(),
+        }));
+        self.services
+            .entry(service)
+            .or_default()
+            .insert(ById(instance), Lease::new(deadline, signer));
+        self.len += 1;
+        true
+    }
+
+    /// Puts back a remembered removal from a snapshot.
+    pub fn restore_forgotten(&mut self, forgotten: Forgotten, now: Instant) {
+        if self.replay_memory.is_zero() || forgotten.remaining.is_zero() {
+            return;
+        }
+        self.epoch.get_or_insert(now);
+        // Dated so that it is forgotten when the snapshot said.
+        let forget_at = now + forgotten.remaining;
+        let at = self
+            .ticks(forget_at)
+            .saturating_sub(u64::try_from(self.replay_memory.as_nanos()).unwrap_or(u64::MAX));
+        while self.gone_order.len() >= self.max_instances.max(1) {
+            self.forget_oldest();
+        }
+        self.gone.insert(
+            (forgotten.service.clone(), forgotten.instance.clone()),
+            (forgotten.last_ts, at),
+        );
+        self.gone_order.push_back(Gone {
+            service: forgotten.service,
+            instance: forgotten.instance,
+            at,
+        });
     }
 
     /// Live services in name order, each with its instances in id order.

@@ -243,6 +243,11 @@ impl Publisher {
         &self.config.zone
     }
 
+    /// The serial of the last published view.
+    pub fn serial(&self) -> u32 {
+        self.serials.current
+    }
+
     /// A handle for readers.
     pub fn handle(&self) -> ViewHandle {
         self.handle.clone()

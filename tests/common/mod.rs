@@ -299,6 +299,11 @@ fn field(line: &str, name: &str) -> SocketAddr {
         .unwrap_or_else(|_| panic!("bad address {value:?}"))
 }
 
+/// RFC 1982: serial `a` is greater than `b`.
+pub fn serial_gt(a: u32, b: u32) -> bool {
+    a != b && a.wrapping_sub(b) < 0x8000_0000
+}
+
 /// Polls `f` every 10 ms until it returns `Some`, or `timeout` passes.
 pub fn wait_until<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + timeout;
