@@ -532,6 +532,12 @@ impl Registry {
         {
             return Event::Refused(Refusal::ServiceFull(self.max_per_service));
         }
+        self.insert_new(hb, addr, deadline, signer);
+        Event::Registered
+    }
+
+    /// Adds an instance the registry does not hold (caps already checked).
+    fn insert_new(&mut self, hb: Announcement, addr: IpAddr, deadline: Ticks, signer: &Signer) {
         let service = match self.services.get_key_value(hb.service.as_str()) {
             Some((service, _)) => service.clone(),
             None => Arc::from(hb.service.as_str()),
@@ -547,7 +553,6 @@ impl Registry {
             .or_default()
             .insert(ById(instance), Lease::new(deadline, signer));
         self.len += 1;
-        Event::Registered
     }
 
     /// Renews `instance`, whose lease ran until `at`; its data is replaced
@@ -846,21 +851,7 @@ impl Registry {
         }
         self.epoch.get_or_insert(now);
         let deadline = self.ticks(now + remaining);
-        let service = match self.services.get_key_value(hb.service.as_str()) {
-            Some((service, _)) => service.clone(),
-            None => Arc::from(hb.service.as_str()),
-        };
-        let id = hb.instance.as_str().into();
-        let instance = Arc::new(Instance::from_announcement(id, service.clone(), hb, addr));
-        self.deadlines.push(Reverse(Due {
-            at: deadline,
-            instance: instance.clone(),
-        }));
-        self.services
-            .entry(service)
-            .or_default()
-            .insert(ById(instance), Lease::new(deadline, signer));
-        self.len += 1;
+        self.insert_new(hb, addr, deadline, signer);
         true
     }
 
