@@ -226,10 +226,33 @@ pub struct ServeArgs {
     /// [default: required when keys are given].
     #[arg(long, value_enum)]
     pub auth: Option<AuthArg>,
+    /// Mass-failure guard: when leases running out at once would leave a
+    /// service with fewer instances than this share of its recent peak,
+    /// they stay in the answers, stale (0 turns it off; at most 1).
+    #[arg(long, value_name = "RATIO", default_value_t = config::DEFAULT_PROTECT_THRESHOLD, value_parser = parse_ratio)]
+    pub protect_threshold: f64,
+    /// Seconds back the peak of --protect-threshold is taken from.
+    #[arg(long, value_name = "SECS", default_value = "300", value_parser = parse_seconds)]
+    pub protect_window: Duration,
+    /// Longest an instance is kept stale by --protect-threshold, in seconds.
+    #[arg(long, value_name = "SECS", default_value = "3600", value_parser = parse_seconds)]
+    pub protect_max: Duration,
     /// Seconds a signed heartbeat's timestamp may be from the server's
     /// clock, either way.
     #[arg(long, value_name = "SECS", default_value = "30", value_parser = parse_seconds)]
     pub auth_window: Duration,
+}
+
+/// A share between 0 and 1.
+fn parse_ratio(value: &str) -> Result<f64, String> {
+    let ratio: f64 = value
+        .parse()
+        .map_err(|_| format!("`{value}` is not a number"))?;
+    if (0.0..=1.0).contains(&ratio) {
+        Ok(ratio)
+    } else {
+        Err(format!("{value} is outside 0 to 1 (0 turns the guard off)"))
+    }
 }
 
 /// `on` or `off`.
@@ -296,6 +319,9 @@ impl ServeArgs {
         if !self.forward_allow.is_empty() {
             cfg.forward_allow = self.forward_allow;
         }
+        cfg.protect_threshold = self.protect_threshold;
+        cfg.protect_window = self.protect_window;
+        cfg.protect_max = self.protect_max;
         cfg.auth = auth_policy(&self.keys, self.key_scope, self.auth, self.auth_window)?;
         cfg.validate()?;
         Ok(cfg)

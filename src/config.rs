@@ -228,7 +228,28 @@ pub struct ServeConfig {
     pub rrl_slip: u32,
     /// Who may register which service (keys, scopes, mode, clock window).
     pub auth: crate::auth::Policy,
+    /// The mass-failure guard: expiry never takes a service below this
+    /// share of its recent peak (0: off).
+    pub protect_threshold: f64,
+    /// How far back the peak is taken.
+    pub protect_window: std::time::Duration,
+    /// Longest an instance is kept stale.
+    pub protect_max: std::time::Duration,
 }
+
+/// Default protect threshold: a service keeps at least half of the most
+/// instances it had in the protect window when leases run out at once.
+/// Half, because losing more than half of a service's heartbeats within
+/// one lease is far more often a network problem between the senders and
+/// beacon than a crash of most instances, and a service of two survives
+/// losing one.
+pub const DEFAULT_PROTECT_THRESHOLD: f64 = 0.5;
+
+/// Default protect window: the peak is the most instances within 5 minutes.
+pub const DEFAULT_PROTECT_WINDOW: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Default longest time an instance stays stale: an hour.
+pub const DEFAULT_PROTECT_MAX: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// How far a signed heartbeat's `ts` may be from the server's clock.
 pub const DEFAULT_AUTH_WINDOW: std::time::Duration = std::time::Duration::from_secs(30);
@@ -402,6 +423,9 @@ impl ServeConfig {
             rrl: 0,
             rrl_slip: DEFAULT_RRL_SLIP,
             auth: crate::auth::Policy::open(),
+            protect_threshold: DEFAULT_PROTECT_THRESHOLD,
+            protect_window: DEFAULT_PROTECT_WINDOW,
+            protect_max: DEFAULT_PROTECT_MAX,
         }
     }
 

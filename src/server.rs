@@ -290,7 +290,12 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
         config.max_instances,
         config.reserved_service().into_iter().collect(),
     )
-    .with_max_per_service(config.limits.instances_per_service);
+    .with_max_per_service(config.limits.instances_per_service)
+    .with_protection(
+        config.protect_threshold,
+        config.protect_window,
+        config.protect_max,
+    );
     let mut state = open_state(&config.state_dir)?;
     // Before any view is published, so the first answers hold every
     // instance that was live when the server stopped.

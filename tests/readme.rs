@@ -388,3 +388,17 @@ fn readme_signed_heartbeats_run_as_written() {
     );
     assert!(!log.contains("refused a heartbeat"), "{log}");
 }
+
+/// The snapshot shown in the README is one the server reads.
+#[test]
+fn readme_snapshot_example_reads() {
+    let example = block_with("text", "beacon-registry 1");
+    let snapshot = beacon::state::snapshot::decode(format!("{example}\n").as_bytes())
+        .expect("the README's snapshot reads");
+    assert_eq!(snapshot.instances.len(), 2);
+    assert_eq!(snapshot.gone.len(), 1);
+    assert_eq!(
+        snapshot.instances[1].signer.key.as_deref(),
+        Some("web-team")
+    );
+}

@@ -258,3 +258,89 @@ fn a_replay_stays_a_replay_across_a_restart() {
         ["10.0.0.2"]
     );
 }
+
+/// Sends the datagrams in `beating` every 300 ms until `stop` is set.
+fn beat_loop(
+    server: std::net::SocketAddr,
+    beating: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let datagrams = beating.lock().expect("lock").clone();
+            for datagram in datagrams {
+                common::send_datagram(server, datagram.as_bytes());
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    })
+}
+
+#[test]
+fn the_protect_threshold_keeps_a_service_that_goes_silent_at_once() {
+    let server = TestServer::start(&["--protect-threshold", "0.5", "--protect-max", "30"]);
+    let datagram =
+        |i: usize| format!("beacon/1 service=guarded instance=g{i} port=80 addr=10.0.0.{i} ttl=2");
+    let all: Vec<String> = (0..10).map(datagram).collect();
+    let beating = std::sync::Arc::new(std::sync::Mutex::new(all.clone()));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sender = beat_loop(server.heartbeat, beating.clone(), stop.clone());
+    server.await_reply("guarded.svc.internal.", RecordType::A, |m| {
+        m.answers.len() == 10
+    });
+    // Nine stop at once (a partition); one goes on beating.
+    *beating.lock().expect("lock") = vec![datagram(0)];
+    std::thread::sleep(Duration::from_millis(3_500));
+    assert_eq!(
+        count(&server, "guarded.svc.internal."),
+        10,
+        "all ten still answered after the TTL"
+    );
+    server.wait_for_log("protect threshold: so many instances stopped beating at once");
+    assert_eq!(
+        server.log().matches("protect threshold: so many").count(),
+        1,
+        "said once per service"
+    );
+    // A down removes at once, protected or not.
+    server.beat("beacon/1 service=guarded instance=g9 port=80 state=down");
+    server.await_reply("guarded.svc.internal.", RecordType::A, |m| {
+        m.answers.len() == 9
+    });
+    // Enough come back: protection ends and the still-silent ones leave.
+    *beating.lock().expect("lock") = (0..6).map(datagram).collect();
+    server.await_reply("guarded.svc.internal.", RecordType::A, |m| {
+        m.answers.len() == 6
+    });
+    server.wait_for_log("protect threshold: enough instances are back");
+    server.wait_for_log("reason=\"its protection ended");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    sender.join().expect("sender");
+}
+
+#[test]
+fn protection_lasts_at_most_protect_max_and_can_be_off() {
+    let server = TestServer::start(&["--protect-max", "2"]);
+    let off = TestServer::start(&["--protect-threshold", "0"]);
+    for target in [&server, &off] {
+        target.beat_until_all(
+            "pair.svc.internal.",
+            &[
+                "beacon/1 service=pair instance=a port=80 ttl=1".to_string(),
+                "beacon/1 service=pair instance=b port=80 addr=10.0.0.2 ttl=1".to_string(),
+            ],
+        );
+    }
+    // Both stop: the default guard keeps them, stale, for 2 s; with the
+    // guard off they leave at their TTL.
+    std::thread::sleep(Duration::from_millis(1_600));
+    assert_eq!(count(&server, "pair.svc.internal."), 2);
+    assert_eq!(
+        off.query_tcp("pair.svc.internal.", RecordType::A)
+            .response_code,
+        ResponseCode::NXDomain
+    );
+    server.await_reply("pair.svc.internal.", RecordType::A, |m| {
+        m.response_code == ResponseCode::NXDomain
+    });
+}

@@ -420,16 +420,30 @@ impl Intake {
         for gone in &expired {
             changed.insert(gone.service.clone());
             if self.audit.allow(Kind::Expired, now) {
+                let reason = if gone.was_stale {
+                    "its protection ended (--protect-max, or enough instances are back)"
+                } else {
+                    "no heartbeat within its ttl"
+                };
                 info!(
                     service = %gone.service,
                     instance = %gone.instance,
                     addr = %gone.addr,
                     key = %gone.key.as_deref().unwrap_or("-"),
-                    reason = "no heartbeat within its ttl",
+                    reason,
                     late_ms = gone.late_by.as_millis(),
                     "expired"
                 );
             }
+        }
+        for (service, healthy, peak) in self.registry.take_protected() {
+            warn!(
+                %service, healthy, peak, stale = self.registry.stale(),
+                "protect threshold: so many instances stopped beating at once that their leases running out would leave too few; they stay in the answers, stale, until they beat again, enough are back, or --protect-max passes (a network problem between them and beacon is the likely cause)"
+            );
+        }
+        for service in self.registry.take_unprotected() {
+            info!(%service, "protect threshold: enough instances are back; the stale ones leave the answers");
         }
         !expired.is_empty()
     }

@@ -37,9 +37,11 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 pub mod announcement;
+pub mod protect;
 
 pub use crate::auth::Signer;
 use announcement::{Announcement, Proto, State};
+use protect::Protection;
 
 /// One live instance, as the registry keeps it. Shared (`Arc`) with the
 /// views that serve it, which build its records from it when asked: an
@@ -308,6 +310,9 @@ pub struct Expired {
     pub addr: IpAddr,
     /// The key that owned it, if it was registered signed.
     pub key: Option<Arc<str>>,
+    /// True when it was kept stale by the protect threshold, and now goes
+    /// (after `--protect-max`, or because enough instances are back).
+    pub was_stale: bool,
     /// How late the removal ran relative to the deadline.
     pub late_by: Duration,
 }
@@ -356,6 +361,8 @@ pub struct Registry {
     max_instances: usize,
     max_per_service: usize,
     reserved: Vec<String>,
+    /// The mass-failure guard, when on.
+    protection: Option<Protection>,
 }
 
 impl Registry {
@@ -373,6 +380,90 @@ impl Registry {
             max_instances,
             max_per_service: max_instances,
             reserved,
+            protection: None,
+        }
+    }
+
+    /// Turns on the mass-failure guard: expiry never takes a service below
+    /// `ratio` of the most instances it had within `window`; the instances
+    /// kept are stale for at most `max`. A ratio of 0 leaves it off.
+    #[must_use]
+    pub fn with_protection(mut self, ratio: f64, window: Duration, max: Duration) -> Self {
+        self.protection = (ratio > 0.0).then(|| Protection::new(ratio, window, max));
+        self
+    }
+
+    /// Services that entered protection since the last call: (service,
+    /// live instances, recent peak).
+    pub fn take_protected(&mut self) -> Vec<(Arc<str>, usize, usize)> {
+        self.protection
+            .as_mut()
+            .map(Protection::take_entered)
+            .unwrap_or_default()
+    }
+
+    /// Services whose protection ended since the last call.
+    pub fn take_unprotected(&mut self) -> Vec<Arc<str>> {
+        self.protection
+            .as_mut()
+            .map(Protection::take_released)
+            .unwrap_or_default()
+    }
+
+    /// Instances kept stale by the guard now.
+    pub fn stale(&self) -> usize {
+        self.protection.as_ref().map_or(0, Protection::stale_count)
+    }
+
+    /// True when `instance` of `service` is kept stale by the guard.
+    pub fn is_stale(&self, service: &str, instance: &str) -> bool {
+        self.protection
+            .as_ref()
+            .is_some_and(|p| p.is_stale(service, instance))
+    }
+
+    /// After `service` gained an instance (or one beat again): when it has
+    /// enough again, its stale instances go at the next expiry.
+    fn check_recovery(&mut self, service: &str, now: Instant) {
+        let now_ticks = self.ticks(now);
+        if !self
+            .protection
+            .as_ref()
+            .is_some_and(|p| p.protecting(service))
+        {
+            return;
+        }
+        let at_risk = self.at_risk(service, now_ticks);
+        let Some(protection) = self.protection.as_mut() else {
+            return;
+        };
+        let Some((name, instances)) = self.services.get_key_value(service) else {
+            return;
+        };
+        let live = instances.len();
+        let stale = instances
+            .keys()
+            .filter(|key| protection.is_stale(service, &key.0.id))
+            .count();
+        let healthy = live.saturating_sub(stale).saturating_sub(at_risk);
+        let release = protection.recovered(&name.clone(), live, healthy, now_ticks);
+        if release.is_empty() {
+            return;
+        }
+        let Some(instances) = self.services.get_mut(service) else {
+            return;
+        };
+        for id in release {
+            let Some(instance) = instances.get_key_value(&*id).map(|(key, _)| key.0.clone()) else {
+                continue;
+            };
+            if let Some(lease) = instances.get_mut(&*id) {
+                lease.deadline = now_ticks;
+            }
+            self.deadlines.push(Reverse(Due {
+                at: now_ticks,
+                instance,
+            }));
         }
     }
 
@@ -520,7 +611,7 @@ impl Registry {
             .and_then(|s| s.get_key_value(hb.instance.as_str()))
             .map(|(key, lease)| (key.0.clone(), lease.deadline));
         if let Some((instance, at)) = lease {
-            return self.renew(&instance, at, hb, addr, deadline, signer);
+            return self.renew(&instance, at, hb, addr, signer, now);
         }
         if self.len >= self.max_instances {
             return Event::Refused(Refusal::CapReached(self.max_instances));
@@ -532,7 +623,9 @@ impl Registry {
         {
             return Event::Refused(Refusal::ServiceFull(self.max_per_service));
         }
+        let service = hb.service.clone();
         self.insert_new(hb, addr, deadline, signer);
+        self.check_recovery(&service, now);
         Event::Registered
     }
 
@@ -563,9 +656,10 @@ impl Registry {
         at: Ticks,
         hb: Announcement,
         addr: IpAddr,
-        deadline: Ticks,
         signer: &Signer,
+        now: Instant,
     ) -> Event {
+        let deadline = self.ticks(now + Duration::from_secs(u64::from(hb.ttl)));
         // One heap entry per instance: a renewal only moves the lease's
         // deadline, and the entry is re-armed when it surfaces early
         // (see `drop_stale_deadlines`). Only a deadline that moves earlier
@@ -576,6 +670,13 @@ impl Registry {
                 instance: instance.clone(),
             }));
             self.compact_deadlines();
+        }
+        if let Some(protection) = self.protection.as_mut()
+            && protection.is_stale(&instance.service, &instance.id)
+        {
+            protection.fresh_again(&instance.service, &instance.id);
+            let service = instance.service.clone();
+            self.check_recovery(&service, now);
         }
         let fields = instance.changed_fields(&hb, addr);
         let Some(leases) = self.services.get_mut(hb.service.as_str()) else {
@@ -630,10 +731,18 @@ impl Registry {
         let Some((removed, lease)) = instances.remove_entry(instance) else {
             return Event::UnknownDown;
         };
+        let left = instances.len();
         if instances.is_empty() {
             self.services.remove(service);
         }
         self.len -= 1;
+        if let Some(protection) = self.protection.as_mut() {
+            let now_ticks = self.epoch.map_or(0, |epoch| {
+                Ticks::try_from(now.saturating_duration_since(epoch).as_nanos())
+                    .unwrap_or(Ticks::MAX)
+            });
+            protection.gone(&removed.0.service, &removed.0.id, left, now_ticks);
+        }
         if let Some(owner) = lease.owner {
             self.remember_gone(&removed.0, owner.last_ts.max(ts), now);
         }
@@ -774,6 +883,10 @@ impl Registry {
             let Some(addr) = self.lease_of(&due.instance).map(|(inst, _)| inst.addr) else {
                 continue;
             };
+            let was_stale = self.is_stale(&due.instance.service, &due.instance.id);
+            if !was_stale && self.protect(&due.instance, now) {
+                continue;
+            }
             let key = self
                 .lease(&due.instance.service, &due.instance.id)
                 .and_then(|lease| lease.owner.as_ref())
@@ -784,6 +897,7 @@ impl Registry {
                 instance: due.instance.id.to_string(),
                 addr,
                 key,
+                was_stale,
                 late_by: now.saturating_duration_since(at),
             });
         }
@@ -878,6 +992,70 @@ impl Registry {
             instance: forgotten.instance,
             at,
         });
+    }
+
+    /// The non-stale instances of `service` with more than half their
+    /// lease gone at `now`: about to run out, if their senders stopped.
+    fn at_risk(&self, service: &str, now: Ticks) -> usize {
+        let Some(instances) = self.services.get(service) else {
+            return 0;
+        };
+        instances
+            .iter()
+            .filter(|(key, lease)| {
+                let half = u64::from(key.0.ttl) * 500_000_000;
+                lease.deadline.saturating_sub(half) <= now && !self.is_stale(service, &key.0.id)
+            })
+            .count()
+    }
+
+    /// Asks the guard whether `instance`, whose lease ran out, stays; if
+    /// so its lease runs on, stale, for `--protect-max`.
+    fn protect(&mut self, instance: &Arc<Instance>, now: Instant) -> bool {
+        let now_ticks = self.ticks(now);
+        if self.protection.is_none() {
+            return false;
+        }
+        let live = self
+            .services
+            .get(&instance.service)
+            .map_or(0, BTreeMap::len);
+        // Counted only when the guard asks (a service not yet protected).
+        let mut at_risk = None;
+        if !self
+            .protection
+            .as_ref()
+            .is_some_and(|p| p.protecting(&instance.service))
+        {
+            at_risk = Some(self.at_risk(&instance.service, now_ticks));
+        }
+        let Some(protection) = self.protection.as_mut() else {
+            return false;
+        };
+        let kept = protection.keep(
+            &instance.service,
+            &instance.id,
+            live,
+            || at_risk.unwrap_or(0),
+            now_ticks,
+        );
+        if !kept {
+            return false;
+        }
+        let max = protection.max;
+        let until = self.ticks(now + max);
+        if let Some(lease) = self
+            .services
+            .get_mut(&instance.service)
+            .and_then(|instances| instances.get_mut(&*instance.id))
+        {
+            lease.deadline = until;
+        }
+        self.deadlines.push(Reverse(Due {
+            at: until,
+            instance: instance.clone(),
+        }));
+        true
     }
 
     /// Live services in name order, each with its instances in id order.
@@ -1141,5 +1319,96 @@ mod tests {
             reg.apply_signed(down, A, &signer("k", ts + 10), now);
         }
         assert_eq!(reg.remembered(), 2);
+    }
+
+    #[test]
+    fn the_protect_threshold_keeps_a_service_whose_instances_go_silent_together() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut reg = Registry::new(100, vec![]).with_protection(
+            0.5,
+            Duration::from_secs(300),
+            Duration::from_secs(60),
+        );
+        // Ten instances with 6 s leases, beating every 2 s until t=10 s;
+        // then i1..i9 stop (their last beats spread over 1.8 s), i0 goes on.
+        let names: Vec<String> = (0..10).map(|i| format!("i{i}")).collect();
+        for round in 0..5u64 {
+            for (i, name) in names.iter().enumerate() {
+                reg.apply(hb(name, 6), A, at(round * 2000 + 200 * i as u64));
+            }
+        }
+        for ms in (10_000..40_000).step_by(2000) {
+            reg.apply(hb("i0", 6), A, at(ms));
+            assert!(
+                reg.expire(at(ms + 100)).is_empty(),
+                "nothing leaves at {ms} ms"
+            );
+        }
+        assert_eq!(reg.len(), 10);
+        assert_eq!(reg.stale(), 9);
+        assert_eq!(reg.take_protected().len(), 1, "entered once");
+        // A down always removes at once.
+        let mut down = hb("i9", 6);
+        down.state = State::Down;
+        assert_eq!(reg.apply(down, A, at(40_000)), Event::Deregistered(A));
+        // Beating again ends an instance's protection; enough back ends
+        // the service's, and the rest leave.
+        for name in ["i1", "i2", "i3", "i4"] {
+            reg.apply(hb(name, 6), A, at(40_500));
+        }
+        assert!(!reg.is_stale("web", "i1"));
+        let left = reg.expire(at(40_600));
+        assert_eq!(left.len(), 4, "{left:?}");
+        assert!(left.iter().all(|e| e.was_stale));
+        assert_eq!(reg.take_unprotected().len(), 1);
+        assert_eq!(reg.len(), 5);
+    }
+
+    #[test]
+    fn protection_ends_after_protect_max_and_spares_lone_crashes() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut reg = Registry::new(100, vec![]).with_protection(
+            0.5,
+            Duration::from_secs(300),
+            Duration::from_secs(60),
+        );
+        for name in ["a", "b", "c"] {
+            reg.apply(hb(name, 5), A, t0);
+        }
+        // All three stop: kept, stale, for at most 60 s.
+        assert!(reg.expire(at(6)).is_empty());
+        assert_eq!(reg.stale(), 3);
+        assert!(reg.expire(at(65)).is_empty());
+        assert_eq!(reg.expire(at(66)).len(), 3);
+        // A service whose only instance stops is not protected.
+        reg.apply(hb("solo", 5), A, at(100));
+        assert_eq!(reg.expire(at(106)).len(), 1);
+        // Nor is one instance of a healthy service.
+        let mut other = Registry::new(100, vec![]).with_protection(
+            0.5,
+            Duration::from_secs(300),
+            Duration::from_secs(60),
+        );
+        for name in ["a", "b", "c", "d"] {
+            other.apply(hb(name, 5), A, t0);
+        }
+        for s in [2, 4] {
+            for name in ["a", "b", "c"] {
+                other.apply(hb(name, 5), A, at(s));
+            }
+        }
+        assert_eq!(other.expire(at(6)).len(), 1);
+        // Off: everything expires.
+        let mut off = Registry::new(100, vec![]).with_protection(
+            0.0,
+            Duration::from_secs(300),
+            Duration::from_secs(60),
+        );
+        for name in ["a", "b"] {
+            off.apply(hb(name, 5), A, t0);
+        }
+        assert_eq!(off.expire(at(6)).len(), 2);
     }
 }
