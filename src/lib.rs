@@ -54,4 +54,5 @@ pub mod view;
 pub mod beat;
 pub mod cli;
 pub mod config;
+pub mod fuzz;
 pub mod keys;

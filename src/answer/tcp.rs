@@ -188,18 +188,17 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, service: &TcpServic
         // Answer what is buffered, pausing once the replies fill a buffer.
         let mut at = 0;
         while output.len() < limits.tcp_buffer {
-            let Some(head) = input.get(at..at + 2) else {
-                break;
+            let message = match frame(&input, at) {
+                Frame::Incomplete => break,
+                Frame::TooShort(len) => {
+                    debug!(%peer, len, "message shorter than a DNS header; closing");
+                    return;
+                }
+                Frame::Message(range) => {
+                    at = range.end;
+                    &input[range]
+                }
             };
-            let len = usize::from(u16::from_be_bytes([head[0], head[1]]));
-            let Some(message) = input.get(at + 2..at + 2 + len) else {
-                break;
-            };
-            at += 2 + len;
-            if len < 12 {
-                debug!(%peer, len, "message shorter than a DNS header; closing");
-                return;
-            }
             let answered = service.fast_path && fast_answer(service, message, &mut reply);
             if !answered {
                 match service
@@ -271,6 +270,34 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, service: &TcpServic
             message_started = Some(Instant::now());
         }
     }
+}
+
+/// One step of reading DNS messages from a TCP stream (RFC 1035 4.2.2:
+/// each message follows its length as two bytes, network order).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// A whole message at this range of the input; the next starts at its end.
+    Message(std::ops::Range<usize>),
+    /// The input ends before the message does: read more.
+    Incomplete,
+    /// A length shorter than a DNS header: the stream is not DNS.
+    TooShort(usize),
+}
+
+/// The message that starts at `at` in `input`, if it is whole.
+pub fn frame(input: &[u8], at: usize) -> Frame {
+    let Some(head) = input.get(at..at.saturating_add(2)) else {
+        return Frame::Incomplete;
+    };
+    let len = usize::from(u16::from_be_bytes([head[0], head[1]]));
+    if len < 12 {
+        return Frame::TooShort(len);
+    }
+    let range = at + 2..at + 2 + len;
+    if range.end > input.len() {
+        return Frame::Incomplete;
+    }
+    Frame::Message(range)
 }
 
 /// The fast path of the current worker thread, made on first use.
