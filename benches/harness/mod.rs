@@ -180,16 +180,21 @@ pub fn start_beacon_in(zones: &Path, extra: &[&str]) -> (Server, Vec<String>) {
         .parent()
         .unwrap_or(zones)
         .join(format!("beacon-state-{n}"));
+    start_beacon_at(zones, &state, ("127.0.0.1:0", "127.0.0.1:0"), extra)
+}
+
+/// [`start_beacon_in`] with a given state directory and addresses (DNS,
+/// heartbeats): a benchmark that restarts the server keeps both.
+pub fn start_beacon_at(
+    zones: &Path,
+    state: &Path,
+    (dns, heartbeat): (&str, &str),
+    extra: &[&str],
+) -> (Server, Vec<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_beacon"))
-        .args([
-            "serve",
-            "--dns",
-            "127.0.0.1:0",
-            "--heartbeat",
-            "127.0.0.1:0",
-        ])
+        .args(["serve", "--dns", dns, "--heartbeat", heartbeat])
         .arg("--state-dir")
-        .arg(&state)
+        .arg(state)
         .args(extra)
         .arg("--zones")
         .arg(zones)
@@ -435,5 +440,19 @@ pub fn start_peer(name: &'static str, mut command: Command, port: u16) -> Server
         child,
         dns: SocketAddr::from(([127, 0, 0, 1], port)),
         heartbeat: None,
+    }
+}
+
+/// Polls `f` every 20 ms until it returns `Some`, or `timeout` passes.
+pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = f() {
+            return Some(value);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        thread::sleep(Duration::from_millis(20));
     }
 }
