@@ -38,7 +38,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use harness::{Server, env_or, free_port, rss_kib, start_beacon_at};
+use harness::{Server, env_or, free_port, rss_kib, start_beacon_at, udp_drops};
 use hickory_proto::op::{Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{Name, RData, RecordType};
 
@@ -131,6 +131,7 @@ fn main() {
         }
     }
     let stop = Arc::new(AtomicBool::new(false));
+    let drops_before = udp_drops();
     println!(
         "soak: {total} instances in {services} services, {qps} queries/s, {seconds} s, kill -9 and restart at {} s",
         seconds / 2
@@ -348,7 +349,10 @@ fn main() {
                                 _ => *since,
                             };
                             if !present && asked_at.duration_since(since) > GRACE {
-                                missing.push(addr);
+                                missing.push(format!(
+                                    "{addr} (live since {:.1} s)",
+                                    since.saturating_duration_since(started).as_secs_f64()
+                                ));
                             }
                         }
                         Some(Status::Down { since })
@@ -398,14 +402,15 @@ fn main() {
         let _ = guard.child.wait();
     }
 
+    let drops = udp_drops() - drops_before;
     println!();
     println!(
-        "| queries | wrong | unanswered | first answer after the kill | it held every instance |"
+        "| queries | wrong | unanswered | first answer after the kill | it held every instance | UDP datagrams dropped by the kernel (any socket) |"
     );
-    println!("|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|");
     let (gap, whole) = first_after_restart.unwrap_or_default();
     println!(
-        "| {asked} | {wrong} | {unanswered} | {:.0} ms | {} |",
+        "| {asked} | {wrong} | {unanswered} | {:.0} ms | {} | {drops} |",
         gap.as_secs_f64() * 1000.0,
         if whole { "yes" } else { "no" }
     );

@@ -191,10 +191,13 @@ pub fn start_beacon_at(
     (dns, heartbeat): (&str, &str),
     extra: &[&str],
 ) -> (Server, Vec<String>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_beacon"))
-        .args(["serve", "--dns", dns, "--heartbeat", heartbeat])
-        .arg("--state-dir")
-        .arg(state)
+    let mut command = Command::new(env!("CARGO_BIN_EXE_beacon"));
+    command.args(["serve", "--dns", dns, "--heartbeat", heartbeat]);
+    // Extra flags may choose their own (`--state-dir off`, to compare).
+    if !extra.contains(&"--state-dir") {
+        command.arg("--state-dir").arg(state);
+    }
+    let mut child = command
         .args(extra)
         .arg("--zones")
         .arg(zones)
