@@ -15,7 +15,7 @@ const NOT_APPLICABLE: &[&str] = &["ADDRESS01", "DELEGATION01"];
 
 const SCRIPT: &str = r#"
 ip link set lo up
-"$BEACON" serve --dns 127.0.0.1:53 --heartbeat 127.0.0.1:5301 2>/dev/null &
+"$BEACON" serve --dns 127.0.0.1:53 --heartbeat 127.0.0.1:5301 --state-dir off 2>/dev/null &
 pid=$!
 for _ in $(seq 100); do "$BEACON" beat --once --service web --port 80 --instance w1 --addr 10.0.0.1 2>/dev/null && break; sleep 0.05; done
 sleep 0.3

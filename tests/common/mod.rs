@@ -66,8 +66,14 @@ impl TestServer {
 
     /// Starts `beacon serve` with exactly these flags (none: the embedded
     /// default, on the fixed default ports).
+    /// Its default state directory is a fresh temporary one (through
+    /// `$XDG_STATE_HOME`), so no other run's registry snapshot is restored.
     pub fn start_exactly(args: &[&str]) -> TestServer {
-        TestServer::spawn(args, &[])
+        let state = tempfile::tempdir().expect("state home");
+        let home = state.path().display().to_string();
+        let mut server = TestServer::spawn(args, &[("XDG_STATE_HOME", &home)]);
+        server.state = Some(state);
+        server
     }
 
     fn spawn(args: &[&str], env: &[(&str, &str)]) -> TestServer {
