@@ -340,10 +340,13 @@ fn main() {
                     let present = got.contains(&addr);
                     match w.instances.get(&(s, i)) {
                         Some(Status::Live { since }) => {
-                            // Joined during the outage: its first beat after
-                            // the restart registers it.
+                            // Joined while the server was down: its first
+                            // beat after the restart registers it. (Later
+                            // joins keep their own time.)
                             let since = match (w.outage, outage_end) {
-                                (Some((killed, _)), Some(back)) if *since >= killed => {
+                                (Some((killed, _)), Some(back))
+                                    if *since >= killed && *since < back =>
+                                {
                                     back + INTERVAL
                                 }
                                 _ => *since,
