@@ -16,36 +16,16 @@
 mod harness;
 mod load;
 
-use std::io::{Read, Seek, SeekFrom};
 use std::net::SocketAddr;
-use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use harness::{blast, count_answers, env_numbers, free_port, log_field, start_beacon_at};
+use harness::{
+    blast, count_answers, env_numbers, free_port, log_field, numbered_beat, snapshot_count,
+    start_beacon_at,
+};
 
 const PER_SERVICE: usize = 100;
-
-fn beat(service: usize, instance: usize) -> Vec<u8> {
-    format!(
-        "beacon/1 service=s{service} instance=i{instance} port=80 addr=10.{}.{}.{} ttl=600",
-        service / 250,
-        service % 250,
-        instance
-    )
-    .into_bytes()
-}
-
-/// The instance count on the snapshot's `end` line, if it has one.
-fn snapshot_count(file: &Path) -> Option<usize> {
-    let mut handle = std::fs::File::open(file).ok()?;
-    let len = handle.metadata().ok()?.len();
-    handle.seek(SeekFrom::Start(len.saturating_sub(64))).ok()?;
-    let mut tail = String::new();
-    handle.read_to_string(&mut tail).ok()?;
-    let end = tail.lines().last()?.strip_prefix("end ")?;
-    end.split(' ').next()?.parse().ok()
-}
 
 fn main() {
     let smoke = harness::smoke();
@@ -76,7 +56,7 @@ fn main() {
         let (mut server, _) = start_beacon_at(&zones, &state, (&dns, &heartbeat), &flags);
         let services = size.div_ceil(PER_SERVICE);
         let datagrams: Vec<Vec<u8>> = (0..services)
-            .flat_map(|s| (0..PER_SERVICE).map(move |i| beat(s, i)))
+            .flat_map(|s| (0..PER_SERVICE).map(move |i| numbered_beat(s, i)))
             .take(size)
             .collect();
         let target: SocketAddr = heartbeat.parse().expect("addr");

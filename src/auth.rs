@@ -263,6 +263,11 @@ impl Policy {
         &self.keyring
     }
 
+    /// The keyring, shared (TSIG checks hold it across a transfer).
+    pub fn shared_keyring(&self) -> Arc<Keyring> {
+        self.keyring.clone()
+    }
+
     /// The mode.
     pub fn mode(&self) -> Mode {
         self.mode

@@ -241,6 +241,25 @@ pub struct ServeArgs {
     /// clock, either way.
     #[arg(long, value_name = "SECS", default_value = "30", value_parser = parse_seconds)]
     pub auth_window: Duration,
+    /// Clients (networks) allowed to transfer the zones by AXFR and IXFR
+    /// over TCP; repeatable [default: none].
+    #[arg(long, value_name = "CIDR")]
+    pub allow_transfer: Vec<ipnet::IpNet>,
+    /// A key from --keys that transfers must be TSIG-signed with; replies
+    /// are signed with it [default: transfers are not signed].
+    #[arg(long, value_name = "NAME")]
+    pub transfer_key: Option<String>,
+    /// A secondary to send NOTIFY to after each change (ADDR:PORT);
+    /// repeatable.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub notify: Vec<SocketAddr>,
+    /// Seconds changes wait to share one NOTIFY (fractions allowed).
+    #[arg(long, value_name = "SECS", default_value = "0.1", value_parser = parse_seconds)]
+    pub notify_delay: Duration,
+    /// Serials whose changes are kept for IXFR; a secondary further behind
+    /// gets the whole zone.
+    #[arg(long, value_name = "N", default_value_t = config::DEFAULT_IXFR_HISTORY)]
+    pub ixfr_history: usize,
 }
 
 /// A share between 0 and 1.
@@ -323,6 +342,13 @@ impl ServeArgs {
         cfg.protect_window = self.protect_window;
         cfg.protect_max = self.protect_max;
         cfg.auth = auth_policy(&self.keys, self.key_scope, self.auth, self.auth_window)?;
+        cfg.transfer = config::TransferConfig {
+            allow: self.allow_transfer,
+            key: self.transfer_key,
+            notify: self.notify,
+            notify_delay: self.notify_delay,
+            ixfr_history: self.ixfr_history,
+        };
         cfg.validate()?;
         Ok(cfg)
     }
@@ -452,9 +478,11 @@ pub struct BeatArgs {
     /// State to announce.
     #[arg(long, value_enum, default_value_t = StateArg::Up)]
     pub state: StateArg,
-    /// The server's heartbeat address.
-    #[arg(long, value_name = "ADDR:PORT", default_value_t = config::DEFAULT_HEARTBEAT)]
-    pub server: SocketAddr,
+    /// A server's heartbeat address, HOST:PORT; repeatable: every server
+    /// gets every heartbeat. A host name is looked up again before each
+    /// heartbeat, and each of its addresses gets it [default: 127.0.0.1:5301].
+    #[arg(long, value_name = "HOST:PORT", value_parser = beat::Target::parse)]
+    pub server: Vec<beat::Target>,
     /// Send one heartbeat and exit (for scripts and cron).
     #[arg(long)]
     pub once: bool,
@@ -513,7 +541,11 @@ impl BeatArgs {
         };
         Ok(BeatConfig {
             heartbeat: checked,
-            server: self.server,
+            servers: if self.server.is_empty() {
+                vec![beat::Target::from(config::DEFAULT_HEARTBEAT)]
+            } else {
+                self.server
+            },
             interval,
             once: self.once,
             key,

@@ -30,12 +30,44 @@ pub const DEFAULT_SOA_TTL: u32 = 60;
 /// SOA MINIMUM: with the SOA TTL, it caps how long resolvers cache a
 /// negative answer (RFC 2308), so a new service is not hidden for long.
 pub const DEFAULT_SOA_MINIMUM: u32 = 5;
-/// SOA REFRESH for secondaries: the data is live, so check often.
+/// SOA REFRESH: how often a secondary asks for the serial without a
+/// NOTIFY. NOTIFY brings changes within a second; this bounds the lag when
+/// NOTIFYs are lost (a firewall, a restarted secondary).
 pub const SOA_REFRESH: i32 = 60;
-/// SOA RETRY.
+/// SOA RETRY: how soon a secondary that could not reach any primary asks
+/// again. Short: a primary restart takes a second.
 pub const SOA_RETRY: i32 = 10;
-/// SOA EXPIRE: a secondary that cannot reach us stops answering after a day.
-pub const SOA_EXPIRE: i32 = 86_400;
+/// SOA EXPIRE: a secondary that has reached no primary for this long
+/// stops answering for the zone. Live data goes stale within a lease
+/// (seconds), so a day (the usual value) would serve dead instances for a
+/// day; five minutes rides out a primary's restart or a short partition
+/// (five refreshes, thirty retries) and then fails loudly (SERVFAIL)
+/// rather than sending clients to instances that may be gone.
+pub const SOA_EXPIRE: i32 = 300;
+/// Default `--ixfr-history`: serials whose changes are kept for IXFR. At
+/// one change per publish (several per second under churn) this covers
+/// minutes; a secondary further behind gets a full transfer.
+pub const DEFAULT_IXFR_HISTORY: usize = 1000;
+/// Most records (removed plus added) the IXFR history keeps in all,
+/// whatever `--ixfr-history` says: about 100 MiB at worst.
+pub const MAX_HISTORY_RECORDS: usize = 400_000;
+/// Default `--notify-delay`: changes coming faster than this share one
+/// NOTIFY.
+pub const DEFAULT_NOTIFY_DELAY: Duration = Duration::from_millis(100);
+/// First wait for a NOTIFY's acknowledgement; doubled at each retry.
+pub const NOTIFY_TIMEOUT: Duration = Duration::from_millis(500);
+/// Longest wait between NOTIFY retries.
+pub const NOTIFY_MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Transfers served at once (each holds a copy of its zone's records
+/// while it runs); more are refused until one ends.
+pub const MAX_TRANSFERS: usize = 8;
+/// Size a zone transfer's messages are filled to. Small, because name
+/// compression (hickory-proto) keeps at most 64 names per message: with
+/// 2 KiB messages an AXFR is about the size of Knot's (measured at 1,000
+/// instances: 158,784 bytes beside Knot's 163,417; 16 KiB messages made
+/// 252,032). A record larger than this goes alone in a message of up to
+/// [`MAX_TCP_MESSAGE`] bytes less room for the TSIG record.
+pub const MAX_TRANSFER_MESSAGE: u16 = 2 * 1024;
 /// Idle time after which a TCP connection is closed, in seconds.
 pub const DEFAULT_TCP_IDLE: u64 = 10;
 /// Largest UDP reply offered to EDNS clients (DNS flag day 2020: 1232
@@ -235,6 +267,45 @@ pub struct ServeConfig {
     pub protect_window: std::time::Duration,
     /// Longest an instance is kept stale.
     pub protect_max: std::time::Duration,
+    /// Zone transfers and NOTIFY.
+    pub transfer: TransferConfig,
+}
+
+/// Who may transfer the zones, and whom to notify of changes.
+#[derive(Debug, Clone)]
+pub struct TransferConfig {
+    /// Client networks allowed to transfer (`--allow-transfer`; none by
+    /// default).
+    pub allow: Vec<ipnet::IpNet>,
+    /// The key transfers must be signed with (`--transfer-key`), a name in
+    /// the keyring.
+    pub key: Option<String>,
+    /// Secondaries to NOTIFY after each change (`--notify`).
+    pub notify: Vec<SocketAddr>,
+    /// Changes within this time share one NOTIFY (`--notify-delay`).
+    pub notify_delay: Duration,
+    /// Serials of changes kept for IXFR (`--ixfr-history`).
+    pub ixfr_history: usize,
+}
+
+impl Default for TransferConfig {
+    fn default() -> Self {
+        TransferConfig {
+            allow: Vec::new(),
+            key: None,
+            notify: Vec::new(),
+            notify_delay: DEFAULT_NOTIFY_DELAY,
+            ixfr_history: DEFAULT_IXFR_HISTORY,
+        }
+    }
+}
+
+impl TransferConfig {
+    /// True when anyone may transfer or be notified: only then is the
+    /// change history kept.
+    pub fn enabled(&self) -> bool {
+        !self.allow.is_empty() || !self.notify.is_empty()
+    }
 }
 
 /// Default protect threshold: a service keeps at least half of the most
@@ -426,6 +497,7 @@ impl ServeConfig {
             protect_threshold: DEFAULT_PROTECT_THRESHOLD,
             protect_window: DEFAULT_PROTECT_WINDOW,
             protect_max: DEFAULT_PROTECT_MAX,
+            transfer: TransferConfig::default(),
         }
     }
 
@@ -490,6 +562,25 @@ impl ServeConfig {
         }
         if self.max_instances == 0 {
             return Err(invalid("--max-instances", "must be at least 1"));
+        }
+        if let Some(key) = &self.transfer.key
+            && self.auth.keyring().get(key).is_none()
+        {
+            let known = self.auth.keyring().names().join(", ");
+            return Err(invalid(
+                "--transfer-key",
+                if known.is_empty() {
+                    format!("key `{key}` needs a key file with it: add --keys FILE")
+                } else {
+                    format!("no key `{key}` in --keys (known: {known})")
+                },
+            ));
+        }
+        if self.transfer.ixfr_history == 0 {
+            return Err(invalid(
+                "--ixfr-history",
+                "must be at least 1 (a secondary then gets the whole zone when more than one change behind)",
+            ));
         }
         if self.soa_ttl > 86_400 || self.soa_minimum > 86_400 {
             return Err(invalid("--soa-ttl/--soa-minimum", "at most 86400 s"));

@@ -184,7 +184,12 @@ fn query_fixture() -> &'static QueryFixture {
         let statics = Arc::new(statics);
         let handle = ViewHandle::new(View::build(&config, 7, &registry, statics.clone()));
         let view = handle.load();
-        let handler = DnsHandler::new(handle, None, 1232);
+        let handler = DnsHandler::new(
+            handle,
+            None,
+            1232,
+            std::sync::Arc::new(crate::transfer::Transfers::off()),
+        );
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

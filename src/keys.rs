@@ -19,12 +19,18 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use data_encoding::BASE64;
+use hickory_proto::rr::rdata::tsig::TsigAlgorithm;
+use hickory_proto::rr::{Name, TSigner};
 use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
 
 /// Shortest secret accepted, in bytes (`tsig-keygen` makes one as long as
 /// the hash: 32 bytes for hmac-sha256).
 pub const MIN_SECRET_BYTES: usize = 16;
+
+/// How far a TSIG-signed message's time may be from ours, in seconds
+/// (RFC 8945 §10 recommends 300).
+pub const TSIG_FUDGE: u16 = 300;
 
 /// Longest key name (a domain name's limit).
 pub const MAX_KEY_NAME: usize = 253;
@@ -75,6 +81,15 @@ impl Algorithm {
         }
     }
 
+    /// The same algorithm as TSIG names it (RFC 8945 §6).
+    pub fn tsig(self) -> TsigAlgorithm {
+        match self {
+            Algorithm::HmacSha256 => TsigAlgorithm::HmacSha256,
+            Algorithm::HmacSha384 => TsigAlgorithm::HmacSha384,
+            Algorithm::HmacSha512 => TsigAlgorithm::HmacSha512,
+        }
+    }
+
     fn ring(self) -> hmac::Algorithm {
         match self {
             Algorithm::HmacSha256 => hmac::HMAC_SHA256,
@@ -95,6 +110,9 @@ pub struct Key {
     name: Arc<str>,
     algorithm: Algorithm,
     hmac: hmac::Key,
+    /// The same secret as hickory's TSIG signer (DNS messages: transfers,
+    /// UPDATE).
+    tsig: TSigner,
     /// Where it was read, `file:line`, for messages.
     origin: String,
 }
@@ -124,10 +142,15 @@ impl Key {
                 algorithm.output_len()
             ));
         }
+        let signer_name = Name::from_ascii(&name)
+            .map_err(|error| format!("key name `{name}` is not a domain name: {error}"))?;
+        let tsig = TSigner::new(secret.to_vec(), algorithm.tsig(), signer_name, TSIG_FUDGE)
+            .map_err(|error| format!("key `{name}`: {error}"))?;
         Ok(Key {
             name: name.into(),
             algorithm,
             hmac: hmac::Key::new(algorithm.ring(), secret),
+            tsig,
             origin: String::new(),
         })
     }
@@ -145,6 +168,11 @@ impl Key {
     /// Where it was read (`file:line`), empty for keys made in code.
     pub fn origin(&self) -> &str {
         &self.origin
+    }
+
+    /// The key as a TSIG signer of DNS messages.
+    pub fn tsig(&self) -> &TSigner {
+        &self.tsig
     }
 
     /// The HMAC of `message`.

@@ -49,6 +49,8 @@ pub mod rrset;
 pub mod server;
 pub mod state;
 pub mod supervise;
+pub mod transfer;
+pub mod tsig;
 pub mod view;
 
 pub mod beat;

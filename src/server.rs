@@ -31,7 +31,10 @@ use crate::intake::Intake;
 use crate::registry::Registry;
 use crate::state::StateDir;
 use crate::supervise::{Death, Guard, Supervisor};
+use crate::transfer::Transfers;
+use crate::transfer::notify::{Notifier, Plan};
 use crate::view::feed::StaticFeed;
+use crate::view::history::Recorder;
 use crate::view::publish::Publisher;
 use crate::view::publish::SerialStore;
 
@@ -309,8 +312,42 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
         None => None,
     };
     let store = state.map(|state| Box::new(state) as Box<dyn SerialStore>);
-    let publisher = Publisher::with_store(config.clone(), &registry, statics.clone(), store);
+    let mut publisher = Publisher::with_store(config.clone(), &registry, statics.clone(), store);
     let views = publisher.handle();
+    let history = if config.transfer.enabled() {
+        let (serials_tx, serials_rx) = tokio::sync::watch::channel(publisher.serial());
+        let (recorder, history) =
+            Recorder::start(views.load(), config.transfer.ixfr_history, move |history| {
+                serials_tx.send_replace(history.newest.serial);
+            })
+            .map_err(|e| ServeError::Dns(format!("cannot start the change history: {e}")))?;
+        publisher.record_with(recorder);
+        let plan = Plan {
+            targets: config.transfer.notify.clone(),
+            zones: views
+                .load()
+                .zones()
+                .map(hickory_proto::rr::Name::from)
+                .collect(),
+            source: bound.dns_udp.ip(),
+            delay: config.transfer.notify_delay,
+            key: config
+                .transfer
+                .key
+                .as_ref()
+                .and_then(|name| config.auth.keyring().get(name))
+                .cloned(),
+        };
+        Notifier::default().start(&plan, &serials_rx, &shutdown);
+        Some(history)
+    } else {
+        None
+    };
+    let transfers = Arc::new(Transfers::new(
+        config.transfer.clone(),
+        config.auth.shared_keyring(),
+        history,
+    ));
     let (statics_tx, statics_rx) = tokio::sync::watch::channel(statics);
     let fragment_requests = watcher.requests();
     let feed = StaticFeed::new(views.clone(), statics_tx);
@@ -353,7 +390,7 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
             config.limits.forward_concurrency,
         )
     });
-    let handler = DnsHandler::new(views.clone(), forwarder, config.max_udp_payload);
+    let handler = DnsHandler::new(views.clone(), forwarder, config.max_udp_payload, transfers);
     let settings = udp::WorkerSettings {
         max_udp_payload: config.max_udp_payload,
         fast_path: config.fast_path,

@@ -214,7 +214,7 @@ fn apex_serves_soa_and_ns_with_the_name_server_address() {
         text[0].starts_with("svc.internal. 60 IN SOA ns.svc.internal. hostmaster.svc.internal. "),
         "{text:?}"
     );
-    assert!(text[0].ends_with(" 60 10 86400 5"), "{text:?}");
+    assert!(text[0].ends_with(" 60 10 300 5"), "{text:?}");
 
     let ns = server.query("svc.internal.", RecordType::NS);
     assert_eq!(

@@ -7,7 +7,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{TestServer, have_tool, query_udp, question, rdatas, wait_until};
+use common::{TestServer, free_port, have_tool, query_udp, question, rdatas, wait_until};
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 
@@ -22,14 +22,6 @@ fn snippet(lang: &str, dns: SocketAddr) -> String {
         + 4;
     let end = start + README[start..].find("```").expect("closing fence");
     README[start..end].replace("5300", &dns.port().to_string())
-}
-
-fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
 }
 
 /// Kills the resolver on drop.

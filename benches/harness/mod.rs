@@ -447,7 +447,16 @@ pub fn start_peer(name: &'static str, mut command: Command, port: u16) -> Server
 }
 
 /// Polls `f` every 20 ms until it returns `Some`, or `timeout` passes.
-pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+pub fn wait_for<T>(timeout: Duration, f: impl FnMut() -> Option<T>) -> Option<T> {
+    wait_every(Duration::from_millis(20), timeout, f)
+}
+
+/// Polls `f` every `every` until it returns `Some`, or `timeout` passes.
+pub fn wait_every<T>(
+    every: Duration,
+    timeout: Duration,
+    mut f: impl FnMut() -> Option<T>,
+) -> Option<T> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(value) = f() {
@@ -456,6 +465,32 @@ pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Optio
         if Instant::now() >= deadline {
             return None;
         }
-        thread::sleep(Duration::from_millis(20));
+        thread::sleep(every);
     }
+}
+
+/// A heartbeat for instance `instance` of service `s<service>` (lease
+/// 10 minutes), each with an address of its own: what the registry
+/// benchmarks fill servers with.
+pub fn numbered_beat(service: usize, instance: usize) -> Vec<u8> {
+    format!(
+        "beacon/1 service=s{service} instance=i{instance} port=80 addr=10.{}.{}.{} ttl=600",
+        service / 250,
+        service % 250,
+        instance
+    )
+    .into_bytes()
+}
+
+/// The instance count on a registry snapshot's `end` line, if it has one
+/// (a whole snapshot has been written).
+pub fn snapshot_count(file: &Path) -> Option<usize> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut handle = std::fs::File::open(file).ok()?;
+    let len = handle.metadata().ok()?.len();
+    handle.seek(SeekFrom::Start(len.saturating_sub(64))).ok()?;
+    let mut tail = String::new();
+    handle.read_to_string(&mut tail).ok()?;
+    let end = tail.lines().last()?.strip_prefix("end ")?;
+    end.split(' ').next()?.parse().ok()
 }

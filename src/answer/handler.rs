@@ -38,6 +38,8 @@ use hickory_server::net::xfer::Protocol;
 use super::forward::Forwarder;
 use super::{Resolution, resolve};
 use crate::config::MAX_TCP_MESSAGE;
+use crate::transfer::{self, Transfers};
+use crate::tsig::{self, Verdict};
 use crate::view::publish::ViewHandle;
 
 /// Answers queries from the current view, and forwards the rest when
@@ -47,17 +49,29 @@ pub struct DnsHandler {
     views: ViewHandle,
     forwarder: Option<Forwarder>,
     max_udp_payload: u16,
+    transfers: Arc<Transfers>,
 }
 
 impl DnsHandler {
     /// A handler serving whatever `views` holds at the time of each query,
     /// offering UDP clients at most `max_udp_payload` bytes.
-    pub fn new(views: ViewHandle, forwarder: Option<Forwarder>, max_udp_payload: u16) -> Self {
+    pub fn new(
+        views: ViewHandle,
+        forwarder: Option<Forwarder>,
+        max_udp_payload: u16,
+        transfers: Arc<Transfers>,
+    ) -> Self {
         DnsHandler {
             views,
             forwarder,
             max_udp_payload,
+            transfers,
         }
+    }
+
+    /// Zone transfers (AXFR and IXFR questions over TCP go there).
+    pub fn transfers(&self) -> &Arc<Transfers> {
+        &self.transfers
     }
 }
 
@@ -79,6 +93,30 @@ impl DnsHandler {
             // Never answer a response: that is how reflection loops start.
             return None;
         }
+        if transfer::is_transfer(&bytes) {
+            // Over TCP the connection streams every message; here (UDP)
+            // there is one.
+            return self
+                .transfers
+                .answer(&bytes, src, protocol)
+                .into_iter()
+                .next();
+        }
+        // A TSIG-signed query (a secondary's SOA check) is checked, and
+        // its reply signed with the same key.
+        let mut signer = None;
+        if header.counts.additionals > 0
+            && let Ok(message) = Message::from_vec(&bytes)
+        {
+            match tsig::verify(&bytes, &message, self.transfers.keyring(), tsig::unix_now()) {
+                Verdict::Unsigned => {}
+                Verdict::Signed { signer: s, .. } => signer = Some(s),
+                Verdict::Refused { refusal, reply } => {
+                    debug!(%src, %refusal, "refused a signed query");
+                    return Some(reply);
+                }
+            }
+        }
         let capture = Capture::default();
         match Request::from_bytes(bytes, src, protocol) {
             Ok(request) => {
@@ -95,7 +133,13 @@ impl DnsHandler {
                 return message.to_vec().ok();
             }
         }
-        capture.0.get().cloned()
+        let mut reply = capture.0.get().cloned()?;
+        if let Some(mut signer) = signer
+            && signer.sign(&mut reply, tsig::unix_now()).is_err()
+        {
+            return None;
+        }
+        Some(reply)
     }
 }
 

@@ -200,6 +200,32 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, service: &TcpServic
                 }
             };
             let answered = service.fast_path && fast_answer(service, message, &mut reply);
+            if !answered && crate::transfer::is_transfer(message) {
+                // A zone transfer: many messages, built off the answering
+                // threads, each written as it stands (what is queued first).
+                let transfers = service.general.transfers().clone();
+                let query = message.to_vec();
+                let built = tokio::task::spawn_blocking(move || {
+                    transfers.answer(&query, peer, Protocol::Tcp)
+                })
+                .await;
+                let Ok(messages) = built else {
+                    return;
+                };
+                for message in messages {
+                    let Ok(prefix) = u16::try_from(message.len()) else {
+                        return;
+                    };
+                    output.extend_from_slice(&prefix.to_be_bytes());
+                    output.extend_from_slice(&message);
+                    if output.len() >= limits.tcp_buffer
+                        && !flush(&mut stream, &mut output, peer, service.idle).await
+                    {
+                        return;
+                    }
+                }
+                continue;
+            }
             if !answered {
                 match service
                     .general
@@ -222,20 +248,9 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, service: &TcpServic
             message_started = (!input.is_empty()).then(Instant::now);
         }
         if !output.is_empty() {
-            // A client that stops reading gets the idle time to resume,
-            // then loses the connection (it must not hold a task forever).
-            match tokio::time::timeout(service.idle, stream.write_all(&output)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) => {
-                    debug!(%peer, %error, "TCP write failed");
-                    return;
-                }
-                Err(_) => {
-                    debug!(%peer, "TCP client stopped reading; closing");
-                    return;
-                }
+            if !flush(&mut stream, &mut output, peer, service.idle).await {
+                return;
             }
-            output.clear();
             continue;
         }
         // Read more, never past one buffer plus one whole message.
@@ -268,6 +283,31 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, service: &TcpServic
         input.truncate(before + got);
         if before == 0 {
             message_started = Some(Instant::now());
+        }
+    }
+}
+
+/// Writes `output` and clears it; false when the connection is done for.
+/// A client that stops reading gets the idle time to resume, then loses
+/// the connection (it must not hold a task forever).
+async fn flush(
+    stream: &mut TcpStream,
+    output: &mut Vec<u8>,
+    peer: SocketAddr,
+    idle: Duration,
+) -> bool {
+    match tokio::time::timeout(idle, stream.write_all(output)).await {
+        Ok(Ok(())) => {
+            output.clear();
+            true
+        }
+        Ok(Err(error)) => {
+            debug!(%peer, %error, "TCP write failed");
+            false
+        }
+        Err(_) => {
+            debug!(%peer, "TCP client stopped reading; closing");
+            false
         }
     }
 }

@@ -331,6 +331,23 @@ impl ServiceNames {
         None
     }
 
+    /// Every name this service may hold records at: its own name, each
+    /// instance's name, the DNS-SD type names and instance names (some
+    /// may hold nothing, such as the service name when every instance
+    /// drains).
+    pub fn candidate_names(&self) -> impl Iterator<Item = Name> + '_ {
+        let own = self.base_served.then(|| self.base.clone());
+        let instances = self
+            .instances
+            .iter()
+            .filter_map(|inst| self.instance_name(inst));
+        let types = self.type_names.iter().flatten().cloned();
+        let dnssd = (0..self.instances.len())
+            .filter(|&i| self.has_dnssd(i))
+            .filter_map(|i| self.dnssd_name(&self.instances[i]));
+        own.into_iter().chain(instances).chain(types).chain(dnssd)
+    }
+
     /// The live instances served, in id order.
     pub fn instances(&self) -> &[Arc<Instance>] {
         &self.instances

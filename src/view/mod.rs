@@ -34,12 +34,14 @@
 //! are never reordered.
 
 pub mod feed;
+pub mod history;
 pub mod live;
 pub mod publish;
 pub mod reverse;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::iter;
 use std::sync::Arc;
 
 use hickory_proto::rr::rdata::{NS, PTR, SOA};
@@ -347,6 +349,137 @@ impl View {
         self.services
             .values()
             .find_map(|names| names.owner_under(name))
+    }
+
+    /// The zones this view serves: the service zone, then each reverse zone.
+    pub fn zones(&self) -> impl Iterator<Item = &LowerName> {
+        iter::once(&self.origin).chain(self.reverse.iter().map(|zone| &zone.origin))
+    }
+
+    /// The SOA of the zone at `apex` (with the TTL queries see), if this
+    /// view serves that zone.
+    pub fn soa_of(&self, apex: &LowerName) -> Option<Record> {
+        self.zones().any(|zone| zone == apex).then_some(())?;
+        let node = self.records_node(apex)?;
+        let set = node.rrset(RecordType::SOA)?;
+        set.members.first().map(|member| member.record.clone())
+    }
+
+    /// Every record of the zone at `apex` but its SOA, name by name, each
+    /// RRset whole (no rotation, no `--max-answers`): what a zone transfer
+    /// sends. `None` if this view does not serve that zone.
+    pub fn zone_records(&self, apex: &LowerName) -> Option<Vec<Record>> {
+        if *apex == self.origin {
+            let mut names = self.service_zone_names();
+            names.sort_unstable();
+            return Some(self.records_at_names(&names));
+        }
+        let reverse = self.reverse.iter().find(|zone| zone.origin == *apex)?;
+        let mut names: Vec<LowerName> = iter::once(reverse.origin.clone())
+            .chain(reverse.names())
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        Some(self.records_at_names(&names))
+    }
+
+    /// Every owner name of the service zone (some may hold no records).
+    fn service_zone_names(&self) -> Vec<LowerName> {
+        let mut names: std::collections::HashSet<LowerName, ahash::RandomState> =
+            self.apex.keys().cloned().collect();
+        for service in self.services.values() {
+            names.extend(service.candidate_names().map(|name| LowerName::from(&name)));
+        }
+        names.extend(
+            self.statics
+                .keys()
+                .iter()
+                .filter_map(crate::fragments::compact::NameKey::name),
+        );
+        names.into_iter().collect()
+    }
+
+    /// The owner names, in every zone served, that a change to the
+    /// services with `keys` may add, change or remove records at in this
+    /// view; with the apex layer's names (SOA serial, the DNS-SD type
+    /// list), which any change may touch. Compared between two views,
+    /// these names hold every difference between them when only those
+    /// services changed.
+    pub fn names_touched_by<'k>(&self, keys: impl Iterator<Item = &'k str>) -> Vec<LowerName> {
+        let mut names: Vec<LowerName> = self.apex.keys().cloned().collect();
+        for key in keys {
+            let Some(service) = self.services.get(key) else {
+                continue;
+            };
+            names.extend(service.candidate_names().map(|name| LowerName::from(&name)));
+            for zone in &self.reverse {
+                names.push(zone.origin.clone());
+                names.extend(
+                    service
+                        .instances()
+                        .iter()
+                        .map(|instance| LowerName::from(Name::from(instance.addr)))
+                        .filter(|name| zone.origin.zone_of(name)),
+                );
+            }
+        }
+        names
+    }
+
+    /// Every owner name of every zone served (for a change of the static
+    /// layer, which may touch any name).
+    pub fn all_names(&self) -> Vec<LowerName> {
+        let mut names = self.service_zone_names();
+        for zone in &self.reverse {
+            names.push(zone.origin.clone());
+            names.extend(zone.names());
+        }
+        names
+    }
+
+    /// The records at `name`, in whichever zone served holds it, every
+    /// RRset whole, SOA records left out. An RRset holds no record twice
+    /// (RFC 2181 §5): instances sharing an address give one A record.
+    pub fn records_at(&self, name: &LowerName) -> Vec<Record> {
+        let Some(node) = self.records_node(name) else {
+            return Vec::new();
+        };
+        let mut records = Vec::new();
+        for set in node
+            .rrsets
+            .iter()
+            .filter(|set| set.rtype != RecordType::SOA)
+        {
+            if set.members.len() == 1 {
+                records.extend(set.members.iter().map(|member| member.record.clone()));
+                continue;
+            }
+            let mut seen = std::collections::HashSet::with_capacity(set.members.len());
+            for member in &set.members {
+                if seen.insert(member.record.data.clone()) {
+                    records.push(member.record.clone());
+                }
+            }
+        }
+        records
+    }
+
+    fn records_at_names(&self, names: &[LowerName]) -> Vec<Record> {
+        names
+            .iter()
+            .flat_map(|name| self.records_at(name))
+            .collect()
+    }
+
+    /// The node at `name` in the service zone or a reverse zone.
+    fn records_node(&self, name: &LowerName) -> Option<NodeRef<'_>> {
+        if self.origin.zone_of(name) {
+            return self.node(name);
+        }
+        self.reverse
+            .iter()
+            .find(|zone| zone.origin.zone_of(name))
+            .and_then(|zone| zone.node(name))
     }
 
     /// Builds the view for `serial` from every service in `registry`: what

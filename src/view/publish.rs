@@ -22,6 +22,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 use tracing::{error, info};
 
+use super::history::Recorder;
 use super::{
     AddressIndex, LiveIndex, ServiceIndex, ServiceMap, ServiceNames, SharedApex, StaticZone, View,
     all_services,
@@ -180,6 +181,8 @@ pub struct Publisher {
     /// True when the next view is the first with the fragments loaded
     /// (it is logged: tests and operators wait for it).
     first_load_done: bool,
+    /// Keeps the change history for transfers, when they are on.
+    recorder: Option<Recorder>,
 }
 
 impl Publisher {
@@ -223,7 +226,14 @@ impl Publisher {
             shared,
             statics_changed: false,
             first_load_done: false,
+            recorder: None,
         }
+    }
+
+    /// Hands every view published from now on to `recorder` (the change
+    /// history for zone transfers).
+    pub fn record_with(&mut self, recorder: Recorder) {
+        self.recorder = Some(recorder);
     }
 
     /// Replaces the static layer used by the next [`Publisher::publish`].
@@ -258,6 +268,7 @@ impl Publisher {
     /// of the static layer); the others are shared with the last view.
     pub fn publish(&mut self, registry: &Registry, changed: &HashSet<String>) -> u32 {
         let serial = self.serials.advance();
+        let statics_changed = self.statics_changed;
         if std::mem::take(&mut self.statics_changed) {
             self.services = all_services(&self.config, registry, &self.statics);
             self.index = LiveIndex::of(self.services.values());
@@ -292,6 +303,9 @@ impl Publisher {
             &self.shared,
             self.statics.clone(),
         ));
+        if let Some(recorder) = &self.recorder {
+            recorder.offer(self.handle.load(), (!statics_changed).then_some(changed));
+        }
         if std::mem::take(&mut self.first_load_done) {
             info!(serial, "serving the zone fragments");
         }

@@ -121,6 +121,15 @@ impl ReverseZone {
         }
     }
 
+    /// The names of this zone's PTR records: one per live address in it.
+    pub fn names(&self) -> impl Iterator<Item = LowerName> + '_ {
+        self.addresses
+            .by_address
+            .keys()
+            .map(|addr| LowerName::from(Name::from(*addr)))
+            .filter(|name| self.origin.zone_of(name))
+    }
+
     /// The node at `name` (inside this zone), if the name exists.
     pub fn node(&self, name: &LowerName) -> Option<NodeRef<'_>> {
         if *name == self.origin {

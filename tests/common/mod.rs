@@ -490,3 +490,16 @@ pub fn python_with(module: &str) -> Option<&'static str> {
     }
     found
 }
+
+/// A port the OS has just handed out on 127.0.0.1, for a peer (Knot,
+/// NSD, a resolver) that must be told its port before it starts: free
+/// for both UDP and TCP at the time of asking.
+pub fn free_port() -> u16 {
+    loop {
+        let udp = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let port = udp.local_addr().expect("addr").port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
