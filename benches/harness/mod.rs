@@ -191,7 +191,11 @@ pub fn start_beacon_at(
     (dns, heartbeat): (&str, &str),
     extra: &[&str],
 ) -> (Server, Vec<String>) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_beacon"));
+    // BENCH_BEACON_BIN runs another build (an earlier commit, for an A/B
+    // comparison in the same conditions).
+    let binary =
+        std::env::var("BENCH_BEACON_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_beacon").into());
+    let mut command = Command::new(binary);
     command.args(["serve", "--dns", dns, "--heartbeat", heartbeat]);
     // Extra flags may choose their own (`--state-dir off`, to compare).
     if !extra.contains(&"--state-dir") {

@@ -201,18 +201,16 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, service: &TcpServic
             };
             let answered = service.fast_path && fast_answer(service, message, &mut reply);
             if !answered && crate::transfer::is_transfer(message) {
-                // A zone transfer: many messages, built off the answering
-                // threads, each written as it stands (what is queued first).
+                // A zone transfer: many messages, listed and encoded off
+                // the answering threads while this task writes them (a
+                // bounded channel: a slow reader slows the listing).
                 let transfers = service.general.transfers().clone();
                 let query = message.to_vec();
-                let built = tokio::task::spawn_blocking(move || {
-                    transfers.answer(&query, peer, Protocol::Tcp)
-                })
-                .await;
-                let Ok(messages) = built else {
-                    return;
-                };
-                for message in messages {
+                let (sender, mut messages) = mpsc::channel(TRANSFER_QUEUE);
+                let producer = tokio::task::spawn_blocking(move || {
+                    transfers.answer_into(&query, peer, Protocol::Tcp, &mut ChannelSink(sender));
+                });
+                while let Some(message) = messages.recv().await {
                     let Ok(prefix) = u16::try_from(message.len()) else {
                         return;
                     };
@@ -223,6 +221,9 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, service: &TcpServic
                     {
                         return;
                     }
+                }
+                if producer.await.is_err() {
+                    return;
                 }
                 continue;
             }
@@ -284,6 +285,18 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, service: &TcpServic
         if before == 0 {
             message_started = Some(Instant::now());
         }
+    }
+}
+
+/// Transfer messages built ahead of the writer, at most.
+const TRANSFER_QUEUE: usize = 64;
+
+/// Hands transfer messages from the building thread to the connection.
+struct ChannelSink(mpsc::Sender<Vec<u8>>);
+
+impl crate::transfer::Sink for ChannelSink {
+    fn send(&mut self, message: Vec<u8>) -> bool {
+        self.0.blocking_send(message).is_ok()
     }
 }
 

@@ -122,6 +122,37 @@ impl Transfers {
     /// `protocol` (one message over UDP; none for a message that is not
     /// worth answering).
     pub fn answer(&self, bytes: &[u8], peer: SocketAddr, protocol: Protocol) -> Vec<Vec<u8>> {
+        let mut messages = Vec::new();
+        self.answer_into(bytes, peer, protocol, &mut messages);
+        messages
+    }
+
+    /// [`Transfers::answer`], handing each message to `sink` as soon as it
+    /// is built (a large zone is listed, encoded and sent at once, not
+    /// built whole first); stops when the sink refuses one.
+    pub fn answer_into(
+        &self,
+        bytes: &[u8],
+        peer: SocketAddr,
+        protocol: Protocol,
+        sink: &mut dyn Sink,
+    ) {
+        for message in self.reply(bytes, peer, protocol, sink) {
+            if !sink.send(message) {
+                return;
+            }
+        }
+    }
+
+    /// Checks the query and streams a transfer into `sink`; returns the
+    /// reply messages still to send (a refusal, or the UDP reply).
+    fn reply(
+        &self,
+        bytes: &[u8],
+        peer: SocketAddr,
+        protocol: Protocol,
+        sink: &mut dyn Sink,
+    ) -> Vec<Vec<u8>> {
         let Ok(request) = Message::from_vec(bytes) else {
             return Vec::new();
         };
@@ -177,65 +208,55 @@ impl Transfers {
             if qtype == RecordType::AXFR {
                 return vec![reply_with(&request, ResponseCode::FormErr, signer)];
             }
-            return Transfers::finish(&request, &[soa], signer, 1);
+            let mut single = Vec::new();
+            let mut stream = Stream::new(&request, signer, &mut single);
+            stream.push([soa]);
+            stream.finish();
+            return single;
         }
+        let started = std::time::Instant::now();
         let Some(_slot) = Slot::take(&self.running) else {
             warn!(%peer, %zone, "refused a zone transfer: {MAX_TRANSFERS} are running");
             return vec![reply_with(&request, ResponseCode::Refused, signer)];
         };
-        let (records, mode) = match qtype {
-            RecordType::IXFR => {
-                let Some(client_serial) = client_serial(&request) else {
-                    return vec![reply_with(&request, ResponseCode::FormErr, signer)];
-                };
-                ixfr_records(&history, &zone, soa, client_serial)
-            }
-            _ => (axfr_records(&history, &zone, soa), "full"),
+        let client = match qtype {
+            RecordType::IXFR => match client_serial(&request) {
+                Some(serial) => Some(serial),
+                None => return vec![reply_with(&request, ResponseCode::FormErr, signer)],
+            },
+            _ => None,
         };
+        let signed = signer.is_some();
+        let mut stream = Stream::new(&request, signer, sink);
+        let mode = match client {
+            Some(client_serial) => send_ixfr(&mut stream, &history, &zone, soa, client_serial),
+            None => {
+                send_axfr(&mut stream, &history, &zone, soa);
+                "full"
+            }
+        };
+        let sent = stream.finish();
         info!(
             %peer,
             %zone,
             kind = %qtype,
             mode = %mode,
             serial = history.newest.serial,
-            records = records.len(),
-            signed = signer.is_some(),
+            records = sent.records,
+            messages = sent.messages,
+            bytes = sent.bytes,
+            signed,
+            complete = sent.complete,
+            took_ms = started.elapsed().as_millis(),
             "zone transfer"
         );
-        Transfers::finish(&request, &records, signer, usize::MAX)
+        Vec::new()
     }
 
     /// True when `address` may transfer.
     fn allows(&self, address: IpAddr) -> bool {
         let address = canonical_ip(address);
         self.config.allow.iter().any(|net| net.contains(&address))
-    }
-
-    /// Encodes `records` into messages (at most `max_messages`), signed
-    /// when the query was.
-    fn finish(
-        request: &Message,
-        records: &[Record],
-        signer: Option<ReplySigner>,
-        max_messages: usize,
-    ) -> Vec<Vec<u8>> {
-        match encode_messages(request, records, max_messages) {
-            Ok(mut messages) => {
-                if let Some(mut signer) = signer {
-                    let now = tsig::unix_now();
-                    for message in &mut messages {
-                        if signer.sign(message, now).is_err() {
-                            return vec![reply_with(request, ResponseCode::ServFail, None)];
-                        }
-                    }
-                }
-                messages
-            }
-            Err(error) => {
-                warn!(%error, "a zone transfer could not be encoded");
-                vec![reply_with(request, ResponseCode::ServFail, signer)]
-            }
-        }
     }
 
     /// Logs a refused transfer: the 1st, 2nd, 4th, 8th … (a client
@@ -279,36 +300,46 @@ fn client_serial(request: &Message) -> Option<u32> {
         })
 }
 
-/// The whole zone: SOA, every other record, SOA.
-fn axfr_records(history: &History, zone: &LowerName, soa: Record) -> Vec<Record> {
-    let records = history.newest.zone_records(zone).unwrap_or_default();
-    let mut all = Vec::with_capacity(records.len() + 2);
-    all.push(soa.clone());
-    all.extend(records);
-    all.push(soa);
-    all
+/// The whole zone: SOA, every other record (listed name by name as it
+/// goes out), SOA.
+fn send_axfr(stream: &mut Stream<'_>, history: &History, zone: &LowerName, soa: Record) {
+    stream.push([soa.clone()]);
+    for name in history.newest.zone_names(zone).unwrap_or_default() {
+        if !stream.push(history.newest.records_at(&name)) {
+            return;
+        }
+    }
+    stream.push([soa]);
 }
 
-/// What takes a secondary at `client_serial` to the newest serial.
-/// With how: `current` (the SOA alone), `incremental` or `full` (the
-/// whole zone in IXFR form, RFC 1995 §4).
-fn ixfr_records(
+/// What takes a secondary at `client_serial` to the newest serial; says
+/// how: `current` (the SOA alone), `incremental` or `full` (the whole zone
+/// in IXFR form, RFC 1995 §4).
+fn send_ixfr(
+    stream: &mut Stream<'_>,
     history: &History,
     zone: &LowerName,
     soa: Record,
     client_serial: u32,
-) -> (Vec<Record>, &'static str) {
+) -> &'static str {
     match history.since(client_serial) {
-        Since::Current => (vec![soa], "current"),
-        Since::Unknown => (axfr_records(history, zone, soa), "full"),
+        Since::Current => {
+            stream.push([soa]);
+            "current"
+        }
+        Since::Unknown => {
+            send_axfr(stream, history, zone, soa);
+            "full"
+        }
         Since::Changes(delta) => {
             let in_zone = |record: &&Record| {
-                zone.zone_of(&LowerName::from(&record.name))
+                let name = LowerName::from(&record.name);
+                zone.zone_of(&name)
                     && history
                         .newest
                         .zones()
                         .filter(|other| zone.zone_of(other) && *other != zone)
-                        .all(|inner| !inner.zone_of(&LowerName::from(&record.name)))
+                        .all(|inner| !inner.zone_of(&name))
             };
             let mut old_soa = soa.clone();
             if let RData::SOA(new) = &soa.data {
@@ -322,33 +353,148 @@ fn ixfr_records(
                     new.minimum,
                 ));
             }
-            let mut all = vec![soa.clone(), old_soa];
-            all.extend(delta.removed.iter().filter(in_zone).cloned());
-            all.push(soa.clone());
-            all.extend(delta.added.iter().filter(in_zone).cloned());
-            all.push(soa);
-            (all, "incremental")
+            stream.push([soa.clone(), old_soa]);
+            stream.push(delta.removed.iter().filter(in_zone).cloned());
+            stream.push([soa.clone()]);
+            stream.push(delta.added.iter().filter(in_zone).cloned());
+            stream.push([soa]);
+            "incremental"
         }
     }
 }
 
-/// `records` as reply messages to `request`: the question in the first,
-/// as many whole records in each as fit in [`MAX_TRANSFER_MESSAGE`]
-/// bytes (names compressed within each message).
+/// Where the messages of a reply go, in order.
+pub trait Sink {
+    /// Takes one message; false when the client is gone (the transfer
+    /// stops).
+    fn send(&mut self, message: Vec<u8>) -> bool;
+}
+
+impl Sink for Vec<Vec<u8>> {
+    fn send(&mut self, message: Vec<u8>) -> bool {
+        self.push(message);
+        true
+    }
+}
+
+/// Records queued this many at a time before they are encoded.
+const BATCH: usize = 1024;
+
+/// What a transfer sent.
+#[derive(Debug, Default, Clone, Copy)]
+struct Sent {
+    records: usize,
+    messages: usize,
+    bytes: usize,
+    /// False when the client went away or encoding failed.
+    complete: bool,
+}
+
+/// Turns records into full messages as they come, signs them and hands
+/// them to the sink.
+struct Stream<'a> {
+    request: &'a Message,
+    signer: Option<ReplySigner>,
+    sink: &'a mut dyn Sink,
+    pending: Vec<Record>,
+    sent: Sent,
+    failed: bool,
+}
+
+impl<'a> Stream<'a> {
+    fn new(request: &'a Message, signer: Option<ReplySigner>, sink: &'a mut dyn Sink) -> Self {
+        Stream {
+            request,
+            signer,
+            sink,
+            pending: Vec::with_capacity(BATCH),
+            sent: Sent::default(),
+            failed: false,
+        }
+    }
+
+    /// Queues `records`; false once the transfer cannot go on.
+    fn push(&mut self, records: impl IntoIterator<Item = Record>) -> bool {
+        if self.failed {
+            return false;
+        }
+        self.pending.extend(records);
+        if self.pending.len() >= BATCH {
+            self.flush(false);
+        }
+        !self.failed
+    }
+
+    /// Encodes what is queued into messages (only full ones unless `last`).
+    fn flush(&mut self, last: bool) {
+        let first = self.sent.messages == 0;
+        let (messages, written) = match encode_messages(self.request, &self.pending, first, last) {
+            Ok(encoded) => encoded,
+            Err(error) => {
+                warn!(%error, "a zone transfer could not be encoded");
+                self.failed = true;
+                if first {
+                    let reply =
+                        reply_with(self.request, ResponseCode::ServFail, self.signer.take());
+                    self.sink.send(reply);
+                }
+                return;
+            }
+        };
+        self.pending.drain(..written);
+        self.sent.records += written;
+        let now = tsig::unix_now();
+        for mut message in messages {
+            if let Some(signer) = self.signer.as_mut()
+                && signer.sign(&mut message, now).is_err()
+            {
+                self.failed = true;
+                return;
+            }
+            self.sent.messages += 1;
+            self.sent.bytes += message.len();
+            if !self.sink.send(message) {
+                self.failed = true;
+                return;
+            }
+        }
+    }
+
+    /// Sends what is left; what was sent.
+    fn finish(mut self) -> Sent {
+        if !self.failed {
+            self.flush(true);
+        }
+        self.sent.complete = !self.failed;
+        self.sent
+    }
+}
+
+/// `records` as reply messages to `request`: the question in the first
+/// message of the reply (`first`), as many whole records in each as fit
+/// in [`MAX_TRANSFER_MESSAGE`] bytes (names compressed within each
+/// message); a record larger than that goes alone in a larger message.
+/// Unless `last`, a message that is not full is left for later: returns
+/// the messages and how many records they hold.
 fn encode_messages(
     request: &Message,
     records: &[Record],
-    max_messages: usize,
-) -> Result<Vec<Vec<u8>>, ProtoError> {
+    first: bool,
+    last: bool,
+) -> Result<(Vec<Vec<u8>>, usize), ProtoError> {
+    if records.is_empty() {
+        return Ok((Vec::new(), 0));
+    }
     let mut metadata = Metadata::response_from_request(&request.metadata);
     metadata.authoritative = true;
     metadata.recursion_available = false;
     let mut messages = Vec::new();
+    let mut written_in_all = 0;
     let mut rest = records;
     // Raised for one message when a record does not fit the usual size.
     let mut limit = MAX_TRANSFER_MESSAGE;
-    while messages.len() < max_messages {
-        let first = messages.is_empty();
+    loop {
+        let with_question = first && messages.is_empty();
         let mut bytes = Vec::with_capacity(usize::from(limit));
         let mut encoder = BinEncoder::new(&mut bytes);
         encoder.set_max_size(limit);
@@ -357,13 +503,14 @@ fn encode_messages(
             counts: HeaderCounts::default(),
         }
         .emit(&mut encoder)?;
-        if first {
+        if with_question {
             for query in &request.queries {
                 query.emit(&mut encoder)?;
             }
         }
-        let written = match encoder.emit_iter(&mut rest.iter()) {
-            Ok(count) | Err(ProtoError::NotAllRecordsWritten { count, .. }) => count,
+        let (written, full) = match encoder.emit_iter(&mut rest.iter()) {
+            Ok(count) => (count, false),
+            Err(ProtoError::NotAllRecordsWritten { count, .. }) => (count, true),
             Err(error) => return Err(error),
         };
         // A record that did not fit was rolled back to the offset, but its
@@ -377,16 +524,24 @@ fn encode_messages(
             continue;
         }
         limit = MAX_TRANSFER_MESSAGE;
-        let questions = if first { request.queries.len() } else { 0 };
+        if !full && !last {
+            break; // not full: these records wait for more
+        }
+        let questions = if with_question {
+            request.queries.len()
+        } else {
+            0
+        };
         set_count(&mut bytes, 4, questions);
         set_count(&mut bytes, 6, written);
         messages.push(bytes);
+        written_in_all += written;
         rest = &rest[written..];
         if rest.is_empty() {
             break;
         }
     }
-    Ok(messages)
+    Ok((messages, written_in_all))
 }
 
 /// The largest message a transfer sends, leaving room for a TSIG record.
@@ -440,7 +595,8 @@ mod tests {
             .collect();
         let big = TXT::new(vec!["x".repeat(250); 20]);
         records.insert(1500, Record::from_rdata(zone, 5, RData::TXT(big)));
-        let messages = encode_messages(&request, &records, usize::MAX).expect("encode");
+        let (messages, written) = encode_messages(&request, &records, true, true).expect("encode");
+        assert_eq!(written, records.len());
         assert!(messages.len() > 10);
         let mut seen = 0;
         for (i, bytes) in messages.iter().enumerate() {

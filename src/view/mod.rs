@@ -369,34 +369,57 @@ impl View {
     /// RRset whole (no rotation, no `--max-answers`): what a zone transfer
     /// sends. `None` if this view does not serve that zone.
     pub fn zone_records(&self, apex: &LowerName) -> Option<Vec<Record>> {
-        if *apex == self.origin {
-            let mut names = self.service_zone_names();
-            names.sort_unstable();
-            return Some(self.records_at_names(&names));
-        }
-        let reverse = self.reverse.iter().find(|zone| zone.origin == *apex)?;
-        let mut names: Vec<LowerName> = iter::once(reverse.origin.clone())
-            .chain(reverse.names())
-            .collect();
-        names.sort_unstable();
-        names.dedup();
-        Some(self.records_at_names(&names))
+        let names = self.zone_names(apex)?;
+        Some(
+            names
+                .iter()
+                .flat_map(|name| self.records_at(name))
+                .collect(),
+        )
     }
 
-    /// Every owner name of the service zone (some may hold no records).
-    fn service_zone_names(&self) -> Vec<LowerName> {
-        let mut names: std::collections::HashSet<LowerName, ahash::RandomState> =
-            self.apex.keys().cloned().collect();
-        for service in self.services.values() {
-            names.extend(service.candidate_names().map(|name| LowerName::from(&name)));
+    /// Every owner name of the zone at `apex` (some may hold no records),
+    /// each once, in no particular order (a transfer needs none: sorting
+    /// hundreds of thousands of names in DNS order costs more than
+    /// building their records). `None` if this view does not serve that
+    /// zone.
+    pub fn zone_names(&self, apex: &LowerName) -> Option<Vec<LowerName>> {
+        if *apex == self.origin {
+            return Some(self.service_zone_names());
         }
-        names.extend(
-            self.statics
-                .keys()
-                .iter()
-                .filter_map(crate::fragments::compact::NameKey::name),
-        );
-        names.into_iter().collect()
+        let reverse = self.reverse.iter().find(|zone| zone.origin == *apex)?;
+        Some(
+            iter::once(reverse.origin.clone())
+                .chain(reverse.names())
+                .collect(),
+        )
+    }
+
+    /// Every owner name of the service zone, each once (some may hold no
+    /// records): the apex first, then service by service, then the names
+    /// only fragments hold.
+    fn service_zone_names(&self) -> Vec<LowerName> {
+        let mut seen: std::collections::HashSet<LowerName, ahash::RandomState> =
+            std::collections::HashSet::default();
+        let mut names = Vec::new();
+        let mut add = |name: LowerName| {
+            if seen.insert(name.clone()) {
+                names.push(name);
+            }
+        };
+        add(self.origin.clone());
+        self.apex.keys().cloned().for_each(&mut add);
+        for service in self.services.values() {
+            service
+                .candidate_names()
+                .for_each(|name| add(LowerName::from(&name)));
+        }
+        self.statics
+            .keys()
+            .iter()
+            .filter_map(crate::fragments::compact::NameKey::name)
+            .for_each(&mut add);
+        names
     }
 
     /// The owner names, in every zone served, that a change to the
@@ -444,31 +467,32 @@ impl View {
         let Some(node) = self.records_node(name) else {
             return Vec::new();
         };
+        // Nodes of live names are built for this call: take their records
+        // rather than copy them (a zone transfer lists every one).
         let mut records = Vec::new();
-        for set in node
-            .rrsets
-            .iter()
-            .filter(|set| set.rtype != RecordType::SOA)
-        {
-            if set.members.len() == 1 {
-                records.extend(set.members.iter().map(|member| member.record.clone()));
+        for set in node.into_owned().rrsets {
+            if set.rtype == RecordType::SOA {
                 continue;
             }
-            let mut seen = std::collections::HashSet::with_capacity(set.members.len());
-            for member in &set.members {
-                if seen.insert(member.record.data.clone()) {
-                    records.push(member.record.clone());
-                }
+            if set.members.len() == 1 {
+                records.extend(set.members.into_iter().map(|member| member.record));
+                continue;
             }
+            let keep: Vec<bool> = {
+                let mut seen = std::collections::HashSet::with_capacity(set.members.len());
+                set.members
+                    .iter()
+                    .map(|member| seen.insert(&member.record.data))
+                    .collect()
+            };
+            records.extend(
+                set.members
+                    .into_iter()
+                    .zip(keep)
+                    .filter_map(|(member, keep)| keep.then_some(member.record)),
+            );
         }
         records
-    }
-
-    fn records_at_names(&self, names: &[LowerName]) -> Vec<Record> {
-        names
-            .iter()
-            .flat_map(|name| self.records_at(name))
-            .collect()
     }
 
     /// The node at `name` in the service zone or a reverse zone.
