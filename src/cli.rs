@@ -23,9 +23,22 @@ use crate::registry::announcement::{self, Announcement, Proto, State};
 #[derive(Debug, Parser)]
 #[command(version, about, long_about = None)]
 pub struct Cli {
+    /// Log lines as text, or as one JSON object per line (for log
+    /// shippers; the same fields).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// The subcommands.
@@ -40,6 +53,16 @@ pub enum Command {
     /// Print a new random key in BIND's key-file format (for --keys,
     /// `beat --key-file`, nsupdate -k and named).
     Keygen(KeygenArgs),
+    /// Show what a running server has registered, as a table.
+    Status(StatusArgs),
+}
+
+/// Flags of `beacon status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The server's HTTP endpoint.
+    #[arg(long, value_name = "ADDR:PORT", default_value_t = config::DEFAULT_HTTP)]
+    pub http: SocketAddr,
 }
 
 /// Flags of `beacon keygen`.
@@ -105,6 +128,10 @@ pub struct ServeArgs {
     /// Heartbeat address, UDP (port 0 picks a free port).
     #[arg(long, value_name = "ADDR:PORT", default_value_t = config::DEFAULT_HEARTBEAT)]
     pub heartbeat: SocketAddr,
+    /// HTTP endpoint for metrics, health probes, the status API and page
+    /// (`off` for none; port 0 picks a free port).
+    #[arg(long, value_name = "ADDR:PORT|off", default_value = "127.0.0.1:5380", value_parser = parse_http)]
+    pub http: HttpArg,
     /// Folder of zone fragments (may be missing).
     #[arg(long, value_name = "DIR", default_value = config::DEFAULT_ZONES_DIR)]
     pub zones: PathBuf,
@@ -262,6 +289,19 @@ pub struct ServeArgs {
     pub ixfr_history: usize,
 }
 
+/// `--http`: an address, or `off`.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpArg(pub Option<SocketAddr>);
+
+fn parse_http(text: &str) -> Result<HttpArg, String> {
+    if text == "off" {
+        return Ok(HttpArg(None));
+    }
+    text.parse()
+        .map(|addr| HttpArg(Some(addr)))
+        .map_err(|_| format!("`{text}` is neither ADDR:PORT nor off"))
+}
+
 /// A share between 0 and 1.
 fn parse_ratio(value: &str) -> Result<f64, String> {
     let ratio: f64 = value
@@ -292,6 +332,7 @@ impl ServeArgs {
         let mut cfg = ServeConfig::new(self.zone);
         cfg.dns = self.dns;
         cfg.heartbeat = self.heartbeat;
+        cfg.http = self.http.0;
         cfg.zones_dir = self.zones;
         cfg.answer_ttl = self.answer_ttl;
         cfg.max_instances = self.max_instances;

@@ -20,6 +20,9 @@ pub const DEFAULT_ZONE: &str = "svc.internal.";
 pub const DEFAULT_DNS: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 5300);
 /// Heartbeat address (UDP), next to the DNS port.
 pub const DEFAULT_HEARTBEAT: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 5301);
+/// Default HTTP endpoint (`--http`): metrics, health, the status API and
+/// page; loopback only, as it has no authentication.
+pub const DEFAULT_HTTP: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 5380);
 /// Folder of zone fragments.
 pub const DEFAULT_ZONES_DIR: &str = "zones";
 /// TTL of answers built from live instances, in seconds. Short, because a
@@ -211,6 +214,8 @@ pub struct ServeConfig {
     pub zone: Name,
     /// Where DNS listens (UDP and TCP on the same port).
     pub dns: SocketAddr,
+    /// The HTTP endpoint, if any (`--http`).
+    pub http: Option<SocketAddr>,
     /// Where heartbeats arrive (UDP).
     pub heartbeat: SocketAddr,
     /// Folder of zone fragments; it may be missing.
@@ -471,6 +476,7 @@ impl ServeConfig {
         ServeConfig {
             zone,
             dns: DEFAULT_DNS,
+            http: Some(DEFAULT_HTTP),
             heartbeat: DEFAULT_HEARTBEAT,
             zones_dir: PathBuf::from(DEFAULT_ZONES_DIR),
             answer_ttl: DEFAULT_ANSWER_TTL,

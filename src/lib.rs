@@ -57,4 +57,6 @@ pub mod beat;
 pub mod cli;
 pub mod config;
 pub mod fuzz;
+pub mod http;
 pub mod keys;
+pub mod metrics;

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use beacon::cli::{Cli, Command};
+use beacon::cli::{Cli, Command, LogFormat};
 use beacon::server::ServeError;
 use beacon::supervise::{self, EXIT_DIED};
 use clap::Parser;
@@ -19,13 +19,17 @@ use tracing_subscriber::EnvFilter;
 /// from hickory, whose server logs every request at INFO.
 const DEFAULT_LOG: &str = "info,hickory_server=warn,hickory_net=warn,hickory_proto=warn";
 
-fn init_logging() {
+fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
 }
 
 /// Cancels `token` on the first Ctrl-C or SIGTERM.
@@ -78,7 +82,7 @@ fn check(args: &beacon::cli::CheckArgs) -> ExitCode {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    init_logging(cli.log_format);
     supervise::install_panic_hook();
     match cli.command {
         Command::Serve(args) => {
@@ -119,6 +123,23 @@ async fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Status(args) => {
+            match tokio::task::spawn_blocking(move || beacon::http::client::table(args.http)).await
+            {
+                Ok(Ok(table)) => {
+                    print!("{table}");
+                    ExitCode::SUCCESS
+                }
+                Ok(Err(e)) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Beat(args) => {
             let config = match args.into_config() {
                 Ok(config) => config,

@@ -28,6 +28,7 @@ use crate::config::{ServeConfig, StateDir as StateDirSetting};
 use crate::fragments::watch::{self, Request};
 use crate::fragments::{Loader, StaticZone};
 use crate::intake::Intake;
+use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::state::StateDir;
 use crate::supervise::{Death, Guard, Supervisor};
@@ -37,6 +38,10 @@ use crate::view::feed::StaticFeed;
 use crate::view::history::Recorder;
 use crate::view::publish::Publisher;
 use crate::view::publish::SerialStore;
+
+/// Status requests waiting for the intake thread at once; more are
+/// answered 503 (the HTTP endpoint is not a way to load the intake).
+const STATUS_QUEUE: usize = 8;
 
 /// Why the server could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +80,8 @@ pub struct Bound {
     pub dns_tcp: SocketAddr,
     /// Heartbeats.
     pub heartbeat: SocketAddr,
+    /// The HTTP endpoint, if any.
+    pub http: Option<SocketAddr>,
 }
 
 /// Binds DNS on UDP and TCP at the same port. With port 0 the UDP port is
@@ -274,11 +281,26 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
         source,
     })?;
     let local = |r: io::Result<SocketAddr>, fallback| r.unwrap_or(fallback);
+    let http = match config.http {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServeError::Bind {
+                    what: "HTTP",
+                    addr,
+                    flag: "--http",
+                    source,
+                })?,
+        ),
+        None => None,
+    };
     let bound = Bound {
         dns_udp: local(dns_tcp.local_addr(), config.dns),
         dns_tcp: local(dns_tcp.local_addr(), config.dns),
         heartbeat: local(heartbeat.local_addr(), config.heartbeat),
+        http: http.as_ref().and_then(|l| l.local_addr().ok()),
     };
+    let metrics = Arc::new(Metrics::default());
 
     // The watch starts before the first load, so no edit slips between.
     // The load itself runs on the watcher thread: until it is done, views
@@ -314,6 +336,7 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
     let store = state.map(|state| Box::new(state) as Box<dyn SerialStore>);
     let mut publisher = Publisher::with_store(config.clone(), &registry, statics.clone(), store);
     let views = publisher.handle();
+    let views_for_http = views.clone();
     let history = if config.transfer.enabled() {
         let (serials_tx, serials_rx) = tokio::sync::watch::channel(publisher.serial());
         let (recorder, history) =
@@ -338,16 +361,19 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
                 .and_then(|name| config.auth.keyring().get(name))
                 .cloned(),
         };
-        Notifier::default().start(&plan, &serials_rx, &shutdown);
+        Notifier::new(metrics.clone()).start(&plan, &serials_rx, &shutdown);
         Some(history)
     } else {
         None
     };
-    let transfers = Arc::new(Transfers::new(
-        config.transfer.clone(),
-        config.auth.shared_keyring(),
-        history,
-    ));
+    let transfers = Arc::new(
+        Transfers::new(
+            config.transfer.clone(),
+            config.auth.shared_keyring(),
+            history,
+        )
+        .with_metrics(metrics.clone()),
+    );
     let (statics_tx, statics_rx) = tokio::sync::watch::channel(statics);
     let fragment_requests = watcher.requests();
     let feed = StaticFeed::new(views.clone(), statics_tx);
@@ -375,7 +401,10 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
         }
         finish(guard, &stopping);
     });
-    let mut intake = Intake::new(heartbeat, registry, publisher, statics_rx, policy_rx);
+    let (status_tx, status_rx) = tokio::sync::mpsc::channel(STATUS_QUEUE);
+    let mut intake = Intake::new(heartbeat, registry, publisher, statics_rx, policy_rx)
+        .with_metrics(metrics.clone())
+        .with_status(status_rx);
     if let Some(snapshots) = snapshots {
         intake = intake.with_snapshots(Box::new(snapshots));
     }
@@ -396,6 +425,7 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
         fast_path: config.fast_path,
         limits: config.limits,
         rrl: (config.rrl > 0).then(|| Arc::new(RateLimiter::new(config.rrl, config.rrl_slip))),
+        metrics: metrics.clone(),
     };
     let udp_workers = udp::Workers::start(dns_udp, &views, &handler, &settings, |_| {
         supervisor.guard("a DNS UDP worker")
@@ -408,6 +438,7 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
         fast_path: config.fast_path,
         idle: Duration::from_secs(config.tcp_idle),
         limits: config.limits,
+        counters: metrics.tcp.clone(),
     };
     let guard = supervisor.guard("the DNS TCP listener");
     let stopping = shutdown.clone();
@@ -416,10 +447,23 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
         finish(guard, &stopping);
     });
 
+    if let Some(listener) = http {
+        tokio::spawn(crate::http::serve(
+            listener,
+            metrics.clone(),
+            views_for_http,
+            status_tx,
+            shutdown.clone(),
+        ));
+    }
+    let http_addr = bound
+        .http
+        .map_or_else(|| "off".to_string(), |addr| addr.to_string());
     info!(
         dns_udp = %bound.dns_udp,
         dns_tcp = %bound.dns_tcp,
         heartbeat = %bound.heartbeat,
+        http = %http_addr,
         zone = %config.zone,
         "listening"
     );

@@ -534,6 +534,8 @@ fn bad_key_files_stop_the_start_and_are_survived_at_sighup() {
                 "127.0.0.1:0",
                 "--heartbeat",
                 "127.0.0.1:0",
+                "--http",
+                "off",
             ])
             .args(*flags)
             .output()

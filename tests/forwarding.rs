@@ -115,6 +115,8 @@ fn forwarding_to_ourselves_is_refused_at_start() {
             "127.0.0.1:0",
             "--forward",
             "127.0.0.1:5399",
+            "--http",
+            "off",
         ])
         .output()
         .expect("run");

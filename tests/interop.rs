@@ -95,7 +95,7 @@ echo "hosts: files dns" > "$tmp/nsswitch.conf"
 mount --bind "$tmp/resolv.conf" /etc/resolv.conf
 mount --bind "$tmp/nsswitch.conf" /etc/nsswitch.conf
 # A second server for another zone, reached only through forwarding.
-"$BEACON" serve --zone other.internal --dns 127.0.0.2:53 --heartbeat 127.0.0.2:5301 --zones /nonexistent --state-dir "$tmp/state2" 2>"$tmp/log2" &
+"$BEACON" serve --zone other.internal --dns 127.0.0.2:53 --heartbeat 127.0.0.2:5301 --http off --zones /nonexistent --state-dir "$tmp/state2" 2>"$tmp/log2" &
 upstream=$!
 "$BEACON" serve --dns 127.0.0.1:53 --heartbeat 127.0.0.1:5301 --reverse-zone 10.in-addr.arpa --forward 127.0.0.2:53 --state-dir "$tmp/state" 2>"$tmp/log" &
 server=$!

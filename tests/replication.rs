@@ -15,7 +15,8 @@ use std::thread;
 use std::time::Duration;
 
 use common::{
-    TestServer, free_port, have_tool, lines, query_tcp, query_udp, question, signal, wait_until,
+    TestServer, free_port, have_tool, lines, query_tcp, query_udp, question, readme_block, signal,
+    wait_until,
 };
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{RData, RecordType};
@@ -674,7 +675,7 @@ mount --bind "$tmp/hosts" /etc/hosts
 mount --bind "$tmp/nsswitch.conf" /etc/nsswitch.conf
 "$BEACON" serve --dns 127.0.0.1:53 --heartbeat 127.0.0.1:5301 --zones /nonexistent --state-dir "$tmp/s1" 2>"$tmp/log1" &
 one=$!
-"$BEACON" serve --dns 127.0.0.2:53 --heartbeat 127.0.0.2:5301 --zones /nonexistent --state-dir "$tmp/s2" 2>"$tmp/log2" &
+"$BEACON" serve --dns 127.0.0.2:53 --heartbeat 127.0.0.2:5301 --http off --zones /nonexistent --state-dir "$tmp/s2" 2>"$tmp/log2" &
 two=$!
 for _ in $(seq 100); do grep -q "serving the zone fragments" "$tmp/log1" && grep -q "serving the zone fragments" "$tmp/log2" && break; sleep 0.05; done
 "$BEACON" beat --service web --port 80 --instance a --addr 10.0.0.1 --server primaries:5301 --interval 0.2 2>"$tmp/beat" &
@@ -736,20 +737,6 @@ fn beat_looks_server_names_up_again_at_every_interval() {
         ["1", "1"],
         "the final down reaches both:\n{stdout}"
     );
-}
-
-const README: &str = include_str!("../README.md");
-
-/// The README's fenced block of `lang` holding `needle`.
-fn readme_block(lang: &str, needle: &str) -> String {
-    let fence = format!("```{lang}\n");
-    README
-        .split(&fence)
-        .skip(1)
-        .filter_map(|rest| rest.split("\n```").next())
-        .find(|block| block.contains(needle))
-        .unwrap_or_else(|| panic!("no {lang} block with {needle:?} in the README"))
-        .to_string()
 }
 
 /// Waits until `secondary` answers every question as `primary` does.

@@ -201,6 +201,11 @@ pub fn start_beacon_at(
     if !extra.contains(&"--state-dir") {
         command.arg("--state-dir").arg(state);
     }
+    // Several servers may run at once; builds from before the HTTP
+    // endpoint (BENCH_BEACON_BIN) do not know the flag.
+    if std::env::var_os("BENCH_BEACON_BIN").is_none() && !extra.contains(&"--http") {
+        command.args(["--http", "127.0.0.1:0"]);
+    }
     let mut child = command
         .args(extra)
         .arg("--zones")

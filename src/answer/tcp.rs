@@ -41,8 +41,10 @@ use tracing::{debug, warn};
 use super::fast::FastPath;
 use super::handler::DnsHandler;
 use crate::config::{Limits, MAX_TCP_MESSAGE};
+use crate::metrics::AnswerCounters;
 use crate::net::canonical_ip;
 use crate::view::publish::ViewHandle;
+use std::sync::Arc;
 
 thread_local! {
     /// The fast path of this Tokio worker thread.
@@ -67,6 +69,8 @@ pub struct TcpService {
     pub idle: Duration,
     /// Bounds on connections, buffers and the answer cache.
     pub limits: Limits,
+    /// Counters of every connection's replies.
+    pub counters: Arc<AnswerCounters>,
 }
 
 /// Tells the accepting task, when dropped, that a connection from this
@@ -200,6 +204,7 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, service: &TcpServic
                 }
             };
             let answered = service.fast_path && fast_answer(service, message, &mut reply);
+            service.counters.fast_path(answered);
             if !answered && crate::transfer::is_transfer(message) {
                 // A zone transfer: many messages, listed and encoded off
                 // the answering threads while this task writes them (a
@@ -240,6 +245,7 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, service: &TcpServic
             let Ok(prefix) = u16::try_from(reply.len()) else {
                 continue; // cannot be framed; neither path builds one
             };
+            service.counters.reply(&reply);
             output.extend_from_slice(&prefix.to_be_bytes());
             output.extend_from_slice(&reply);
         }

@@ -35,6 +35,7 @@ use super::fast::{FastPath, slip_reply};
 use super::handler::DnsHandler;
 use super::rrl::{Class, RateLimiter, Verdict};
 use crate::config::Limits;
+use crate::metrics::{AnswerCounters, Metrics};
 use crate::supervise::{Guard, fault_point};
 use crate::view::publish::ViewHandle;
 
@@ -90,6 +91,8 @@ pub struct WorkerSettings {
     pub limits: Limits,
     /// Response rate limiting, when on.
     pub rrl: Option<Arc<RateLimiter>>,
+    /// Where each worker's counters are registered.
+    pub metrics: Arc<Metrics>,
 }
 
 /// The running workers; [`Workers::stop`] ends them.
@@ -116,6 +119,7 @@ impl Workers {
             fast_path,
             limits,
             rrl,
+            metrics,
         } = settings;
         let (max_udp_payload, fast_path) = (*max_udp_payload, *fast_path);
         let stop = Arc::new(AtomicBool::new(false));
@@ -137,6 +141,7 @@ impl Workers {
                 runtime: runtime.clone(),
                 fast: fast_path.then(|| FastPath::new(max_udp_payload, limits.answer_cache)),
                 stop: stop.clone(),
+                counters: metrics.udp_worker(),
             };
             let guard = guard(index);
             threads.push(
@@ -175,6 +180,8 @@ struct Worker {
     runtime: tokio::runtime::Handle,
     fast: Option<FastPath>,
     stop: Arc<AtomicBool>,
+    /// This worker's counters (its own: no cache line shared with others).
+    counters: Arc<AnswerCounters>,
 }
 
 /// The general path's work queue: queries handed over and not answered
@@ -300,6 +307,7 @@ impl Worker {
                         }
                     }
                 };
+                self.counters.fast_path(answered);
                 if !answered {
                     self.hand_to_general(query.to_vec(), from);
                     continue;
@@ -313,6 +321,7 @@ impl Worker {
                         Verdict::Drop => continue,
                     }
                 }
+                self.counters.reply(&replies[index]);
                 ready.push(index);
                 destinations.push(Some(SockaddrStorage::from(from)));
             }
@@ -330,6 +339,7 @@ impl Worker {
         let socket = self.socket.clone();
         let rrl = self.rrl.clone();
         let max_udp_payload = self.max_udp_payload;
+        let counters = self.counters.clone();
         self.runtime.spawn(async move {
             let _place = place;
             // Kept only when a slip may have to be built from it.
@@ -348,6 +358,7 @@ impl Worker {
                     Verdict::Drop => return,
                 }
             }
+            counters.reply(&reply);
             if let Err(error) = socket.send_to(&reply, from) {
                 debug!(%error, %from, "sending a DNS reply failed");
             }

@@ -39,14 +39,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::UdpSocket;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::auth::{Policy, Rejection, Signer};
 use crate::config::MAX_HEARTBEAT_BYTES;
+use crate::metrics::Metrics;
 use crate::registry::announcement::{Announcement, State, check_instance_addr};
+use crate::registry::status::Status;
 use crate::registry::{Event, Forgotten, Kept, Refusal, Registry};
 use crate::supervise::Guard;
 use crate::view::StaticZone;
@@ -221,7 +223,14 @@ pub struct Intake {
     malformed_warn: RateLimitedWarn,
     refused_warn: RateLimitedWarn,
     overflow_warn: RateLimitedWarn,
+    /// Counters for `/metrics`.
+    metrics: Arc<Metrics>,
+    /// Requests for the registry's status (the HTTP status API).
+    status_requests: Option<mpsc::Receiver<StatusRequest>>,
 }
+
+/// A request for the registry's status: the answer goes back on it.
+pub type StatusRequest = oneshot::Sender<Arc<Status>>;
 
 impl Intake {
     /// An intake reading `socket` (non-blocking), applying to `registry`
@@ -257,7 +266,23 @@ impl Intake {
             malformed_warn: RateLimitedWarn::new(),
             refused_warn: RateLimitedWarn::new(),
             overflow_warn: RateLimitedWarn::new(),
+            metrics: Arc::default(),
+            status_requests: None,
         }
+    }
+
+    /// Counts into `metrics`.
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Answers status requests from `requests`.
+    #[must_use]
+    pub fn with_status(mut self, requests: mpsc::Receiver<StatusRequest>) -> Self {
+        self.status_requests = Some(requests);
+        self
     }
 
     /// Keeps registry snapshots with `sink`.
@@ -375,6 +400,10 @@ impl Intake {
                 () = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() && !behind => {}
                 () = std::future::ready(()), if behind => {}
                 () = sleep_until(snapshot_due.unwrap_or_else(Instant::now)), if snapshot_due.is_some() => {}
+                Some(reply) = next_request(&mut self.status_requests) => {
+                    let status = self.registry.status(Instant::now(), self.publisher.serial());
+                    let _ = reply.send(Arc::new(status));
+                }
             }
             dirty |= self.drain(&socket, &mut batch, &mut changed);
             dirty |= self.admit(&mut changed);
@@ -382,6 +411,17 @@ impl Intake {
             if dirty {
                 let started = std::time::Instant::now();
                 let serial = self.publisher.publish(&self.registry, &changed);
+                self.metrics
+                    .publish_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                self.metrics.instances.store(
+                    self.registry.len() as u64,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+                self.metrics.services.store(
+                    self.registry.service_count() as u64,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
                 debug!(
                     serial,
                     instances = self.registry.len(),
@@ -418,6 +458,7 @@ impl Intake {
             self.snapshot_within(SNAPSHOT_AFTER_CHANGE);
         }
         for gone in &expired {
+            self.metrics.event("expired");
             changed.insert(gone.service.clone());
             if self.audit.allow(Kind::Expired, now) {
                 let reason = if gone.was_stale {
@@ -537,6 +578,7 @@ impl Intake {
         }
         if self.pending.len() >= MAX_PENDING {
             self.overflowed += 1;
+            self.metrics.rejected("overflow");
             let total = self.overflowed;
             match self.overflow_warn.allow(Instant::now()) {
                 Some(suppressed) => warn!(
@@ -601,6 +643,7 @@ impl Intake {
 
     fn malformed(&mut self, error: &WireError, src: SocketAddr) {
         self.malformed += 1;
+        self.metrics.rejected("malformed");
         let total = self.malformed;
         match self.malformed_warn.allow(Instant::now()) {
             Some(suppressed) => warn!(
@@ -655,6 +698,30 @@ impl Intake {
             None if authenticated => self.registry.apply_authenticated(hb, addr, signer, now),
             None => self.registry.apply_signed(hb, addr, signer, now),
         };
+        let counted = match &event {
+            Event::Registered => Some("registered"),
+            Event::Changed(_) => Some("changed"),
+            Event::Drained => Some("drained"),
+            Event::Deregistered(_) => Some("deregistered"),
+            Event::Renewed => None,
+            Event::Rejected(reason) => {
+                self.metrics.rejected(reason.as_str());
+                None
+            }
+            Event::Refused(_) => {
+                self.metrics.rejected("refused");
+                None
+            }
+            Event::UnknownDown => None,
+        };
+        if let Some(kind) = counted {
+            self.metrics.event(kind);
+        }
+        if counted.is_some() || matches!(event, Event::Renewed) {
+            self.metrics
+                .heartbeats_accepted
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         let mut audit = |kind| self.audit.allow(kind, now);
         match &event {
             Event::Registered => {
@@ -704,6 +771,16 @@ impl Intake {
         event.changes_view().then_some(service)
     }
 }
+/// The next status request, or never when none can come.
+async fn next_request(
+    requests: &mut Option<mpsc::Receiver<StatusRequest>>,
+) -> Option<StatusRequest> {
+    match requests {
+        Some(requests) => requests.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Puts the calling thread (the intake) in the batch scheduling class: it
 /// keeps its fair share of the CPU, but a heartbeat arriving no longer
 /// preempts an answering thread in the middle of a batch. The intake then

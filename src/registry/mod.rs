@@ -38,6 +38,7 @@ use tokio::time::Instant;
 
 pub mod announcement;
 pub mod protect;
+pub mod status;
 
 pub use crate::auth::Signer;
 use announcement::{Announcement, Proto, State};
@@ -488,6 +489,11 @@ impl Registry {
     /// Number of live instances.
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    /// Number of live services.
+    pub fn service_count(&self) -> usize {
+        self.services.len()
     }
 
     /// True when no instance is live.

@@ -39,6 +39,7 @@ use tracing::{info, warn};
 
 use crate::config::{MAX_TRANSFER_MESSAGE, MAX_TRANSFERS, TransferConfig};
 use crate::keys::Keyring;
+use crate::metrics::Metrics;
 use crate::net::canonical_ip;
 use crate::tsig::{self, ReplySigner, Verdict};
 use crate::view::history::{History, HistoryHandle, Since};
@@ -55,21 +56,7 @@ fn transfer_type(message: &[u8]) -> Option<RecordType> {
     if !is_query || u16::from_be_bytes([header[4], header[5]]) != 1 {
         return None;
     }
-    // Skip the question's name (uncompressed in a query).
-    let mut at = 12;
-    loop {
-        let len = usize::from(*message.get(at)?);
-        if len == 0 {
-            at += 1;
-            break;
-        }
-        if len & 0xc0 != 0 {
-            return None;
-        }
-        at += 1 + len;
-    }
-    let qtype = u16::from_be_bytes([*message.get(at)?, *message.get(at + 1)?]);
-    match RecordType::from(qtype) {
+    match RecordType::from(crate::metrics::question_type(message)?) {
         rtype @ (RecordType::AXFR | RecordType::IXFR) => Some(rtype),
         _ => None,
     }
@@ -84,6 +71,7 @@ pub struct Transfers {
     history: Option<HistoryHandle>,
     running: AtomicUsize,
     refused: AtomicU64,
+    metrics: Arc<Metrics>,
 }
 
 impl Transfers {
@@ -101,7 +89,15 @@ impl Transfers {
             history,
             running: AtomicUsize::new(0),
             refused: AtomicU64::new(0),
+            metrics: Arc::default(),
         }
+    }
+
+    /// Counts transfers into `metrics`.
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Transfers refused to everyone, with no keys.
@@ -236,6 +232,7 @@ impl Transfers {
             }
         };
         let sent = stream.finish();
+        self.metrics.transfers.fetch_add(1, Ordering::Relaxed);
         info!(
             %peer,
             %zone,
@@ -262,6 +259,9 @@ impl Transfers {
     /// Logs a refused transfer: the 1st, 2nd, 4th, 8th … (a client
     /// retrying cannot flood the log).
     fn log_refusal(&self, peer: SocketAddr, zone: &LowerName, qtype: RecordType, why: &str) {
+        self.metrics
+            .transfers_refused
+            .fetch_add(1, Ordering::Relaxed);
         let total = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
         if total.is_power_of_two() {
             warn!(%peer, %zone, kind = %qtype, total, reason = %why, "refused a zone transfer");

@@ -17,7 +17,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use hickory_proto::op::{Message, MessageType, OpCode, Query};
@@ -31,17 +31,24 @@ use tracing::{debug, info, warn};
 
 use crate::config::{NOTIFY_MAX_BACKOFF, NOTIFY_TIMEOUT};
 use crate::keys::Key;
+use crate::metrics::Metrics;
 
-/// Counts NOTIFYs that went unanswered, across targets.
+/// Sends NOTIFYs; counts those that went unanswered, across targets, in
+/// [`Metrics::notify_failures`].
 #[derive(Debug, Clone, Default)]
 pub struct Notifier {
-    failures: Arc<AtomicU64>,
+    metrics: Arc<Metrics>,
 }
 
 impl Notifier {
+    /// A notifier counting into `metrics`.
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Notifier { metrics }
+    }
+
     /// Unanswered NOTIFY attempts so far.
     pub fn failures(&self) -> u64 {
-        self.failures.load(Ordering::Relaxed)
+        self.metrics.notify_failures.load(Ordering::Relaxed)
     }
 
     /// Starts one task per target of `plan`: each sends NOTIFY for every
@@ -55,7 +62,7 @@ impl Notifier {
                 zones: plan.zones.clone(),
                 source: plan.source,
                 delay: plan.delay,
-                failures: self.failures.clone(),
+                metrics: self.metrics.clone(),
                 failed_here: 0,
             };
             let serials = serials.clone();
@@ -103,7 +110,7 @@ struct Target {
     zones: Vec<Name>,
     source: IpAddr,
     delay: Duration,
-    failures: Arc<AtomicU64>,
+    metrics: Arc<Metrics>,
     failed_here: u64,
 }
 
@@ -200,7 +207,7 @@ impl Target {
                 }
                 return Outcome::Acknowledged;
             }
-            let total = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+            let total = self.metrics.notify_failures.fetch_add(1, Ordering::Relaxed) + 1;
             self.failed_here += 1;
             if self.failed_here.is_power_of_two() {
                 warn!(

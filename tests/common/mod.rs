@@ -27,6 +27,8 @@ pub struct TestServer {
     pub dns: SocketAddr,
     /// Heartbeat address.
     pub heartbeat: SocketAddr,
+    /// The HTTP endpoint, unless `--http off`.
+    pub http: Option<SocketAddr>,
     log: Arc<Mutex<String>>,
     /// The `listening` log line.
     pub listening: String,
@@ -44,7 +46,11 @@ impl TestServer {
     /// [`TestServer::start`] with extra environment variables.
     pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> TestServer {
         let mut args = Vec::new();
-        for (flag, default) in [("--dns", "127.0.0.1:0"), ("--heartbeat", "127.0.0.1:0")] {
+        for (flag, default) in [
+            ("--dns", "127.0.0.1:0"),
+            ("--heartbeat", "127.0.0.1:0"),
+            ("--http", "127.0.0.1:0"),
+        ] {
             if !extra.contains(&flag) {
                 args.extend_from_slice(&[flag, default]);
             }
@@ -119,6 +125,11 @@ impl TestServer {
             child,
             dns: field(&line, "dns_udp"),
             heartbeat: field(&line, "heartbeat"),
+            http: line
+                .split("http=")
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|addr| addr.parse().ok()),
             log,
             state: None,
         };
@@ -502,4 +513,18 @@ pub fn free_port() -> u16 {
             return port;
         }
     }
+}
+
+/// The README, as the tests read its examples.
+pub const README: &str = include_str!("../../README.md");
+
+/// The README's fenced block of `lang` holding `needle`.
+pub fn readme_block(lang: &str, needle: &str) -> String {
+    README
+        .split(&format!("```{lang}\n"))
+        .skip(1)
+        .filter_map(|rest| rest.split("\n```").next())
+        .find(|block| block.contains(needle))
+        .unwrap_or_else(|| panic!("no {lang} block with {needle:?} in the README"))
+        .to_string()
 }

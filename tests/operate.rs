@@ -1,0 +1,339 @@
+//! The HTTP endpoint through real clients: curl for `/health`, `/ready`,
+//! `/metrics` and the JSON API, headless Chromium for the status page.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{TestServer, have_tool, readme_block, wait_until};
+use hickory_proto::rr::RecordType;
+
+/// `curl -s` of `path`: the status code and the body.
+fn get(server: &TestServer, path: &str) -> (u16, String) {
+    let http = server.http.expect("an HTTP endpoint");
+    let output = Command::new("curl")
+        .args([
+            "-s",
+            "-w",
+            "\n%{http_code}",
+            &format!("http://{http}{path}"),
+        ])
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').expect("a status line");
+    (
+        code.trim().parse().expect("a status code"),
+        body.to_string(),
+    )
+}
+
+fn register(server: &TestServer) {
+    server
+        .beat("beacon/1 service=web instance=w1 port=8080 addr=10.0.0.1 weight=3 meta.version=1.2");
+    server.beat("beacon/1 service=web instance=w2 port=8080 addr=10.0.0.2 state=drain");
+    server.beat("beacon/1 service=db instance=d1 port=5432 addr=10.0.1.1");
+    server.await_reply("web.svc.internal.", RecordType::A, |r| r.answers.len() == 1);
+    server.await_reply("db.svc.internal.", RecordType::A, |r| r.answers.len() == 1);
+}
+
+#[test]
+fn health_ready_metrics_and_the_services_api() {
+    if !have_tool("curl") {
+        return;
+    }
+    let server = TestServer::start(&[]);
+    assert!(
+        server.listening.contains(" http=127.0.0.1:"),
+        "{}",
+        server.listening
+    );
+    register(&server);
+    assert_eq!(get(&server, "/health"), (200, "ok\n".to_string()));
+    assert_eq!(get(&server, "/ready").0, 200);
+
+    // Queries over both transports, one of them NXDOMAIN.
+    for _ in 0..3 {
+        server.query("web.svc.internal.", RecordType::A);
+    }
+    server.query("nope.svc.internal.", RecordType::A);
+    server.query_tcp("_web._tcp.svc.internal.", RecordType::SRV);
+    let (code, metrics) = get(&server, "/metrics");
+    assert_eq!(code, 200);
+    let value = |line: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(line))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {line} in:\n{metrics}"))
+    };
+    assert!(value(r#"beacon_queries_total{transport="udp",type="A",rcode="NOERROR"}"#) >= 3.0);
+    assert!(value(r#"beacon_queries_total{transport="udp",type="A",rcode="NXDOMAIN"}"#) >= 1.0);
+    assert!(value(r#"beacon_queries_total{transport="tcp",type="SRV",rcode="NOERROR"}"#) >= 1.0);
+    assert!(value("beacon_fast_path_hits_total") >= 3.0);
+    assert_eq!(value("beacon_instances"), 3.0);
+    assert_eq!(value("beacon_services"), 2.0);
+    assert_eq!(
+        value(r#"beacon_registry_events_total{event="registered"}"#),
+        3.0
+    );
+    assert!(value("beacon_heartbeats_accepted_total") >= 3.0);
+    assert!(value("beacon_view_publish_seconds_count") >= 1.0);
+    assert!(value("beacon_process_resident_memory_bytes") > 1e6);
+    server.beat("beacon/1 service=web instance=w1 port=8080 addr=10.0.0.1 key=x auth=AAAA");
+    let rejected = wait_until(Duration::from_secs(5), || {
+        let (_, metrics) = get(&server, "/metrics");
+        metrics
+            .lines()
+            .any(|l| l.starts_with(r#"beacon_heartbeats_rejected_total{reason="malformed"} 1"#))
+            .then_some(())
+    });
+    assert!(rejected.is_some(), "a malformed heartbeat is counted");
+
+    // The JSON API.
+    let (code, body) = get(&server, "/v1/services");
+    assert_eq!(code, 200);
+    let status: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(status["instances"], 3);
+    let web = status["services"]
+        .as_array()
+        .expect("services")
+        .iter()
+        .find(|s| s["name"] == "web")
+        .expect("web");
+    let w1 = &web["instances"][0];
+    assert_eq!(w1["id"], "w1");
+    assert_eq!(w1["address"], "10.0.0.1");
+    assert_eq!(w1["port"], 8080);
+    assert_eq!(w1["proto"], "tcp");
+    assert_eq!(w1["weight"], 3);
+    assert_eq!(w1["state"], "live");
+    assert_eq!(w1["metadata"]["version"], "1.2");
+    assert!(w1["lease_remaining_s"].as_f64().expect("lease") > 10.0);
+    assert_eq!(web["instances"][1]["state"], "draining");
+    let (code, body) = get(&server, "/v1/services/db");
+    assert_eq!(code, 200);
+    let db: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(db["instances"][0]["address"], "10.0.1.1");
+    assert_eq!(get(&server, "/v1/services/nope").0, 404);
+}
+
+#[test]
+fn http_off_and_a_taken_port_fail_clearly() {
+    let off = TestServer::start(&["--http", "off"]);
+    assert!(off.listening.contains(" http=off "), "{}", off.listening);
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let out = Command::new(common::BEACON)
+        .args([
+            "serve",
+            "--dns",
+            "127.0.0.1:0",
+            "--heartbeat",
+            "127.0.0.1:0",
+            "--http",
+            &addr,
+        ])
+        .args(["--state-dir", "off"])
+        .output()
+        .expect("serve");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--http"), "{stderr}");
+}
+
+/// The page as headless Chromium renders it, after its script ran.
+fn rendered(server: &TestServer) -> String {
+    let http = server.http.expect("HTTP");
+    let profile = tempfile::tempdir().expect("profile");
+    let output = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--virtual-time-budget=3000",
+            &format!("--user-data-dir={}", profile.path().display()),
+            "--dump-dom",
+            &format!("http://{http}/"),
+        ])
+        .output()
+        .expect("chromium");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn the_status_page_renders_instances_and_follows_changes() {
+    if !have_tool("chromium") {
+        return;
+    }
+    let server = TestServer::start(&[]);
+    register(&server);
+    let page = rendered(&server);
+    assert!(page.contains("3 instances"), "{page}");
+    assert!(page.contains(r#"data-id="web/w1""#), "{page}");
+    assert!(page.contains(r#"data-id="db/d1""#), "{page}");
+    assert!(
+        page.contains(r#"<td class="draining">draining</td>"#),
+        "{page}"
+    );
+    assert!(
+        !page.contains("http://") || !page.contains("<script src"),
+        "no external assets"
+    );
+
+    server.beat("beacon/1 service=db instance=d1 port=5432 state=down");
+    server.await_reply("db.svc.internal.", RecordType::A, |r| r.answers.is_empty());
+    let page = rendered(&server);
+    assert!(page.contains("2 instances"), "{page}");
+    assert!(!page.contains(r#"data-id="db/d1""#), "{page}");
+}
+
+#[test]
+fn beacon_status_prints_the_registry_as_a_table() {
+    let server = TestServer::start(&[]);
+    register(&server);
+    let http = server.http.expect("HTTP").to_string();
+    let out = Command::new(common::BEACON)
+        .args(["status", "--http", &http])
+        .output()
+        .expect("status");
+    assert!(out.status.success());
+    let table = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<Vec<&str>> = table
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(lines[0][..3], ["SERVICE", "INSTANCE", "ADDRESS"], "{table}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l[..4] == ["web", "w1", "10.0.0.1", "8080"] && l[7] == "live"),
+        "{table}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l[..2] == ["web", "w2"] && l[7] == "draining"),
+        "{table}"
+    );
+    assert!(
+        table.contains("2 services, 3 instances, serial "),
+        "{table}"
+    );
+    // Nothing listening: a clear error, non-zero.
+    let out = Command::new(common::BEACON)
+        .args(["status", "--http", "127.0.0.1:1"])
+        .output()
+        .expect("status");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is `beacon serve` running"));
+}
+
+#[test]
+fn json_logs_are_one_object_per_line_with_the_same_fields() {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(common::BEACON)
+        .args(["serve", "--log-format", "json", "--dns", "127.0.0.1:0"])
+        .args([
+            "--heartbeat",
+            "127.0.0.1:0",
+            "--http",
+            "off",
+            "--state-dir",
+            "off",
+        ])
+        .args(["--zones", "/nonexistent"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("serve");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut listening = None;
+    for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+        let object: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"));
+        assert!(
+            object["timestamp"].is_string() && object["level"].is_string(),
+            "{line}"
+        );
+        if object["message"] == "listening" {
+            listening = Some(object);
+            break;
+        }
+    }
+    common::signal(child.id(), "TERM");
+    let _ = child.wait();
+    let listening = listening.expect("a listening line");
+    assert!(
+        listening["dns_udp"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("127.0.0.1:"))
+    );
+    assert_eq!(listening["http"], "off");
+    assert_eq!(listening["zone"], "svc.internal.");
+}
+
+/// The keys of every object along the first element of each array.
+fn shape(value: &serde_json::Value, path: &str, out: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, inner) in map {
+                out.push(format!("{path}.{key}"));
+                if key != "metadata" {
+                    shape(inner, &format!("{path}.{key}"), out);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => {
+            if let Some(first) = items.first() {
+                shape(first, &format!("{path}[]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[test]
+fn readme_examples_of_the_api_and_the_table_are_what_the_server_gives() {
+    if !have_tool("curl") {
+        return;
+    }
+    let server = TestServer::start(&[]);
+    register(&server);
+    let example: serde_json::Value =
+        serde_json::from_str(&readme_block("json", "\"lease_remaining_s\"")).expect("README JSON");
+    let (_, body) = get(&server, "/v1/services");
+    let real: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let (mut want, mut got) = (Vec::new(), Vec::new());
+    shape(&example, "", &mut want);
+    shape(&real, "", &mut got);
+    want.sort();
+    got.sort();
+    assert_eq!(want, got, "the README's example has the reply's fields");
+
+    let http = server.http.expect("HTTP").to_string();
+    let out = Command::new(common::BEACON)
+        .args(["status", "--http", &http])
+        .output()
+        .expect("status");
+    let table = String::from_utf8_lossy(&out.stdout).into_owned();
+    let documented = readme_block("text", "SERVICE  INSTANCE");
+    let rows = |text: &str| -> Vec<Vec<String>> {
+        text.lines()
+            .map(|l| {
+                l.split_whitespace()
+                    .map(|w| {
+                        if w.ends_with('s') && w.contains('.') {
+                            "LEASE".into()
+                        } else {
+                            w.to_string()
+                        }
+                    })
+                    .collect()
+            })
+            .filter(|r: &Vec<String>| !r.contains(&"serial".to_string()))
+            .collect()
+    };
+    assert_eq!(rows(&documented), rows(&table), "{table}");
+}
