@@ -49,6 +49,7 @@ pub mod rrset;
 pub mod server;
 pub mod state;
 pub mod supervise;
+pub mod systemd;
 pub mod transfer;
 pub mod tsig;
 pub mod view;

@@ -337,6 +337,7 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
     let mut publisher = Publisher::with_store(config.clone(), &registry, statics.clone(), store);
     let views = publisher.handle();
     let views_for_http = views.clone();
+    let views_for_systemd = views.clone();
     let history = if config.transfer.enabled() {
         let (serials_tx, serials_rx) = tokio::sync::watch::channel(publisher.serial());
         let (recorder, history) =
@@ -467,12 +468,18 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
         zone = %config.zone,
         "listening"
     );
+    crate::systemd::start(
+        views_for_systemd,
+        format!("serving {} on {}", config.zone, bound.dns_udp),
+        &shutdown,
+    );
 
     tokio::select! {
         () = shutdown.cancelled() => {}
         death = supervisor.death() => return Err(ServeError::Died(death)),
     }
     info!("shutting down");
+    crate::systemd::stopping();
     let _ = fragment_requests.send(Request::Stop);
     drop(fragment_thread);
     if tokio::task::spawn_blocking(move || udp_workers.stop())

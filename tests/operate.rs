@@ -337,3 +337,68 @@ fn readme_examples_of_the_api_and_the_table_are_what_the_server_gives() {
     };
     assert_eq!(rows(&documented), rows(&table), "{table}");
 }
+
+#[test]
+fn systemd_is_told_ready_watchdog_and_stopping_over_a_real_notify_socket() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("notify");
+    let socket = UnixDatagram::bind(&path).expect("bind");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let path = path.display().to_string();
+    let server = TestServer::start_with_env(
+        &["--zones", &format!("{}/zones", env!("CARGO_MANIFEST_DIR"))],
+        &[("NOTIFY_SOCKET", &path), ("WATCHDOG_USEC", "200000")],
+    );
+    let mut seen = String::new();
+    let mut buffer = [0u8; 4096];
+    while !(seen.contains("READY=1") && seen.matches("WATCHDOG=1").count() >= 2) {
+        let len = socket
+            .recv(&mut buffer)
+            .expect("a notify message within 10 s");
+        seen.push_str(&String::from_utf8_lossy(&buffer[..len]));
+        seen.push('\n');
+    }
+    assert!(seen.contains("STATUS=serving svc.internal."), "{seen}");
+    let log = server.terminate_and_log();
+    assert!(log.contains("shutting down"));
+    let mut stopping = false;
+    while let Ok(len) = socket.recv(&mut buffer) {
+        if String::from_utf8_lossy(&buffer[..len]).contains("STOPPING=1") {
+            stopping = true;
+            break;
+        }
+    }
+    assert!(stopping, "STOPPING=1 at shutdown; before it: {seen}");
+}
+
+#[test]
+fn the_shipped_systemd_unit_verifies() {
+    if !have_tool("systemd-analyze") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("dir");
+    // As shipped, with the binary where this build has it.
+    let unit = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/dist/beacon.service"))
+        .expect("unit")
+        .replace("/usr/local/bin/beacon", common::BEACON);
+    assert!(unit.contains("Type=notify") && unit.contains("DynamicUser=yes"));
+    assert!(unit.contains("StateDirectory=beacon") && unit.contains("ProtectSystem=strict"));
+    assert!(unit.contains("AmbientCapabilities=CAP_NET_BIND_SERVICE"));
+    assert!(unit.contains("ExecReload=/bin/kill -HUP $MAINPID"));
+    let path = dir.path().join("beacon.service");
+    std::fs::write(&path, unit).expect("write");
+    let out = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let problems: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("beacon.service"))
+        .collect();
+    assert!(out.status.success() && problems.is_empty(), "{stderr}");
+}
