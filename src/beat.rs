@@ -20,6 +20,7 @@ use tracing::{debug, info, warn};
 
 use crate::intake::wire;
 use crate::keys::Key;
+use crate::probe::{self, Health, Probe};
 use crate::registry::announcement::{Announcement, State};
 
 /// What `beacon beat` does.
@@ -35,6 +36,25 @@ pub struct BeatConfig {
     pub once: bool,
     /// Sign every heartbeat with this key.
     pub key: Option<Arc<Key>>,
+    /// Health probes, and what a failing instance announces.
+    pub checks: Checks,
+}
+
+/// Health probes (none: the instance is announced as configured).
+#[derive(Debug, Clone)]
+pub struct Checks {
+    /// Every probe must pass.
+    pub probes: Vec<Probe>,
+    /// Time between rounds.
+    pub interval: Duration,
+    /// Time one probe may take.
+    pub timeout: Duration,
+    /// Failed rounds in a row that make the instance unhealthy.
+    pub failures: u32,
+    /// Passed rounds in a row that make it healthy again.
+    pub successes: u32,
+    /// `drain` or `down`: what an unhealthy instance announces.
+    pub on_failure: State,
 }
 
 /// A server to beat to: `HOST:PORT`, where HOST is an address or a name
@@ -270,10 +290,30 @@ pub async fn run(config: BeatConfig) -> Result<(), BeatError> {
         "beating (Ctrl-C or SIGTERM sends a final down)"
     );
     let mut ticker = tokio::time::interval(config.interval);
+    let checks = &config.checks;
+    let mut probing = tokio::time::interval(checks.interval);
+    let mut health = Health::new(checks.failures, checks.successes);
+    // What the instance announces now: as configured, or the failure
+    // state while its probes fail.
+    let mut announced = hb.clone();
     loop {
         tokio::select! {
             _ = ticker.tick() => {
-                sender.send(hb).await;
+                sender.send(&announced).await;
+            }
+            _ = probing.tick(), if !checks.probes.is_empty() => {
+                let result = probe::round(&checks.probes, checks.timeout).await;
+                if health.record(result.is_ok()) {
+                    announced.state = if health.healthy() { hb.state } else { checks.on_failure };
+                    match &result {
+                        Ok(()) => info!(service = %hb.service, instance = %hb.instance, state = announced.state.as_str(), "health probes pass again; announcing at once"),
+                        Err(why) => warn!(service = %hb.service, instance = %hb.instance, state = announced.state.as_str(), problem = %why, "health probes fail; announcing at once"),
+                    }
+                    sender.send(&announced).await;
+                    ticker.reset();
+                } else if let Err(why) = &result {
+                    debug!(problem = %why, "a health probe failed");
+                }
             }
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,

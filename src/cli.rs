@@ -17,6 +17,7 @@ use crate::beat::{self, BeatConfig};
 use crate::config::{self, Limits, ServeConfig};
 use crate::intake::wire;
 use crate::keys::{Algorithm, Keyring};
+use crate::probe::Probe;
 use crate::registry::announcement::{self, Announcement, Proto, State};
 
 /// beacon: an authoritative DNS server for service discovery.
@@ -534,6 +535,42 @@ pub struct BeatArgs {
     /// Which key of --key-file to sign with [default: its only key].
     #[arg(long, value_name = "NAME", requires = "key_file")]
     pub key: Option<String>,
+    /// Health probe: GET this http:// URL; 2xx and 3xx are healthy
+    /// (repeatable; every probe must pass).
+    #[arg(long, value_name = "URL")]
+    pub check_http: Vec<String>,
+    /// Health probe: open a TCP connection to HOST:PORT (repeatable).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub check_tcp: Vec<String>,
+    /// Health probe: run CMD with sh -c; exit status 0 is healthy
+    /// (repeatable).
+    #[arg(long, value_name = "CMD")]
+    pub check_exec: Vec<String>,
+    /// Seconds between probe rounds.
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_seconds)]
+    pub check_interval: Duration,
+    /// Seconds one probe may take.
+    #[arg(long, value_name = "SECS", default_value = "2", value_parser = parse_seconds)]
+    pub check_timeout: Duration,
+    /// Failed rounds in a row that make the instance unhealthy.
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub check_failures: u32,
+    /// Passed rounds in a row that make it healthy again.
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
+    pub check_successes: u32,
+    /// What an unhealthy instance announces: drain (resolvable by its own
+    /// name, out of its service) or down (removed).
+    #[arg(long, value_enum, default_value_t = FailureArg::Drain)]
+    pub on_failure: FailureArg,
+}
+
+/// `--on-failure` of `beacon beat`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum FailureArg {
+    /// Announce `drain`.
+    Drain,
+    /// Announce `down`.
+    Down,
 }
 
 impl BeatArgs {
@@ -580,7 +617,43 @@ impl BeatArgs {
             None => None,
             Some(file) => Some(signing_key(file, self.key.as_deref())?),
         };
+        let mut probes: Vec<Probe> = self.check_http.into_iter().map(Probe::Http).collect();
+        for url in probes.iter().filter_map(|p| match p {
+            Probe::Http(url) => Some(url),
+            _ => None,
+        }) {
+            if !url.starts_with("http://") {
+                return Err(format!("--check-http {url}: give an http:// URL"));
+            }
+        }
+        for target in &self.check_tcp {
+            if target
+                .rsplit_once(':')
+                .is_none_or(|(_, port)| port.parse::<u16>().is_err())
+            {
+                return Err(format!("--check-tcp {target}: give HOST:PORT"));
+            }
+        }
+        probes.extend(self.check_tcp.into_iter().map(Probe::Tcp));
+        probes.extend(self.check_exec.into_iter().map(Probe::Exec));
+        if !probes.is_empty() && self.once {
+            return Err("health probes (--check-*) need a beating instance, not --once".into());
+        }
+        if self.check_timeout > self.check_interval {
+            return Err("--check-timeout is longer than --check-interval".into());
+        }
         Ok(BeatConfig {
+            checks: beat::Checks {
+                probes,
+                interval: self.check_interval,
+                timeout: self.check_timeout,
+                failures: self.check_failures,
+                successes: self.check_successes,
+                on_failure: match self.on_failure {
+                    FailureArg::Drain => State::Drain,
+                    FailureArg::Down => State::Down,
+                },
+            },
             heartbeat: checked,
             servers: if self.server.is_empty() {
                 vec![beat::Target::from(config::DEFAULT_HEARTBEAT)]

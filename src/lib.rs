@@ -44,6 +44,7 @@ pub mod auth;
 pub mod fragments;
 pub mod intake;
 pub mod net;
+pub mod probe;
 pub mod registry;
 pub mod rrset;
 pub mod server;
