@@ -112,6 +112,10 @@ pub struct CheckArgs {
     /// Folder of zone fragments.
     #[arg(default_value = config::DEFAULT_ZONES_DIR)]
     pub dir: PathBuf,
+    /// Check this `serve` configuration file instead (every key, value
+    /// and key file), without starting anything.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Zone the fragments belong to.
     #[arg(long, default_value = config::DEFAULT_ZONE, value_parser = config::parse_domain)]
     pub zone: Name,
@@ -120,6 +124,10 @@ pub struct CheckArgs {
 /// Flags of `beacon serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
+    /// TOML file whose keys are these flags (`zone = "svc.internal."`,
+    /// lists for repeatable flags); flags given here win.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Zone to serve.
     #[arg(long, default_value = config::DEFAULT_ZONE, value_parser = config::parse_domain)]
     pub zone: Name,
@@ -288,6 +296,50 @@ pub struct ServeArgs {
     /// gets the whole zone.
     #[arg(long, value_name = "N", default_value_t = config::DEFAULT_IXFR_HISTORY)]
     pub ixfr_history: usize,
+}
+
+/// The command line with `serve`'s configuration file merged in (the
+/// command line wins), and where each setting from the file came from.
+///
+/// Exits, as clap does, for help, version and flags clap refuses.
+///
+/// # Errors
+/// The file's problem, as `error: file:line:col: message`.
+pub fn with_config_file(
+    args: Vec<std::ffi::OsString>,
+) -> Result<(Cli, Vec<crate::config_file::Setting>), String> {
+    use clap::{CommandFactory, FromArgMatches, parser::ValueSource};
+    let command = Cli::command();
+    // Help, version and bad flags end here, as clap prints them.
+    let matches = command
+        .clone()
+        .try_get_matches_from(&args)
+        .unwrap_or_else(|e| e.exit());
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let (Command::Serve(serve), Some(sub)) = (&cli.command, matches.subcommand_matches("serve"))
+    else {
+        return Ok((cli, Vec::new()));
+    };
+    let Some(path) = serve.config.clone() else {
+        return Ok((cli, Vec::new()));
+    };
+    // Built, so that global flags (`log-format`) are among serve's.
+    let mut built = command.clone();
+    built.build();
+    let serve_command = built
+        .find_subcommand("serve")
+        .cloned()
+        .ok_or("no serve command")?;
+    let settings =
+        crate::config_file::read(&path, &serve_command).map_err(|e| format!("error: {e}"))?;
+    let given: std::collections::HashSet<String> = sub
+        .ids()
+        .filter(|id| sub.value_source(id.as_str()) == Some(ValueSource::CommandLine))
+        .map(|id| id.as_str().to_string())
+        .collect();
+    let merged = crate::config_file::merge(args, &settings, &given);
+    let cli = Cli::try_parse_from(merged).unwrap_or_else(|e| e.exit());
+    Ok((cli, settings))
 }
 
 /// `--http`: an address, or `off`.

@@ -58,6 +58,7 @@ pub mod view;
 pub mod beat;
 pub mod cli;
 pub mod config;
+pub mod config_file;
 pub mod fuzz;
 pub mod http;
 pub mod keys;

@@ -7,10 +7,9 @@ use std::process::ExitCode;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use beacon::cli::{Cli, Command, LogFormat};
+use beacon::cli::{Command, LogFormat};
 use beacon::server::ServeError;
 use beacon::supervise::{self, EXIT_DIED};
-use clap::Parser;
 use tokio_util::sync::CancellationToken;
 use tracing::error;
 use tracing_subscriber::EnvFilter;
@@ -79,9 +78,67 @@ fn check(args: &beacon::cli::CheckArgs) -> ExitCode {
     }
 }
 
+/// A configuration error, with the file position of the setting it names
+/// when that setting came from `--config`.
+fn located(
+    error: &beacon::config::ConfigError,
+    settings: &[beacon::config_file::Setting],
+) -> String {
+    if let beacon::config::ConfigError::Invalid { flag, .. } = error {
+        let id = flag.trim_start_matches('-').replace('-', "_");
+        if let Some(setting) = settings.iter().find(|s| s.id == id) {
+            return format!("{}: {error}", setting.location);
+        }
+    }
+    error.to_string()
+}
+
+/// `beacon check --config FILE`: every key, value and key file, as
+/// `serve` would take them, without starting anything.
+fn check_config(path: &std::path::Path) -> ExitCode {
+    let args = vec![
+        "beacon".into(),
+        "serve".into(),
+        "--config".into(),
+        path.as_os_str().to_owned(),
+    ];
+    let (cli, settings) = match beacon::cli::with_config_file(args) {
+        Ok(parsed) => parsed,
+        Err(message) => {
+            eprintln!("{}", message.trim_end());
+            return ExitCode::from(2);
+        }
+    };
+    let Command::Serve(serve) = cli.command else {
+        return ExitCode::from(2);
+    };
+    match serve.into_config() {
+        Ok(config) => {
+            println!(
+                "{}: {} settings; serves {} on {}; no problems",
+                path.display(),
+                settings.len(),
+                config.zone,
+                config.dns
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {}", located(&e, &settings));
+            ExitCode::from(2)
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let (cli, settings) = match beacon::cli::with_config_file(std::env::args_os().collect()) {
+        Ok(parsed) => parsed,
+        Err(message) => {
+            eprintln!("{message}");
+            return ExitCode::from(2);
+        }
+    };
     init_logging(cli.log_format);
     supervise::install_panic_hook();
     match cli.command {
@@ -89,7 +146,7 @@ async fn main() -> ExitCode {
             let config = match args.into_config() {
                 Ok(config) => config,
                 Err(e) => {
-                    eprintln!("error: {e}");
+                    eprintln!("error: {}", located(&e, &settings));
                     return ExitCode::from(2);
                 }
             };
@@ -112,7 +169,10 @@ async fn main() -> ExitCode {
                 }
             }
         }
-        Command::Check(args) => check(&args),
+        Command::Check(args) => match &args.config {
+            Some(path) => check_config(path),
+            None => check(&args),
+        },
         Command::Keygen(args) => match beacon::keys::generate(&args.name, args.algorithm.into()) {
             Ok(text) => {
                 print!("{text}");

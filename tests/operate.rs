@@ -402,3 +402,75 @@ fn the_shipped_systemd_unit_verifies() {
         .collect();
     assert!(out.status.success() && problems.is_empty(), "{stderr}");
 }
+
+#[test]
+fn the_readme_config_file_works_as_written_and_flags_win() {
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("beacon.toml");
+    // As written; only its fixed ports are made free ones.
+    let text = readme_block("toml", "ixfr-history")
+        .replace("127.0.0.1:5300", "127.0.0.1:0")
+        .replace("127.0.0.1:5301", "127.0.0.1:0")
+        .replace("127.0.0.1:5380", "127.0.0.1:0")
+        .replace("answer-ttl = 5", "answer-ttl = 7");
+    std::fs::write(&file, &text).expect("write");
+    let path = file.display().to_string();
+    let out = Command::new(common::BEACON)
+        .args(["check", "--config", &path])
+        .output()
+        .expect("check");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no problems"));
+
+    // The file's settings apply (answer-ttl, the reverse zone) ...
+    let server = TestServer::start(&["--config", &path]);
+    server.beat("beacon/1 service=web instance=w1 port=80 addr=10.0.0.1");
+    let reply = server.await_reply("web.svc.internal.", RecordType::A, |r| {
+        !r.answers.is_empty()
+    });
+    assert_eq!(reply.answers[0].ttl, 7);
+    let reverse = server.await_reply("1.0.0.10.in-addr.arpa.", RecordType::PTR, |r| {
+        !r.answers.is_empty()
+    });
+    assert_eq!(common::rdatas(&reverse.answers), ["w1.web.svc.internal."]);
+    // ... and a flag on the command line wins over the file.
+    let flagged = TestServer::start(&["--config", &path, "--answer-ttl", "9"]);
+    flagged.beat("beacon/1 service=web instance=w1 port=80 addr=10.0.0.1");
+    let reply = flagged.await_reply("web.svc.internal.", RecordType::A, |r| {
+        !r.answers.is_empty()
+    });
+    assert_eq!(reply.answers[0].ttl, 9);
+
+    // Problems name their place.
+    for (bad, expected) in [
+        (
+            "frobnicate = 1\n",
+            "beacon.toml:1:1: unknown key `frobnicate`",
+        ),
+        (
+            "max-udp-payload = \"big\"\n",
+            "beacon.toml:1:19: `max-udp-payload`",
+        ),
+        (
+            "answer-ttl = 5\nmax-udp-payload = 99\n",
+            "beacon.toml:2:1: --max-udp-payload",
+        ),
+        (
+            "zone = [\"a.\"]\n",
+            "beacon.toml:1:8: `zone` takes one value",
+        ),
+    ] {
+        std::fs::write(&file, bad).expect("write");
+        let out = Command::new(common::BEACON)
+            .args(["serve", "--config", &path])
+            .output()
+            .expect("serve");
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(expected), "{bad}: {stderr}");
+    }
+}
