@@ -76,6 +76,8 @@ pub struct AnswerCounters {
     fast_hits: AtomicU64,
     fast_misses: AtomicU64,
     truncated: AtomicU64,
+    rrl_drops: AtomicU64,
+    rrl_slips: AtomicU64,
 }
 
 impl Default for AnswerCounters {
@@ -85,6 +87,8 @@ impl Default for AnswerCounters {
             fast_hits: AtomicU64::new(0),
             fast_misses: AtomicU64::new(0),
             truncated: AtomicU64::new(0),
+            rrl_drops: AtomicU64::new(0),
+            rrl_slips: AtomicU64::new(0),
         }
     }
 }
@@ -107,6 +111,17 @@ impl AnswerCounters {
         if header[2] & 0x02 != 0 {
             self.truncated.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Counts a reply response rate limiting dropped (`slipped` false)
+    /// or sent truncated.
+    pub fn rate_limited(&self, slipped: bool) {
+        let counter = if slipped {
+            &self.rrl_slips
+        } else {
+            &self.rrl_drops
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a query the fast path answered (`true`) or left to the
@@ -173,6 +188,10 @@ pub struct Metrics {
     pub fragment_loads: AtomicU64,
     /// Zone fragment files that failed to load.
     pub fragment_failures: AtomicU64,
+    /// Queries relayed to an upstream (`--forward`).
+    pub forwarded: AtomicU64,
+    /// Forwarded queries no upstream answered (or too many waiting).
+    pub upstream_failures: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -194,6 +213,8 @@ impl Default for Metrics {
             snapshot_writes: AtomicU64::new(0),
             fragment_loads: AtomicU64::new(0),
             fragment_failures: AtomicU64::new(0),
+            forwarded: AtomicU64::new(0),
+            upstream_failures: AtomicU64::new(0),
         }
     }
 }
@@ -328,6 +349,30 @@ impl Collector for Scrape {
             "truncated_replies",
             "Replies sent with TC set",
             sum(|c| &c.truncated),
+        )?;
+        counter(
+            &mut encoder,
+            "rrl_drops",
+            "Replies dropped by response rate limiting",
+            sum(|c| &c.rrl_drops),
+        )?;
+        counter(
+            &mut encoder,
+            "rrl_slips",
+            "Replies sent truncated by response rate limiting",
+            sum(|c| &c.rrl_slips),
+        )?;
+        counter(
+            &mut encoder,
+            "forwarded_queries",
+            "Queries relayed to an upstream",
+            load(&metrics.forwarded),
+        )?;
+        counter(
+            &mut encoder,
+            "upstream_failures",
+            "Forwarded queries no upstream answered",
+            load(&metrics.upstream_failures),
         )?;
         counter(
             &mut encoder,

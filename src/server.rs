@@ -328,7 +328,7 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
         restore(state, &mut registry, &config.auth);
     }
     let snapshots = match &state {
-        Some(state) => Some(state.snapshot_writer().map_err(|e| {
+        Some(state) => Some(state.snapshot_writer(metrics.clone()).map_err(|e| {
             ServeError::Dns(format!("cannot start the registry snapshot writer: {e}"))
         })?),
         None => None,
@@ -384,6 +384,7 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
             feed,
             config.rescan,
             supervisor.guard("the zone fragment watcher"),
+            metrics.clone(),
         )
         .map_err(|e| ServeError::Dns(format!("cannot start the zone fragment watcher: {e}")))?;
     let policy = Arc::new(config.auth.clone());
@@ -419,6 +420,7 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
             config.forward_allow.clone(),
             config.limits.forward_concurrency,
         )
+        .with_metrics(metrics.clone())
     });
     let handler = DnsHandler::new(views.clone(), forwarder, config.max_udp_payload, transfers);
     let settings = udp::WorkerSettings {

@@ -43,7 +43,10 @@ fn health_ready_metrics_and_the_services_api() {
     if !have_tool("curl") {
         return;
     }
-    let server = TestServer::start(&[]);
+    let zones = tempfile::tempdir().expect("zones");
+    std::fs::write(zones.path().join("www.zone"), "www 60 IN A 10.9.9.9\n").expect("fragment");
+    let zones_path = zones.path().display().to_string();
+    let server = TestServer::start(&["--zones", &zones_path, "--rrl", "5", "--rrl-slip", "2"]);
     assert!(
         server.listening.contains(" http=127.0.0.1:"),
         "{}",
@@ -82,6 +85,43 @@ fn health_ready_metrics_and_the_services_api() {
     assert!(value("beacon_heartbeats_accepted_total") >= 3.0);
     assert!(value("beacon_view_publish_seconds_count") >= 1.0);
     assert!(value("beacon_process_resident_memory_bytes") > 1e6);
+
+    assert_eq!(
+        value("beacon_fragment_loads_total"),
+        1.0,
+        "the one fragment"
+    );
+    assert_eq!(value("beacon_fragment_failures_total"), 0.0);
+    // Over the rate limit (5 a second for this client): some dropped,
+    // some slipped.
+    for _ in 0..40 {
+        let _ = common::exchange_raw(
+            server.dns,
+            &common::question("www.svc.internal.", RecordType::A, true)
+                .to_vec()
+                .expect("encode"),
+            Duration::from_millis(20),
+        );
+    }
+    let limited = wait_until(Duration::from_secs(5), || {
+        let (_, metrics) = get(&server, "/metrics");
+        let read = |name: &str| -> f64 {
+            metrics
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+                .unwrap_or(0.0)
+        };
+        (read("beacon_rrl_drops_total") > 0.0
+            && read("beacon_rrl_slips_total") > 0.0
+            && read("beacon_snapshot_writes_total") >= 1.0)
+            .then_some(())
+    });
+    assert!(
+        limited.is_some(),
+        "rate limiting and snapshot writes are counted:\n{}",
+        get(&server, "/metrics").1
+    );
     server.beat("beacon/1 service=web instance=w1 port=8080 addr=10.0.0.1 key=x auth=AAAA");
     let rejected = wait_until(Duration::from_secs(5), || {
         let (_, metrics) = get(&server, "/metrics");

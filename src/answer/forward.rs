@@ -44,6 +44,8 @@ pub struct Forwarder {
     /// Replies with our ID from the upstream's address that answered
     /// another question: spoofing attempts, or a confused upstream.
     mismatched: Arc<AtomicU64>,
+    /// Forwards and failures, for `/metrics`.
+    metrics: Arc<crate::metrics::Metrics>,
     /// One permit per forward that may wait for an upstream at once (each
     /// holds a socket and a task): a silent upstream cannot make the
     /// server hold file descriptors and memory without end.
@@ -60,6 +62,7 @@ impl Forwarder {
             upstreams,
             allowed,
             mismatched: Arc::default(),
+            metrics: Arc::default(),
             waiting: Arc::new(Semaphore::new(concurrency)),
             busy: Arc::default(),
         }
@@ -90,6 +93,28 @@ impl Forwarder {
     /// # Errors
     /// [`ForwardError`] when no upstream gives a usable reply in time.
     pub async fn forward(&self, query: &[u8], question: &Query) -> Result<Message, ForwardError> {
+        self.metrics.forwarded.fetch_add(1, Ordering::Relaxed);
+        let result = self.forward_to_any(query, question).await;
+        if result.is_err() {
+            self.metrics
+                .upstream_failures
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    /// Counts forwards and failures into `metrics`.
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    async fn forward_to_any(
+        &self,
+        query: &[u8],
+        question: &Query,
+    ) -> Result<Message, ForwardError> {
         let Ok(_permit) = self.waiting.try_acquire() else {
             let busy = self.busy.fetch_add(1, Ordering::Relaxed) + 1;
             // Logarithmic: a flood cannot flood the log.

@@ -316,9 +316,13 @@ impl Worker {
                     match rrl.check(from.ip(), Class::of(&replies[index])) {
                         Verdict::Send => {}
                         Verdict::Slip => {
+                            self.counters.rate_limited(true);
                             slip_reply(query, self.max_udp_payload, &mut replies[index]);
                         }
-                        Verdict::Drop => continue,
+                        Verdict::Drop => {
+                            self.counters.rate_limited(false);
+                            continue;
+                        }
                     }
                 }
                 self.counters.reply(&replies[index]);
@@ -351,11 +355,15 @@ impl Worker {
                 match rrl.check(from.ip(), Class::of(&reply)) {
                     Verdict::Send => {}
                     Verdict::Slip => {
+                        counters.rate_limited(true);
                         if !slip_reply(&asked, max_udp_payload, &mut reply) {
                             return;
                         }
                     }
-                    Verdict::Drop => return,
+                    Verdict::Drop => {
+                        counters.rate_limited(false);
+                        return;
+                    }
                 }
             }
             counters.reply(&reply);

@@ -33,7 +33,9 @@ use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
 use tracing::{debug, info, warn};
 
 use super::{LiveNames, Loader, Rescan, RescanRequest, Signature, StaticZone};
+use crate::metrics::Metrics;
 use crate::supervise::{Guard, fault_point};
+use std::sync::Arc;
 
 /// Quiet time after a file's last event before it is read: a burst of
 /// edits (or an editor's write, rename and chmod) costs one reload.
@@ -88,7 +90,12 @@ pub trait Feed: Send + 'static {
 
 /// Logs what a load did; every problem at WARN, once (the loader reports
 /// a file's problems only when that file changed).
-pub fn log_rescan(rescan: &Rescan, elapsed: Duration) {
+pub fn log_rescan(rescan: &Rescan, elapsed: Duration, metrics: &Metrics) {
+    let count = |counter: &std::sync::atomic::AtomicU64, n: usize| {
+        counter.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+    };
+    count(&metrics.fragment_loads, rescan.loaded.len());
+    count(&metrics.fragment_failures, rescan.problems.len());
     for (file, records) in &rescan.loaded {
         info!(%file, records, elapsed_ms = elapsed.as_millis(), "loaded zone fragment");
     }
@@ -201,6 +208,7 @@ impl Watcher {
         feed: impl Feed,
         rescan_every: Duration,
         guard: Guard,
+        metrics: Arc<Metrics>,
     ) -> std::io::Result<thread::JoinHandle<()>> {
         let mut state = WatchLoop {
             own_sender: self.requests,
@@ -214,6 +222,7 @@ impl Watcher {
             retry_at: None,
             release_at: None,
             warned_missing: false,
+            metrics,
         };
         thread::Builder::new()
             .name("zone-fragments".into())
@@ -251,6 +260,7 @@ struct WatchLoop<F> {
     /// When to hand memory freed by a change back to the system.
     release_at: Option<Instant>,
     warned_missing: bool,
+    metrics: Arc<Metrics>,
 }
 
 impl<F: Feed> WatchLoop<F> {
@@ -263,7 +273,7 @@ impl<F: Feed> WatchLoop<F> {
         let rescan = self
             .loader
             .rescan(&RescanRequest::everything(), self.feed.live().as_ref());
-        log_rescan(&rescan, started.elapsed());
+        log_rescan(&rescan, started.elapsed(), &self.metrics);
         let set = self.loader.set();
         info!(
             dir = %self.loader.dir().display(),
@@ -410,7 +420,7 @@ impl<F: Feed> WatchLoop<F> {
             settle: SETTLE,
         };
         let rescan = self.loader.rescan(&request, self.feed.live().as_ref());
-        log_rescan(&rescan, started.elapsed());
+        log_rescan(&rescan, started.elapsed(), &self.metrics);
         if !rescan.loaded.is_empty() || !rescan.removed.is_empty() {
             // Counted from the end of the reload: the views holding the
             // old records go only once the new static zone is published.

@@ -27,6 +27,7 @@ use std::time::Instant;
 use tracing::{debug, error, info, warn};
 
 use crate::intake::SnapshotSink;
+use crate::metrics::Metrics;
 use crate::registry::{Forgotten, Kept};
 use crate::view::publish::SerialStore;
 
@@ -129,8 +130,8 @@ impl StateDir {
     ///
     /// # Errors
     /// When its thread cannot be started.
-    pub fn snapshot_writer(&self) -> io::Result<SnapshotWriter> {
-        SnapshotWriter::start(self.path.clone())
+    pub fn snapshot_writer(&self, metrics: Arc<Metrics>) -> io::Result<SnapshotWriter> {
+        SnapshotWriter::start(self.path.clone(), metrics)
     }
 
     /// The folder.
@@ -204,14 +205,14 @@ impl std::fmt::Debug for Taken {
 }
 
 impl SnapshotWriter {
-    fn start(dir: PathBuf) -> io::Result<SnapshotWriter> {
+    fn start(dir: PathBuf, metrics: Arc<Metrics>) -> io::Result<SnapshotWriter> {
         let (sender, receiver) = sync_channel(1);
         let folder = dir.clone();
         let waiting = Arc::new(AtomicBool::new(true));
         let flag = waiting.clone();
         let thread = std::thread::Builder::new()
             .name("registry-snapshot".into())
-            .spawn(move || write_loop(&folder, &receiver, &flag))?;
+            .spawn(move || write_loop(&folder, &receiver, &flag, &metrics))?;
         Ok(SnapshotWriter {
             dir,
             sender: Some(sender),
@@ -227,13 +228,14 @@ fn write_snapshot(dir: &Path, taken: &Taken) -> io::Result<usize> {
     Ok(bytes.len())
 }
 
-fn write_loop(dir: &Path, offers: &Receiver<Taken>, waiting: &AtomicBool) {
+fn write_loop(dir: &Path, offers: &Receiver<Taken>, waiting: &AtomicBool, metrics: &Metrics) {
     let mut failing = false;
     while let Ok(taken) = offers.recv() {
         waiting.store(false, Ordering::Release);
         let started = Instant::now();
         match write_snapshot(dir, &taken) {
             Ok(bytes) => {
+                metrics.snapshot_writes.fetch_add(1, Ordering::Relaxed);
                 if failing {
                     info!(dir = %dir.display(), "the registry snapshot is written again");
                 }
