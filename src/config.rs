@@ -47,6 +47,8 @@ pub const SOA_RETRY: i32 = 10;
 /// (five refreshes, thirty retries) and then fails loudly (SERVFAIL)
 /// rather than sending clients to instances that may be gone.
 pub const SOA_EXPIRE: i32 = 300;
+/// Registry events the status API and page keep to show (the newest).
+pub const RECENT_EVENTS: usize = 100;
 /// Default `--ixfr-history`: serials whose changes are kept for IXFR. At
 /// one change per publish (several per second under churn) this covers
 /// minutes; a secondary further behind gets a full transfer.

@@ -228,6 +228,10 @@ fn the_status_page_renders_instances_and_follows_changes() {
     let page = rendered(&server);
     assert!(page.contains("2 instances"), "{page}");
     assert!(!page.contains(r#"data-id="db/d1""#), "{page}");
+    assert!(
+        page.contains("<td>deregistered</td><td>db</td><td>d1</td><td>sender said down</td>"),
+        "the recent events show the removal: {page}"
+    );
 }
 
 #[test]

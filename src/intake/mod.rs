@@ -45,10 +45,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::auth::{Policy, Rejection, Signer};
-use crate::config::MAX_HEARTBEAT_BYTES;
+use crate::config::{MAX_HEARTBEAT_BYTES, RECENT_EVENTS};
 use crate::metrics::Metrics;
 use crate::registry::announcement::{Announcement, State, check_instance_addr};
-use crate::registry::status::Status;
+use crate::registry::status::{EventRecord, Status};
 use crate::registry::{Event, Forgotten, Kept, Refusal, Registry};
 use crate::supervise::Guard;
 use crate::view::StaticZone;
@@ -227,6 +227,8 @@ pub struct Intake {
     metrics: Arc<Metrics>,
     /// Requests for the registry's status (the HTTP status API).
     status_requests: Option<mpsc::Receiver<StatusRequest>>,
+    /// The latest registry events, oldest first, for the status API.
+    recent: VecDeque<EventRecord>,
 }
 
 /// A request for the registry's status: the answer goes back on it.
@@ -268,6 +270,7 @@ impl Intake {
             overflow_warn: RateLimitedWarn::new(),
             metrics: Arc::default(),
             status_requests: None,
+            recent: VecDeque::with_capacity(RECENT_EVENTS),
         }
     }
 
@@ -290,6 +293,21 @@ impl Intake {
     pub fn with_snapshots(mut self, sink: Box<dyn SnapshotSink>) -> Self {
         self.snapshots = Some(sink);
         self
+    }
+
+    /// Keeps a registry event for the status API (the newest
+    /// [`RECENT_EVENTS`]).
+    fn remember(&mut self, event: &'static str, service: &str, instance: &str, reason: String) {
+        if self.recent.len() == RECENT_EVENTS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(EventRecord {
+            at_ms: unix_millis(),
+            event,
+            service: service.to_string(),
+            instance: instance.to_string(),
+            reason,
+        });
     }
 
     /// Notes that the registry changed: a snapshot is due within `within`.
@@ -401,7 +419,8 @@ impl Intake {
                 () = std::future::ready(()), if behind => {}
                 () = sleep_until(snapshot_due.unwrap_or_else(Instant::now)), if snapshot_due.is_some() => {}
                 Some(reply) = next_request(&mut self.status_requests) => {
-                    let status = self.registry.status(Instant::now(), self.publisher.serial());
+                    let mut status = self.registry.status(Instant::now(), self.publisher.serial());
+                    status.recent_events = self.recent.iter().rev().cloned().collect();
                     let _ = reply.send(Arc::new(status));
                 }
             }
@@ -459,6 +478,12 @@ impl Intake {
         }
         for gone in &expired {
             self.metrics.event("expired");
+            let reason = if gone.was_stale {
+                "its protection ended"
+            } else {
+                "no heartbeat within its ttl"
+            };
+            self.remember("expired", &gone.service, &gone.instance, reason.into());
             changed.insert(gone.service.clone());
             if self.audit.allow(Kind::Expired, now) {
                 let reason = if gone.was_stale {
@@ -716,6 +741,13 @@ impl Intake {
         };
         if let Some(kind) = counted {
             self.metrics.event(kind);
+            let reason = match &event {
+                Event::Changed(fields) => fields.join(","),
+                Event::Registered => "first heartbeat".into(),
+                Event::Drained => "sender is draining".into(),
+                _ => "sender said down".into(),
+            };
+            self.remember(kind, &service, &instance, reason);
         }
         if counted.is_some() || matches!(event, Event::Renewed) {
             self.metrics

@@ -26,6 +26,24 @@ pub struct Status {
     pub instances: usize,
     /// Services, by name.
     pub services: Vec<ServiceStatus>,
+    /// The latest registry events, newest first (at most
+    /// [`crate::config::RECENT_EVENTS`]).
+    pub recent_events: Vec<EventRecord>,
+}
+
+/// One registry event, as the audit trail logs it.
+#[derive(Debug, Clone, Serialize)]
+pub struct EventRecord {
+    /// Unix time, in milliseconds.
+    pub at_ms: u64,
+    /// `registered`, `changed`, `drained`, `deregistered` or `expired`.
+    pub event: &'static str,
+    /// Service name.
+    pub service: String,
+    /// Instance id.
+    pub instance: String,
+    /// Why, as the log says it.
+    pub reason: String,
 }
 
 /// One service.
@@ -123,6 +141,7 @@ impl Registry {
             at_ms: unix_ms,
             instances: services.iter().map(|s| s.instances.len()).sum(),
             services,
+            recent_events: Vec::new(),
         }
     }
 }
