@@ -27,7 +27,9 @@
 //! BENCH_OUTSTANDING (200), BENCH_RATE (20000), BENCH_HEARTBEATS (10000),
 //! BENCH_RRL (1000000: the `--rrl` rate of the `beacon-rrl` server, which
 //! joins with BENCH_SERVERS=beacon,beacon-rrl,knot to show what rate
-//! limiting costs below its rate, in the same rounds).
+//! limiting costs below its rate, in the same rounds). The
+//! `beacon-dnstap` server writes every query and reply with `--dnstap`
+//! (BENCH_SERVERS=beacon,beacon-dnstap,knot shows what that costs).
 //! Everything listens on 127.0.0.1 and stops when the run ends.
 
 // Rates, shares and percentiles are f64; turning them back into counts
@@ -403,26 +405,30 @@ fn main() {
     let mut servers: Vec<Server> = Vec::new();
     for name in &names {
         let server = match name.as_str() {
-            "beacon" | "beacon-rrl" => {
-                let rrl = if name == "beacon" {
-                    "0".to_string()
-                } else {
+            "beacon" | "beacon-rrl" | "beacon-dnstap" => {
+                let rrl = if name == "beacon-rrl" {
                     env_or("BENCH_RRL", 1_000_000u32).to_string()
+                } else {
+                    "0".to_string()
                 };
-                let mut server = start_beacon(
-                    dir.path(),
-                    &[
-                        "--udp-workers",
-                        "1",
-                        "--max-instances",
-                        "10000",
-                        "--rrl",
-                        &rrl,
-                    ],
-                );
-                if name != "beacon" {
-                    server.name = "beacon-rrl";
+                let tap = dir.path().join("beacon.dnstap").display().to_string();
+                let mut flags = vec![
+                    "--udp-workers",
+                    "1",
+                    "--max-instances",
+                    "10000",
+                    "--rrl",
+                    &rrl,
+                ];
+                if name == "beacon-dnstap" {
+                    flags.extend(["--dnstap", tap.as_str()]);
                 }
+                let mut server = start_beacon(dir.path(), &flags);
+                server.name = match name.as_str() {
+                    "beacon-rrl" => "beacon-rrl",
+                    "beacon-dnstap" => "beacon-dnstap",
+                    _ => "beacon",
+                };
                 server
             }
             "knot" => start_knot(dir.path(), ZONE, &zone_path),
@@ -433,7 +439,9 @@ fn main() {
                     "hickory-dns is missing: `cargo install hickory-dns --version 0.26.3 --locked`"
                 ),
             },
-            other => panic!("unknown server {other} (beacon, beacon-rrl, knot, nsd, hickory)"),
+            other => panic!(
+                "unknown server {other} (beacon, beacon-rrl, beacon-dnstap, knot, nsd, hickory)"
+            ),
         };
         if server.heartbeat.is_some() {
             register_all(&server);

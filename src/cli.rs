@@ -141,6 +141,10 @@ pub struct ServeArgs {
     /// (`off` for none; port 0 picks a free port).
     #[arg(long, value_name = "ADDR:PORT|off", default_value = "127.0.0.1:5380", value_parser = parse_http)]
     pub http: HttpArg,
+    /// Write every query and reply as dnstap (Frame Streams) to this file,
+    /// for `dnstap-read` and other dnstap tools [default: off].
+    #[arg(long, value_name = "FILE")]
+    pub dnstap: Option<PathBuf>,
     /// Folder of zone fragments (may be missing).
     #[arg(long, value_name = "DIR", default_value = config::DEFAULT_ZONES_DIR)]
     pub zones: PathBuf,
@@ -386,6 +390,7 @@ impl ServeArgs {
         cfg.dns = self.dns;
         cfg.heartbeat = self.heartbeat;
         cfg.http = self.http.0;
+        cfg.dnstap = self.dnstap;
         cfg.zones_dir = self.zones;
         cfg.answer_ttl = self.answer_ttl;
         cfg.max_instances = self.max_instances;

@@ -218,6 +218,8 @@ pub struct ServeConfig {
     pub dns: SocketAddr,
     /// The HTTP endpoint, if any (`--http`).
     pub http: Option<SocketAddr>,
+    /// Where dnstap messages go, if anywhere (`--dnstap`).
+    pub dnstap: Option<PathBuf>,
     /// Where heartbeats arrive (UDP).
     pub heartbeat: SocketAddr,
     /// Folder of zone fragments; it may be missing.
@@ -479,6 +481,7 @@ impl ServeConfig {
             zone,
             dns: DEFAULT_DNS,
             http: Some(DEFAULT_HTTP),
+            dnstap: None,
             heartbeat: DEFAULT_HEARTBEAT,
             zones_dir: PathBuf::from(DEFAULT_ZONES_DIR),
             answer_ttl: DEFAULT_ANSWER_TTL,

@@ -59,6 +59,7 @@ pub mod beat;
 pub mod cli;
 pub mod config;
 pub mod config_file;
+pub mod dnstap;
 pub mod fuzz;
 pub mod http;
 pub mod keys;

@@ -301,6 +301,13 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
         http: http.as_ref().and_then(|l| l.local_addr().ok()),
     };
     let metrics = Arc::new(Metrics::default());
+    let tap = match &config.dnstap {
+        Some(path) => Some(
+            crate::dnstap::Tap::start(path, bound.dns_udp)
+                .map_err(|e| ServeError::Dns(format!("--dnstap {}: {e}", path.display())))?,
+        ),
+        None => None,
+    };
 
     // The watch starts before the first load, so no edit slips between.
     // The load itself runs on the watcher thread: until it is done, views
@@ -429,6 +436,7 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
         limits: config.limits,
         rrl: (config.rrl > 0).then(|| Arc::new(RateLimiter::new(config.rrl, config.rrl_slip))),
         metrics: metrics.clone(),
+        tap: tap.clone(),
     };
     let udp_workers = udp::Workers::start(dns_udp, &views, &handler, &settings, |_| {
         supervisor.guard("a DNS UDP worker")
@@ -442,6 +450,7 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
         idle: Duration::from_secs(config.tcp_idle),
         limits: config.limits,
         counters: metrics.tcp.clone(),
+        tap,
     };
     let guard = supervisor.guard("the DNS TCP listener");
     let stopping = shutdown.clone();

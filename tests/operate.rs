@@ -518,3 +518,55 @@ fn the_readme_config_file_works_as_written_and_flags_win() {
         assert!(stderr.contains(expected), "{bad}: {stderr}");
     }
 }
+
+#[test]
+fn dnstap_records_queries_and_replies_that_dnstap_read_reads() {
+    if !have_tool("dnstap-read") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("beacon.dnstap");
+    let path = file.display().to_string();
+    let server = TestServer::start(&["--dnstap", &path]);
+    server.beat("beacon/1 service=web instance=w1 port=8080 addr=10.0.0.1");
+    server.await_reply("web.svc.internal.", RecordType::A, |r| {
+        !r.answers.is_empty()
+    });
+    server.query_tcp("_web._tcp.svc.internal.", RecordType::SRV);
+    server.query("nope.svc.internal.", RecordType::TXT);
+    // Written by a thread of its own: wait until the file holds them.
+    let seen = wait_until(Duration::from_secs(5), || {
+        let out = Command::new("dnstap-read")
+            .args(["-y", &path])
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        (text.contains("_web._tcp.svc.internal") && text.contains("nope.svc.internal"))
+            .then_some(text)
+    });
+    let text = seen.unwrap_or_else(|| {
+        let out = Command::new("dnstap-read")
+            .arg(&path)
+            .output()
+            .expect("dnstap-read");
+        panic!(
+            "dnstap-read never showed the queries: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert!(text.contains("type: AUTH_QUERY"), "{text}");
+    assert!(text.contains("type: AUTH_RESPONSE"), "{text}");
+    assert!(text.contains("socket_protocol: TCP"), "{text}");
+    assert!(text.contains("socket_protocol: UDP"), "{text}");
+    assert!(
+        text.contains("NXDOMAIN"),
+        "the reply is recorded whole: {text}"
+    );
+    let short = Command::new("dnstap-read")
+        .arg(&path)
+        .output()
+        .expect("dnstap-read");
+    let short = String::from_utf8_lossy(&short.stdout);
+    assert!(short.contains("AQ ") && short.contains("AR "), "{short}");
+}

@@ -71,6 +71,8 @@ pub struct TcpService {
     pub limits: Limits,
     /// Counters of every connection's replies.
     pub counters: Arc<AnswerCounters>,
+    /// dnstap, when on.
+    pub tap: Option<crate::dnstap::Tap>,
 }
 
 /// Tells the accepting task, when dropped, that a connection from this
@@ -246,6 +248,9 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, service: &TcpServic
                 continue; // cannot be framed; neither path builds one
             };
             service.counters.reply(&reply);
+            if let Some(tap) = &service.tap {
+                tap.record(peer, true, message, &reply);
+            }
             output.extend_from_slice(&prefix.to_be_bytes());
             output.extend_from_slice(&reply);
         }

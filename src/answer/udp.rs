@@ -35,6 +35,7 @@ use super::fast::{FastPath, slip_reply};
 use super::handler::DnsHandler;
 use super::rrl::{Class, RateLimiter, Verdict};
 use crate::config::Limits;
+use crate::dnstap::Tap;
 use crate::metrics::{AnswerCounters, Metrics};
 use crate::supervise::{Guard, fault_point};
 use crate::view::publish::ViewHandle;
@@ -93,6 +94,8 @@ pub struct WorkerSettings {
     pub rrl: Option<Arc<RateLimiter>>,
     /// Where each worker's counters are registered.
     pub metrics: Arc<Metrics>,
+    /// dnstap, when on.
+    pub tap: Option<Tap>,
 }
 
 /// The running workers; [`Workers::stop`] ends them.
@@ -120,6 +123,7 @@ impl Workers {
             limits,
             rrl,
             metrics,
+            tap,
         } = settings;
         let (max_udp_payload, fast_path) = (*max_udp_payload, *fast_path);
         let stop = Arc::new(AtomicBool::new(false));
@@ -142,6 +146,7 @@ impl Workers {
                 fast: fast_path.then(|| FastPath::new(max_udp_payload, limits.answer_cache)),
                 stop: stop.clone(),
                 counters: metrics.udp_worker(),
+                tap: tap.clone(),
             };
             let guard = guard(index);
             threads.push(
@@ -182,6 +187,7 @@ struct Worker {
     stop: Arc<AtomicBool>,
     /// This worker's counters (its own: no cache line shared with others).
     counters: Arc<AnswerCounters>,
+    tap: Option<Tap>,
 }
 
 /// The general path's work queue: queries handed over and not answered
@@ -326,6 +332,9 @@ impl Worker {
                     }
                 }
                 self.counters.reply(&replies[index]);
+                if let Some(tap) = &self.tap {
+                    tap.record(from, false, query, &replies[index]);
+                }
                 ready.push(index);
                 destinations.push(Some(SockaddrStorage::from(from)));
             }
@@ -344,19 +353,20 @@ impl Worker {
         let rrl = self.rrl.clone();
         let max_udp_payload = self.max_udp_payload;
         let counters = self.counters.clone();
+        let tap = self.tap.clone();
         self.runtime.spawn(async move {
             let _place = place;
             // Kept only when a slip may have to be built from it.
-            let asked = rrl.as_ref().map(|_| query.clone());
+            let asked = (rrl.is_some() || tap.is_some()).then(|| query.clone());
             let Some(mut reply) = general.answer_raw(query, from, Protocol::Udp).await else {
                 return;
             };
-            if let (Some(rrl), Some(asked)) = (rrl, asked) {
+            if let (Some(rrl), Some(asked)) = (rrl, asked.as_ref()) {
                 match rrl.check(from.ip(), Class::of(&reply)) {
                     Verdict::Send => {}
                     Verdict::Slip => {
                         counters.rate_limited(true);
-                        if !slip_reply(&asked, max_udp_payload, &mut reply) {
+                        if !slip_reply(asked, max_udp_payload, &mut reply) {
                             return;
                         }
                     }
@@ -367,6 +377,9 @@ impl Worker {
                 }
             }
             counters.reply(&reply);
+            if let (Some(tap), Some(asked)) = (&tap, &asked) {
+                tap.record(from, false, asked, &reply);
+            }
             if let Err(error) = socket.send_to(&reply, from) {
                 debug!(%error, %from, "sending a DNS reply failed");
             }
