@@ -29,7 +29,9 @@
 //! joins with BENCH_SERVERS=beacon,beacon-rrl,knot to show what rate
 //! limiting costs below its rate, in the same rounds). The
 //! `beacon-dnstap` server writes every query and reply with `--dnstap`
-//! (BENCH_SERVERS=beacon,beacon-dnstap,knot shows what that costs).
+//! (BENCH_SERVERS=beacon,beacon-dnstap,knot shows what that costs). The
+//! `beacon-baseline` server is another build, BENCH_BASELINE_BIN (an
+//! earlier commit's binary), in the same rounds: what a change costs.
 //! Everything listens on 127.0.0.1 and stops when the run ends.
 
 // Rates, shares and percentiles are f64; turning them back into counts
@@ -50,8 +52,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use harness::{
-    Server, cpu_jiffies, env_list, env_or, free_port, pin_self, start_beacon, start_knot,
-    start_peer,
+    Server, cpu_jiffies, env_list, env_or, free_port, pin_self, start_beacon, start_beacon_build,
+    start_knot, start_peer,
 };
 use hickory_proto::rr::RecordType;
 use load::{Outcome, Question};
@@ -405,7 +407,7 @@ fn main() {
     let mut servers: Vec<Server> = Vec::new();
     for name in &names {
         let server = match name.as_str() {
-            "beacon" | "beacon-rrl" | "beacon-dnstap" => {
+            "beacon" | "beacon-rrl" | "beacon-dnstap" | "beacon-baseline" => {
                 let rrl = if name == "beacon-rrl" {
                     env_or("BENCH_RRL", 1_000_000u32).to_string()
                 } else {
@@ -423,10 +425,19 @@ fn main() {
                 if name == "beacon-dnstap" {
                     flags.extend(["--dnstap", tap.as_str()]);
                 }
-                let mut server = start_beacon(dir.path(), &flags);
+                let baseline = std::env::var("BENCH_BASELINE_BIN").ok();
+                let mut server = if name == "beacon-baseline" {
+                    let binary = baseline
+                        .as_deref()
+                        .expect("beacon-baseline needs BENCH_BASELINE_BIN (another build)");
+                    start_beacon_build(Some(binary), dir.path(), &flags)
+                } else {
+                    start_beacon(dir.path(), &flags)
+                };
                 server.name = match name.as_str() {
                     "beacon-rrl" => "beacon-rrl",
                     "beacon-dnstap" => "beacon-dnstap",
+                    "beacon-baseline" => "beacon-baseline",
                     _ => "beacon",
                 };
                 server
@@ -440,7 +451,7 @@ fn main() {
                 ),
             },
             other => panic!(
-                "unknown server {other} (beacon, beacon-rrl, beacon-dnstap, knot, nsd, hickory)"
+                "unknown server {other} (beacon, beacon-rrl, beacon-dnstap, beacon-baseline, knot, nsd, hickory)"
             ),
         };
         if server.heartbeat.is_some() {

@@ -188,22 +188,48 @@ pub fn start_beacon_in(zones: &Path, extra: &[&str]) -> (Server, Vec<String>) {
 pub fn start_beacon_at(
     zones: &Path,
     state: &Path,
-    (dns, heartbeat): (&str, &str),
+    addresses: (&str, &str),
     extra: &[&str],
 ) -> (Server, Vec<String>) {
     // BENCH_BEACON_BIN runs another build (an earlier commit, for an A/B
     // comparison in the same conditions).
-    let binary =
-        std::env::var("BENCH_BEACON_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_beacon").into());
-    let mut command = Command::new(binary);
+    let binary = std::env::var("BENCH_BEACON_BIN").ok();
+    start_beacon_binary(binary.as_deref(), zones, state, addresses, extra)
+}
+
+/// Starts `binary` (default: this build) with an empty zones folder under
+/// `dir`: another build beside this one in the same rounds.
+pub fn start_beacon_build(binary: Option<&str>, dir: &Path, extra: &[&str]) -> Server {
+    let zones = dir.join("beacon-zones");
+    std::fs::create_dir_all(&zones).expect("zones dir");
+    let state = dir.join(format!("beacon-state-{}", free_port()));
+    start_beacon_binary(
+        binary,
+        &zones,
+        &state,
+        ("127.0.0.1:0", "127.0.0.1:0"),
+        extra,
+    )
+    .0
+}
+
+/// [`start_beacon_at`] for `binary` (default: this build).
+fn start_beacon_binary(
+    binary: Option<&str>,
+    zones: &Path,
+    state: &Path,
+    (dns, heartbeat): (&str, &str),
+    extra: &[&str],
+) -> (Server, Vec<String>) {
+    let mut command = Command::new(binary.unwrap_or(env!("CARGO_BIN_EXE_beacon")));
     command.args(["serve", "--dns", dns, "--heartbeat", heartbeat]);
     // Extra flags may choose their own (`--state-dir off`, to compare).
     if !extra.contains(&"--state-dir") {
         command.arg("--state-dir").arg(state);
     }
     // Several servers may run at once; builds from before the HTTP
-    // endpoint (BENCH_BEACON_BIN) do not know the flag.
-    if std::env::var_os("BENCH_BEACON_BIN").is_none() && !extra.contains(&"--http") {
+    // endpoint (another binary) do not know the flag.
+    if binary.is_none() && !extra.contains(&"--http") {
         command.args(["--http", "127.0.0.1:0"]);
     }
     let mut child = command
