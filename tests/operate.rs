@@ -432,6 +432,14 @@ fn the_shipped_systemd_unit_verifies() {
     assert!(unit.contains("StateDirectory=beacon") && unit.contains("ProtectSystem=strict"));
     assert!(unit.contains("AmbientCapabilities=CAP_NET_BIND_SERVICE"));
     assert!(unit.contains("ExecReload=/bin/kill -HUP $MAINPID"));
+    let shipped =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/dist/beacon.service"))
+            .expect("unit");
+    assert_eq!(
+        readme_block("ini", "Type=notify").trim_end(),
+        shipped.trim_end(),
+        "the README shows the unit as shipped"
+    );
     let path = dir.path().join("beacon.service");
     std::fs::write(&path, unit).expect("write");
     let out = Command::new("systemd-analyze")
