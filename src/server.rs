@@ -374,14 +374,12 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
     } else {
         None
     };
-    let transfers = Arc::new(
-        Transfers::new(
-            config.transfer.clone(),
-            config.auth.shared_keyring(),
-            history,
-        )
-        .with_metrics(metrics.clone()),
-    );
+    let transfers = Transfers::new(
+        config.transfer.clone(),
+        config.auth.shared_keyring(),
+        history,
+    )
+    .with_metrics(metrics.clone());
     let (statics_tx, statics_rx) = tokio::sync::watch::channel(statics);
     let fragment_requests = watcher.requests();
     let feed = StaticFeed::new(views.clone(), statics_tx);
@@ -397,6 +395,8 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
     let policy = Arc::new(config.auth.clone());
     log_policy(&policy);
     let (policy_tx, policy_rx) = tokio::sync::watch::channel(policy);
+    // Transfers and signed queries check TSIG with the keys SIGHUP reads.
+    let transfers = Arc::new(transfers.with_policies(policy_rx.clone()));
     let hangup = fragment_requests.clone();
     let guard = supervisor.guard("the SIGHUP handler");
     let stopping = shutdown.clone();

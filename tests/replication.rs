@@ -1009,3 +1009,44 @@ fn transfers_cover_reverse_zones_and_answer_every_shape_of_request() {
     let log = closed.log();
     assert!(log.contains("refused a zone transfer"), "{log}");
 }
+
+#[test]
+fn sighup_rereads_the_transfer_key() {
+    if !have_tool("kdig") {
+        return;
+    }
+    let keys = tempfile::tempdir().expect("dir");
+    let key = key_file(keys.path(), SECRET);
+    let server = beacon(&[
+        "--keys",
+        &key,
+        "--auth",
+        "optional",
+        "--transfer-key",
+        "xfr",
+    ]);
+    let kdig = |secret: &str| {
+        let output = Command::new("kdig")
+            .args(["@127.0.0.1", "-p", &server.dns.port().to_string(), "+tcp"])
+            .args(["-y", &format!("hmac-sha256:xfr:{secret}")])
+            .args(["svc.internal.", "AXFR"])
+            .output()
+            .expect("kdig");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+            + &String::from_utf8_lossy(&output.stderr)
+    };
+    assert!(kdig(SECRET).contains("IN\tSOA"), "{}", kdig(SECRET));
+    key_file(keys.path(), WRONG_SECRET);
+    common::signal(server.pid(), "HUP");
+    server.wait_for_log("SIGHUP: key files read again");
+    let new_key = kdig(WRONG_SECRET);
+    assert!(
+        new_key.contains("IN\tSOA") && !new_key.contains("NOTAUTH"),
+        "{new_key}"
+    );
+    let old_key = kdig(SECRET);
+    assert!(
+        old_key.contains("NOTAUTH") || old_key.contains("BADSIG"),
+        "{old_key}"
+    );
+}

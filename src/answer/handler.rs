@@ -108,7 +108,12 @@ impl DnsHandler {
         if header.counts.additionals > 0
             && let Ok(message) = Message::from_vec(&bytes)
         {
-            match tsig::verify(&bytes, &message, self.transfers.keyring(), tsig::unix_now()) {
+            match tsig::verify(
+                &bytes,
+                &message,
+                &self.transfers.keyring(),
+                tsig::unix_now(),
+            ) {
                 Verdict::Unsigned => {}
                 Verdict::Signed { signer: s, .. } => signer = Some(s),
                 Verdict::Refused { refusal, reply } => {

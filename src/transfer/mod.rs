@@ -67,6 +67,8 @@ fn transfer_type(message: &[u8]) -> Option<RecordType> {
 pub struct Transfers {
     config: TransferConfig,
     keyring: Arc<Keyring>,
+    /// The policy after SIGHUP, whose keyring replaces `keyring`.
+    policies: Option<tokio::sync::watch::Receiver<Arc<crate::auth::Policy>>>,
     /// `None` when transfers are off (nobody is allowed).
     history: Option<HistoryHandle>,
     running: AtomicUsize,
@@ -86,6 +88,7 @@ impl Transfers {
         Transfers {
             config,
             keyring,
+            policies: None,
             history,
             running: AtomicUsize::new(0),
             refused: AtomicU64::new(0),
@@ -109,9 +112,22 @@ impl Transfers {
         )
     }
 
-    /// The keyring signed queries are checked with.
-    pub fn keyring(&self) -> &Keyring {
-        &self.keyring
+    /// Follows the keys SIGHUP reads again.
+    #[must_use]
+    pub fn with_policies(
+        mut self,
+        policies: tokio::sync::watch::Receiver<Arc<crate::auth::Policy>>,
+    ) -> Self {
+        self.policies = Some(policies);
+        self
+    }
+
+    /// The keyring signed queries are checked with: the latest one read.
+    pub fn keyring(&self) -> Arc<Keyring> {
+        match &self.policies {
+            Some(policies) => policies.borrow().shared_keyring(),
+            None => self.keyring.clone(),
+        }
     }
 
     /// The reply messages to the transfer query `bytes` from `peer` over
@@ -165,7 +181,7 @@ impl Transfers {
             return refuse("the client is not in --allow-transfer", None);
         }
         let now = tsig::unix_now();
-        let signer = match tsig::verify(bytes, &request, &self.keyring, now) {
+        let signer = match tsig::verify(bytes, &request, &self.keyring(), now) {
             Verdict::Refused { refusal, reply } => {
                 self.log_refusal(peer, &zone, qtype, &refusal.to_string());
                 return vec![reply];
