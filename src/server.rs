@@ -345,6 +345,9 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
     let views = publisher.handle();
     let views_for_http = views.clone();
     let views_for_systemd = views.clone();
+    let policy = Arc::new(config.auth.clone());
+    log_policy(&policy);
+    let (policy_tx, policy_rx) = tokio::sync::watch::channel(policy);
     let history = if config.transfer.enabled() {
         let (serials_tx, serials_rx) = tokio::sync::watch::channel(publisher.serial());
         let (recorder, history) =
@@ -362,12 +365,8 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
                 .collect(),
             source: bound.dns_udp.ip(),
             delay: config.transfer.notify_delay,
-            key: config
-                .transfer
-                .key
-                .as_ref()
-                .and_then(|name| config.auth.keyring().get(name))
-                .cloned(),
+            key: config.transfer.key.clone(),
+            policies: policy_rx.clone(),
         };
         Notifier::new(metrics.clone()).start(&plan, &serials_rx, &shutdown);
         Some(history)
@@ -392,9 +391,6 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
             metrics.clone(),
         )
         .map_err(|e| ServeError::Dns(format!("cannot start the zone fragment watcher: {e}")))?;
-    let policy = Arc::new(config.auth.clone());
-    log_policy(&policy);
-    let (policy_tx, policy_rx) = tokio::sync::watch::channel(policy);
     // Transfers and signed queries check TSIG with the keys SIGHUP reads.
     let transfers = Arc::new(transfers.with_policies(policy_rx.clone()));
     let hangup = fragment_requests.clone();

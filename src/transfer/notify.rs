@@ -29,6 +29,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::auth::Policy;
 use crate::config::{NOTIFY_MAX_BACKOFF, NOTIFY_TIMEOUT};
 use crate::keys::Key;
 use crate::metrics::Metrics;
@@ -58,6 +59,7 @@ impl Notifier {
         for &target in &plan.targets {
             let task = Target {
                 key: plan.key.clone(),
+                policies: plan.policies.clone(),
                 target,
                 zones: plan.zones.clone(),
                 source: plan.source,
@@ -88,8 +90,10 @@ pub struct Plan {
     pub source: IpAddr,
     /// Changes within this share one NOTIFY (`--notify-delay`).
     pub delay: Duration,
-    /// Signs every NOTIFY (`--transfer-key`).
-    pub key: Option<Arc<Key>>,
+    /// Signs every NOTIFY with this key (`--transfer-key`)...
+    pub key: Option<String>,
+    /// ... as the keyring has it now (SIGHUP reads the key files again).
+    pub policies: watch::Receiver<Arc<Policy>>,
 }
 
 /// How one NOTIFY ended.
@@ -103,9 +107,11 @@ enum Outcome {
 
 /// One secondary to notify.
 struct Target {
-    /// Signs every NOTIFY (`--transfer-key`): a secondary that requires
-    /// the key for transfers usually requires it for NOTIFY too.
-    key: Option<Arc<Key>>,
+    /// Signs every NOTIFY with this key (`--transfer-key`): a secondary
+    /// that requires the key for transfers usually requires it for NOTIFY
+    /// too.
+    key: Option<String>,
+    policies: watch::Receiver<Arc<Policy>>,
     target: SocketAddr,
     zones: Vec<Name>,
     source: IpAddr,
@@ -180,7 +186,11 @@ impl Target {
         loop {
             let id: u16 = rand::random();
             let mut message = notify_message(id, zone, serial);
-            if let Some(key) = &self.key {
+            let key: Option<Arc<Key>> = self
+                .key
+                .as_ref()
+                .and_then(|name| self.policies.borrow().keyring().get(name).cloned());
+            if let Some(key) = &key {
                 let Ok((signature, _)) = key.tsig().sign_message(&message, crate::tsig::unix_now())
                 else {
                     return Outcome::Stopped;
