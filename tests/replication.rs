@@ -426,11 +426,9 @@ fn key_file(dir: &Path, secret: &str) -> String {
     path.display().to_string()
 }
 
-#[test]
-fn with_a_transfer_key_only_signed_transfers_pass_and_replies_are_signed() {
-    if !have_tool("knotd") || !have_tool("kdig") {
-        return;
-    }
+/// A beacon whose transfers need key `xfr` (secret [`SECRET`], in a key
+/// file in the returned folder); unsigned heartbeats still register.
+fn keyed_beacon() -> (tempfile::TempDir, TestServer) {
     let keys = tempfile::tempdir().expect("dir");
     let key = key_file(keys.path(), SECRET);
     let server = beacon(&[
@@ -441,6 +439,27 @@ fn with_a_transfer_key_only_signed_transfers_pass_and_replies_are_signed() {
         "--transfer-key",
         "xfr",
     ]);
+    (keys, server)
+}
+
+/// kdig's AXFR of the service zone over TCP with `extra` flags (a key):
+/// everything it printed.
+fn kdig_axfr(server: &TestServer, extra: &[&str]) -> String {
+    let output = Command::new("kdig")
+        .args(["@127.0.0.1", "-p", &server.dns.port().to_string(), "+tcp"])
+        .args(extra)
+        .args(["svc.internal.", "AXFR"])
+        .output()
+        .expect("kdig");
+    String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr)
+}
+
+#[test]
+fn with_a_transfer_key_only_signed_transfers_pass_and_replies_are_signed() {
+    if !have_tool("knotd") || !have_tool("kdig") {
+        return;
+    }
+    let (_keys, server) = keyed_beacon();
     register_first_two(&server);
 
     // Knot with the key: loads the zone, signed.
@@ -474,16 +493,7 @@ fn with_a_transfer_key_only_signed_transfers_pass_and_replies_are_signed() {
 
     // kdig: unsigned is refused; signed gets a signed transfer (kdig
     // checks every message's TSIG).
-    let kdig = |extra: &[&str]| {
-        let output = Command::new("kdig")
-            .args(["@127.0.0.1", "-p", &server.dns.port().to_string(), "+tcp"])
-            .args(extra)
-            .args(["svc.internal.", "AXFR"])
-            .output()
-            .expect("kdig");
-        String::from_utf8_lossy(&output.stdout).into_owned()
-            + &String::from_utf8_lossy(&output.stderr)
-    };
+    let kdig = |extra: &[&str]| kdig_axfr(&server, extra);
     let unsigned = kdig(&[]);
     assert!(unsigned.contains("REFUSED"), "{unsigned}");
     let signed = kdig(&["-y", &format!("hmac-sha256:xfr:{SECRET}")]);
@@ -1015,26 +1025,8 @@ fn sighup_rereads_the_transfer_key() {
     if !have_tool("kdig") {
         return;
     }
-    let keys = tempfile::tempdir().expect("dir");
-    let key = key_file(keys.path(), SECRET);
-    let server = beacon(&[
-        "--keys",
-        &key,
-        "--auth",
-        "optional",
-        "--transfer-key",
-        "xfr",
-    ]);
-    let kdig = |secret: &str| {
-        let output = Command::new("kdig")
-            .args(["@127.0.0.1", "-p", &server.dns.port().to_string(), "+tcp"])
-            .args(["-y", &format!("hmac-sha256:xfr:{secret}")])
-            .args(["svc.internal.", "AXFR"])
-            .output()
-            .expect("kdig");
-        String::from_utf8_lossy(&output.stdout).into_owned()
-            + &String::from_utf8_lossy(&output.stderr)
-    };
+    let (keys, server) = keyed_beacon();
+    let kdig = |secret: &str| kdig_axfr(&server, &["-y", &format!("hmac-sha256:xfr:{secret}")]);
     assert!(kdig(SECRET).contains("IN\tSOA"), "{}", kdig(SECRET));
     key_file(keys.path(), WRONG_SECRET);
     common::signal(server.pid(), "HUP");

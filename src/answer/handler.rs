@@ -102,29 +102,25 @@ impl DnsHandler {
                 .into_iter()
                 .next();
         }
-        // A TSIG-signed query (a secondary's SOA check) is checked, and
-        // its reply signed with the same key.
-        let mut signer = None;
-        if header.counts.additionals > 0
-            && let Ok(message) = Message::from_vec(&bytes)
-        {
-            match tsig::verify(
-                &bytes,
-                &message,
-                &self.transfers.keyring(),
-                tsig::unix_now(),
-            ) {
-                Verdict::Unsigned => {}
-                Verdict::Signed { signer: s, .. } => signer = Some(s),
-                Verdict::Refused { refusal, reply } => {
-                    debug!(%src, %refusal, "refused a signed query");
-                    return Some(reply);
-                }
-            }
-        }
         let capture = Capture::default();
+        let mut signer = None;
         match Request::from_bytes(bytes, src, protocol) {
             Ok(request) => {
+                // A TSIG-signed query (a secondary's SOA check) is checked,
+                // and its reply signed with the same key. Only signed
+                // queries are decoded a second time, as TSIG needs.
+                if request.signature.is_some() {
+                    let message = Message::from_vec(request.as_slice()).ok()?;
+                    let keyring = self.transfers.keyring();
+                    match tsig::verify(request.as_slice(), &message, &keyring, tsig::unix_now()) {
+                        Verdict::Unsigned => {}
+                        Verdict::Signed { signer: s, .. } => signer = Some(s),
+                        Verdict::Refused { refusal, reply } => {
+                            debug!(%src, %refusal, "refused a signed query");
+                            return Some(reply);
+                        }
+                    }
+                }
                 self.handle_request::<_, TokioTime>(&request, capture.clone())
                     .await;
             }
