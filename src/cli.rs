@@ -574,6 +574,10 @@ pub struct BeatArgs {
     /// Metadata as key=value (repeatable).
     #[arg(long, value_name = "KEY=VALUE", value_parser = parse_meta)]
     pub meta: Vec<(String, String)>,
+    /// A tag (repeatable): the instance is listed under the DNS-SD
+    /// subtype `_<tag>._sub._<service>._<proto>` and the tag-filtered names.
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
     /// State to announce.
     #[arg(long, value_enum, default_value_t = StateArg::Up)]
     pub state: StateArg,
@@ -649,6 +653,7 @@ impl BeatArgs {
         hb.weight = self.weight;
         hb.priority = self.priority;
         hb.meta = self.meta;
+        hb.tags = crate::registry::announcement::check_tags(self.tags.iter().map(String::as_str))?;
         hb.state = match self.state {
             StateArg::Up => State::Up,
             StateArg::Drain => State::Drain,

@@ -100,6 +100,17 @@ pub const MAX_META_PAIRS: usize = 32;
 pub const MAX_SERVICE_LABEL: usize = 62;
 /// Longest instance id: one DNS label.
 pub const MAX_INSTANCE_LABEL: usize = 63;
+/// Most tags one instance may carry (each gives DNS-SD subtype and
+/// filtered names, so tags bound the names an instance creates).
+pub const MAX_TAGS: usize = 16;
+/// Longest tag: a DNS label short enough that the DNS-SD subtype name
+/// `_<tag>._sub._<service>._tcp` fits where the instance's DNS-SD name
+/// `<instance>._<service>._tcp` does (`_sub` takes 5 octets).
+pub const MAX_TAG_LABEL: usize = 57;
+/// Rotation cursors kept per service for tag-filtered answers. Tag
+/// combinations come from queries, so they share this fixed number of
+/// cursors (by a hash of the combination) instead of growing with them.
+pub const TAG_CURSOR_SLOTS: usize = 32;
 
 /// Largest zone fragment read. A bigger file is refused with a message,
 /// so a stray log or dump named `*.zone` cannot stall the loader.

@@ -32,7 +32,8 @@ use data_encoding::BASE64URL_NOPAD;
 use crate::config::{MAX_HEARTBEAT_BYTES, MAX_LEASE, MAX_META_PAIRS};
 use crate::keys::{Key, check_key_name};
 use crate::registry::announcement::{
-    Announcement, Proto, State, check_instance, check_instance_addr, check_service,
+    Announcement, Proto, State, check_instance, check_instance_addr, check_meta_key, check_service,
+    check_tags,
 };
 
 /// The first token of every version 1 datagram.
@@ -141,22 +142,6 @@ fn parse_num<T: std::str::FromStr>(field: &str, value: &str) -> Result<T, WireEr
     value
         .parse()
         .map_err(|_| bad(field, format!("{value} is out of range")))
-}
-
-fn check_meta_key(key: &str) -> Result<(), String> {
-    if key.is_empty() || key.len() > 64 {
-        return Err("key must be 1 to 64 characters".into());
-    }
-    if key
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-    {
-        Ok(())
-    } else {
-        Err(format!(
-            "key `{key}` may hold only letters, digits, `-`, `_` and `.`"
-        ))
-    }
 }
 
 fn percent_decode(value: &str) -> Result<String, String> {
@@ -269,6 +254,7 @@ enum Field {
     Ts,
     Auth,
     Meta,
+    Tags,
     Unknown,
 }
 
@@ -287,6 +273,7 @@ impl Field {
             "key" => Field::Key,
             "ts" => Field::Ts,
             "auth" => Field::Auth,
+            "tags" => Field::Tags,
             _ if name.starts_with("meta.") => Field::Meta,
             _ => Field::Unknown,
         }
@@ -454,6 +441,9 @@ pub fn decode_signed(datagram: &[u8]) -> Result<Decoded<'_>, WireError> {
                     }
                 }
             }
+            Field::Tags => {
+                hb.tags = check_tags(value.split(',')).map_err(|e| bad(name, e))?;
+            }
             Field::Unknown => return Err(WireError::UnknownField(name.to_string())),
             Field::Meta => {
                 let Some(key) = name.strip_prefix("meta.") else {
@@ -537,6 +527,9 @@ pub fn encode(hb: &Announcement) -> String {
         hb.priority,
         hb.state.as_str()
     );
+    if !hb.tags.is_empty() {
+        let _ = write!(out, " tags={}", hb.tags.join(","));
+    }
     for (key, value) in &hb.meta {
         let _ = write!(out, " meta.{key}=");
         percent_encode(value, &mut out);

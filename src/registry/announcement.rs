@@ -8,7 +8,9 @@
 
 use std::net::IpAddr;
 
-use crate::config::{DEFAULT_LEASE, DEFAULT_WEIGHT, MAX_INSTANCE_LABEL, MAX_SERVICE_LABEL};
+use crate::config::{
+    DEFAULT_LEASE, DEFAULT_WEIGHT, MAX_INSTANCE_LABEL, MAX_SERVICE_LABEL, MAX_TAG_LABEL, MAX_TAGS,
+};
 use crate::net::canonical_ip;
 
 /// Transport protocol of a service, as in `_web._tcp`.
@@ -75,6 +77,9 @@ pub struct Announcement {
     pub priority: u16,
     /// Metadata, sorted by key, keys unique.
     pub meta: Vec<(String, String)>,
+    /// Tags (lower-case labels), sorted, unique: DNS-SD subtypes and
+    /// filtered names.
+    pub tags: Vec<String>,
     /// What the sender says about the instance.
     pub state: State,
 }
@@ -92,6 +97,7 @@ impl Announcement {
             weight: DEFAULT_WEIGHT,
             priority: 0,
             meta: Vec::new(),
+            tags: Vec::new(),
             state: State::Up,
         }
     }
@@ -135,6 +141,60 @@ pub fn check_service(name: &str) -> Result<String, String> {
 /// A sentence saying what is wrong with the id.
 pub fn check_instance(id: &str) -> Result<String, String> {
     check_label(id, MAX_INSTANCE_LABEL)
+}
+
+/// Checks a metadata key: 1 to 64 letters, digits, `-`, `_` and `.`;
+/// `tags` is taken (a DNS-SD TXT string `tags=a,b` lists the tags).
+///
+/// # Errors
+/// A sentence saying what is wrong with the key.
+pub fn check_meta_key(key: &str) -> Result<(), String> {
+    if key.is_empty() || key.len() > 64 {
+        return Err("key must be 1 to 64 characters".into());
+    }
+    if key.eq_ignore_ascii_case("tags") {
+        return Err("key `tags` is taken: tags are given as tags=a,b".into());
+    }
+    if key
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        Ok(())
+    } else {
+        Err(format!(
+            "key `{key}` may hold only letters, digits, `-`, `_` and `.`"
+        ))
+    }
+}
+
+/// Checks a tag: a hostname label of at most [`MAX_TAG_LABEL`]
+/// characters, returned in lower case.
+///
+/// # Errors
+/// A sentence saying what is wrong with the tag.
+pub fn check_tag(tag: &str) -> Result<String, String> {
+    check_label(tag, MAX_TAG_LABEL)
+}
+
+/// Checks a list of tags (each with [`check_tag`], no repeats, at most
+/// [`MAX_TAGS`]) and returns them sorted, in lower case.
+///
+/// # Errors
+/// A sentence naming the first problem.
+pub fn check_tags<'t>(tags: impl IntoIterator<Item = &'t str>) -> Result<Vec<String>, String> {
+    let mut checked = Vec::new();
+    for tag in tags {
+        let tag = check_tag(tag).map_err(|e| format!("tag `{tag}`: {e}"))?;
+        if checked.contains(&tag) {
+            return Err(format!("tag `{tag}` is given twice"));
+        }
+        if checked.len() == MAX_TAGS {
+            return Err(format!("more than {MAX_TAGS} tags"));
+        }
+        checked.push(tag);
+    }
+    checked.sort();
+    Ok(checked)
 }
 
 /// Checks that clients could reach an instance at `ip`: not unspecified

@@ -67,6 +67,8 @@ pub struct Instance {
     pub priority: u16,
     /// Metadata pairs, sorted by key.
     pub meta: Box<[(String, String)]>,
+    /// Tags, sorted (lower-case labels).
+    pub tags: Box<[Box<str>]>,
     /// True while draining: resolvable by its own name, not in its service.
     pub draining: bool,
 }
@@ -83,6 +85,7 @@ impl Instance {
             weight: hb.weight,
             priority: hb.priority,
             meta: hb.meta.into_boxed_slice(),
+            tags: hb.tags.into_iter().map(String::into_boxed_str).collect(),
             draining: hb.state == State::Drain,
         }
     }
@@ -105,6 +108,7 @@ impl Instance {
                 State::Up
             },
             meta: self.meta.to_vec(),
+            tags: self.tags.iter().map(ToString::to_string).collect(),
         }
     }
 
@@ -132,6 +136,14 @@ impl Instance {
         }
         if *self.meta != *hb.meta {
             fields.push("meta");
+        }
+        if !self
+            .tags
+            .iter()
+            .map(AsRef::as_ref)
+            .eq(hb.tags.iter().map(String::as_str))
+        {
+            fields.push("tags");
         }
         if self.draining != (hb.state == State::Drain) {
             fields.push("state");
@@ -535,6 +547,14 @@ impl Registry {
                 .map(|&(ts, _)| ts),
         };
         last.is_some_and(|last| signer.ts <= last)
+    }
+
+    /// The last accepted timestamp of a live signed instance (0 when it
+    /// is unsigned or unknown).
+    pub fn last_ts(&self, service: &str, instance: &str) -> u64 {
+        self.lease(service, instance)
+            .and_then(|lease| lease.owner.as_ref())
+            .map_or(0, |owner| owner.last_ts)
     }
 
     /// True when the instance is alive and belongs to someone else: a

@@ -72,6 +72,8 @@ pub struct InstanceStatus {
     pub priority: u16,
     /// Metadata pairs.
     pub metadata: BTreeMap<String, String>,
+    /// Tags.
+    pub tags: Vec<String>,
     /// `live`, `draining` or `stale` (kept by the protect threshold).
     pub state: &'static str,
     /// Seconds left on its lease.
@@ -122,6 +124,7 @@ impl Registry {
                     weight: instance.weight,
                     priority: instance.priority,
                     metadata: instance.meta.iter().cloned().collect(),
+                    tags: instance.tags.iter().map(ToString::to_string).collect(),
                     state,
                     lease_remaining_s: (entry.remaining.as_millis() as f64) / 1000.0,
                     last_heartbeat_ms: unix_ms

@@ -15,7 +15,12 @@
 //! - `<id>.web.Z`: the instance's address, also while draining;
 //! - `_web._tcp.Z`, `_web._udp.Z`: SRV (targets' addresses as glue) and
 //!   the DNS-SD PTR browse list of the instances that are up;
-//! - `<id>._web._tcp.Z`: DNS-SD SRV and TXT, also while draining.
+//! - `<id>._web._tcp.Z`: DNS-SD SRV and TXT, also while draining;
+//! - `<tag>[.<tag>…]._tag.web.Z`: A/AAAA of the instances that are up and
+//!   carry every one of those tags; `<tag>[.<tag>…]._tag._web._tcp.Z`: their
+//!   SRV; `_<tag>._sub._web._tcp.Z`: the DNS-SD subtype browse list (RFC 6763
+//!   §7.1). Labels starting with `_` are never instance ids, so these names
+//!   cannot collide with instance names.
 //!
 //! Static RRsets at these names join the live ones (one RRset per type,
 //! rotating across both). It never changes once built, never reads the
@@ -29,7 +34,7 @@ use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 
 use super::{Cursor, Member, NameMap, Node, StaticZone, child_name, merge_sets, rotates};
 use crate::config::ServeConfig;
-use crate::config::{DEFAULT_WEIGHT, MAX_LISTED_RECORDS};
+use crate::config::{DEFAULT_WEIGHT, MAX_LISTED_RECORDS, TAG_CURSOR_SLOTS};
 use crate::registry::Instance;
 use crate::registry::announcement::Proto;
 
@@ -51,6 +56,42 @@ enum Shape<'n> {
     Type(usize),
     /// `<id>._<service>._<proto>.<zone>`.
     DnsSd(usize, &'n [u8]),
+    /// `<tag>…._tag.<service>.<zone>`: the number of tag labels in front.
+    Tagged(usize),
+    /// `<tag>…._tag._<service>._<proto>.<zone>`.
+    TaggedType(usize, usize),
+    /// `_<tag>._sub._<service>._<proto>.<zone>` (the tag without `_`).
+    Subtype(usize, &'n [u8]),
+    /// `_tag.<service>.<zone>`, `_tag._<service>._<proto>.<zone>` and
+    /// `_sub._<service>._<proto>.<zone>`: empty non-terminals (`None`:
+    /// any protocol) while some instance has tags.
+    TagParent(Option<usize>),
+}
+
+/// The label under which tag-filtered names sit.
+const TAG_LABEL: &[u8] = b"_tag";
+/// The label under which DNS-SD subtypes sit (RFC 6763 §7.1).
+const SUB_LABEL: &[u8] = b"_sub";
+
+/// True when `inst` carries every tag in `tags` (lower-case labels).
+fn has_tags<'t>(inst: &Instance, mut tags: impl Iterator<Item = &'t [u8]>) -> bool {
+    tags.all(|tag| {
+        inst.tags
+            .binary_search_by(|own| own.as_bytes().cmp(tag))
+            .is_ok()
+    })
+}
+
+/// The cursor slot of a tag combination: order-independent, so `a.b` and
+/// `b.a` (the same set) rotate together.
+fn tag_slot<'t>(tags: impl Iterator<Item = &'t [u8]>) -> usize {
+    let sum = tags.fold(0u64, |sum, tag| {
+        let hash = tag.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        sum.wrapping_add(hash)
+    });
+    usize::try_from(sum % TAG_CURSOR_SLOTS as u64).unwrap_or(0)
 }
 
 /// The names of one live service, with what building their records needs.
@@ -76,6 +117,11 @@ pub struct ServiceNames {
     /// name. Kept here because records are built per lookup, while
     /// round-robin needs one count per RRset across lookups.
     cursors: [Cursor; 4],
+    /// Cursors of tag-filtered RRsets: [`TAG_CURSOR_SLOTS`] slots of four
+    /// (A, AAAA, SRV tcp, SRV udp); empty when no instance has tags.
+    tag_cursors: Box<[Cursor]>,
+    /// Distinct tags of the instances, sorted (for transfers' name lists).
+    tags: Vec<Box<str>>,
     /// Cursors of other rotating RRsets where static records sit at one
     /// of this service's names (a static A beside an instance's own).
     merged: NameMap<Vec<(RecordType, Cursor)>>,
@@ -130,6 +176,8 @@ impl ServiceNames {
             answer_ttl: config.answer_ttl,
             dnssd_claimed: Vec::new(),
             cursors: std::array::from_fn(|_| Cursor::starting_below(instances.len())),
+            tag_cursors: Box::default(),
+            tags: Vec::new(),
             instances,
             merged: NameMap::default(),
             generation: super::next_generation(),
@@ -163,6 +211,20 @@ impl ServiceNames {
             }
         }
         names.merged = names.merged_cursors(statics);
+        let mut tags: Vec<Box<str>> = names
+            .instances
+            .iter()
+            .flat_map(|inst| inst.tags.iter().cloned())
+            .collect();
+        tags.sort_unstable();
+        tags.dedup();
+        if !tags.is_empty() {
+            let len = names.instances.len();
+            names.tag_cursors = (0..TAG_CURSOR_SLOTS * 4)
+                .map(|_| Cursor::starting_below(len))
+                .collect();
+        }
+        names.tags = tags;
         names
     }
 
@@ -232,7 +294,9 @@ impl ServiceNames {
             1 => (labels.next()? == key).then_some(Shape::Service),
             2 => {
                 let (first, second) = (labels.next()?, labels.next()?);
-                if second == key {
+                if second == key && first == TAG_LABEL {
+                    Some(Shape::TagParent(None))
+                } else if second == key {
                     Some(Shape::Instance(first))
                 } else if dashed(first) {
                     proto(second).map(Shape::Type)
@@ -243,13 +307,80 @@ impl ServiceNames {
             3 => {
                 let (id, service, transport) = (labels.next()?, labels.next()?, labels.next()?);
                 if dashed(service) {
-                    proto(transport).map(|p| Shape::DnsSd(p, id))
+                    let p = proto(transport)?;
+                    if id == TAG_LABEL || id == SUB_LABEL {
+                        Some(Shape::TagParent(Some(p)))
+                    } else {
+                        Some(Shape::DnsSd(p, id))
+                    }
+                } else if service == TAG_LABEL && transport == key {
+                    Some(Shape::Tagged(1))
                 } else {
                     None
                 }
             }
-            _ => None,
+            _ => self.tag_shape(name, depth),
         }
+    }
+
+    /// The tag names among this service's names (depth 2 and 4 or more).
+    fn tag_shape<'n>(&self, name: &'n LowerName, depth: usize) -> Option<Shape<'n>> {
+        let key = self.key.as_bytes();
+        let labels: Vec<&[u8]> = name.iter().take(depth).collect();
+        let dashed = |label: &[u8]| label.strip_prefix(b"_") == Some(key);
+        let proto = |label: &[u8]| match label {
+            b"_tcp" => Some(0),
+            b"_udp" => Some(1),
+            _ => None,
+        };
+        let last = *labels.last()?;
+        if depth < 4 {
+            return None;
+        }
+        if last == key && labels[depth - 2] == TAG_LABEL {
+            return Some(Shape::Tagged(depth - 2));
+        }
+        let p = proto(last)?;
+        if !dashed(labels[depth - 2]) {
+            return None;
+        }
+        if labels[depth - 3] == TAG_LABEL {
+            return Some(Shape::TaggedType(p, depth - 3));
+        }
+        if depth == 4 && labels[1] == SUB_LABEL {
+            return Some(Shape::Subtype(p, labels[0].strip_prefix(b"_")?));
+        }
+        None
+    }
+
+    /// Instances that are up, with `proto` if given, and carrying every
+    /// one of the first `count` labels of `name` as a tag.
+    fn tagged<'s>(
+        &'s self,
+        name: &'s LowerName,
+        count: usize,
+        proto: Option<Proto>,
+    ) -> impl Iterator<Item = (usize, &'s Arc<Instance>)> + 's {
+        self.instances.iter().enumerate().filter(move |(_, inst)| {
+            !inst.draining
+                && proto.is_none_or(|p| inst.proto == p)
+                && has_tags(inst, name.iter().take(count))
+        })
+    }
+
+    /// The tag cursor for `kind` (0 A, 1 AAAA, 2 + protocol SRV) of the
+    /// combination of the first `count` labels of `name`.
+    fn tag_cursor(&self, name: &LowerName, count: usize, kind: usize) -> Option<&Cursor> {
+        self.tag_cursors
+            .get(tag_slot(name.iter().take(count)) * 4 + kind)
+    }
+
+    /// True when the tag name may be served (no fragment claims it).
+    fn tag_name_free(&self, name: &LowerName, statics: &StaticZone) -> bool {
+        !statics.has_claims()
+            || statics
+                .claim(&Name::from(name), &self.base.base_name())
+                .is_none()
     }
 
     /// The instance with `id`, and its index.
@@ -294,8 +425,27 @@ impl ServiceNames {
             Some(Shape::DnsSd(p, id)) => self
                 .instance(id)
                 .is_some_and(|(i, inst)| inst.proto == PROTOS[p] && self.has_dnssd(i)),
-            None => false,
+            Some(Shape::Tagged(count)) => self.tagged(name, count, None).next().is_some(),
+            Some(Shape::TaggedType(p, count)) => {
+                self.type_names[p].is_some()
+                    && self.tagged(name, count, Some(PROTOS[p])).next().is_some()
+            }
+            Some(Shape::Subtype(p, tag)) => {
+                self.type_names[p].is_some() && self.subtype_members(p, tag).next().is_some()
+            }
+            Some(Shape::TagParent(_)) | None => false,
         }
+    }
+
+    /// Browsable instances of protocol `p` that carry `tag`.
+    fn subtype_members<'s>(
+        &'s self,
+        p: usize,
+        tag: &'s [u8],
+    ) -> impl Iterator<Item = (usize, &'s Arc<Instance>)> + 's {
+        self.members_of(PROTOS[p]).filter(move |(i, inst)| {
+            !self.dnssd_claimed.contains(i) && has_tags(inst, std::iter::once(tag))
+        })
     }
 
     /// A name heartbeats created here at or below `name`, if any.
@@ -345,7 +495,36 @@ impl ServiceNames {
         let dnssd = (0..self.instances.len())
             .filter(|&i| self.has_dnssd(i))
             .filter_map(|i| self.dnssd_name(&self.instances[i]));
-        own.into_iter().chain(instances).chain(types).chain(dnssd)
+        own.into_iter()
+            .chain(instances)
+            .chain(types)
+            .chain(dnssd)
+            .chain(self.tag_names())
+    }
+
+    /// The single-tag names (filtered A/AAAA and SRV, DNS-SD subtypes) of
+    /// each tag some instance carries. Names of several tags together are
+    /// built only when asked for: their number grows as the power set.
+    fn tag_names(&self) -> impl Iterator<Item = Name> + '_ {
+        self.tags.iter().flat_map(move |tag| {
+            let filtered = self
+                .base
+                .prepend_label("_tag")
+                .and_then(|n| n.prepend_label(tag.as_ref()))
+                .ok();
+            let per_type = self.type_names.iter().flatten().flat_map(move |type_name| {
+                let tagged = type_name
+                    .prepend_label("_tag")
+                    .and_then(|n| n.prepend_label(tag.as_ref()))
+                    .ok();
+                let sub = type_name
+                    .prepend_label("_sub")
+                    .and_then(|n| n.prepend_label(format!("_{tag}")))
+                    .ok();
+                tagged.into_iter().chain(sub)
+            });
+            filtered.into_iter().chain(per_type)
+        })
     }
 
     /// The live instances served, in id order.
@@ -439,11 +618,7 @@ impl ServiceNames {
                 }
                 let owner = self.dnssd_name(inst)?;
                 let target = self.instance_name(inst)?;
-                let strings: Vec<String> = if inst.meta.is_empty() {
-                    vec![String::new()]
-                } else {
-                    inst.meta.iter().map(|(k, v)| format!("{k}={v}")).collect()
-                };
+                let strings = txt_strings(inst);
                 let txt = Record::from_rdata(
                     owner.clone(),
                     self.ttl(inst),
@@ -451,6 +626,89 @@ impl ServiceNames {
                 );
                 sets.push((RecordType::SRV, vec![self.srv_member(&owner, inst, target)]));
                 sets.push((RecordType::TXT, vec![plain(txt)]));
+            }
+            Shape::Tagged(count) => {
+                if !self.tag_name_free(name, statics) {
+                    return None;
+                }
+                let owner = Name::from(name);
+                let (mut v4, mut v6) = (Vec::new(), Vec::new());
+                for (_, inst) in self.tagged(name, count, None) {
+                    let member = Member {
+                        record: address_record(&owner, self.ttl(inst), inst.addr),
+                        priority: inst.priority,
+                        weight: inst.weight,
+                        glue: Vec::new(),
+                    };
+                    match inst.addr {
+                        IpAddr::V4(_) => v4.push(member),
+                        IpAddr::V6(_) => v6.push(member),
+                    }
+                }
+                if v4.is_empty() && v6.is_empty() {
+                    return None;
+                }
+                sets.push((RecordType::A, v4));
+                sets.push((RecordType::AAAA, v6));
+            }
+            Shape::TaggedType(p, count) => {
+                if self.type_names[p].is_none() || !self.tag_name_free(name, statics) {
+                    return None;
+                }
+                let owner = Name::from(name);
+                let srv: Vec<Member> = self
+                    .tagged(name, count, Some(PROTOS[p]))
+                    .filter_map(|(_, inst)| {
+                        let target = self.instance_name(inst)?;
+                        Some(self.srv_member(&owner, inst, target))
+                    })
+                    .collect();
+                if srv.is_empty() {
+                    return None;
+                }
+                sets.push((RecordType::SRV, srv));
+            }
+            Shape::Subtype(p, tag) => {
+                if self.type_names[p].is_none() || !self.tag_name_free(name, statics) {
+                    return None;
+                }
+                let owner = Name::from(name);
+                let browse: Vec<Member> = self
+                    .subtype_members(p, tag)
+                    .take(MAX_LISTED_RECORDS)
+                    .filter_map(|(_, inst)| {
+                        let dnssd = self.dnssd_name(inst)?;
+                        let ptr = Record::from_rdata(
+                            owner.clone(),
+                            self.ttl(inst),
+                            RData::PTR(PTR(dnssd)),
+                        );
+                        Some(Member {
+                            record: ptr,
+                            priority: 0,
+                            weight: 0,
+                            glue: Vec::new(),
+                        })
+                    })
+                    .collect();
+                if browse.is_empty() {
+                    return None;
+                }
+                sets.push((RecordType::PTR, browse));
+            }
+            Shape::TagParent(proto) => {
+                let tagged = self.instances.iter().any(|inst| {
+                    !inst.draining
+                        && !inst.tags.is_empty()
+                        && proto.is_none_or(|p| inst.proto == PROTOS[p])
+                });
+                let parent_served = match proto {
+                    Some(p) => self.type_names[p].is_some(),
+                    None => true,
+                };
+                if !tagged || !parent_served {
+                    return None;
+                }
             }
         }
         if let Some(static_node) = statics.node(name) {
@@ -461,6 +719,9 @@ impl ServiceNames {
             (Shape::Service, RecordType::A) => Some(&self.cursors[0]),
             (Shape::Service, RecordType::AAAA) => Some(&self.cursors[1]),
             (Shape::Type(p), RecordType::SRV) => Some(&self.cursors[2 + p]),
+            (Shape::Tagged(count), RecordType::A) => self.tag_cursor(name, count, 0),
+            (Shape::Tagged(count), RecordType::AAAA) => self.tag_cursor(name, count, 1),
+            (Shape::TaggedType(p, count), RecordType::SRV) => self.tag_cursor(name, count, 2 + p),
             _ => merged?
                 .iter()
                 .find(|(t, _)| *t == rtype)
@@ -480,6 +741,22 @@ impl ServiceNames {
             weight: inst.weight,
             glue,
         }
+    }
+}
+
+/// The DNS-SD TXT strings of an instance: `tags=a,b` when it has tags,
+/// then each metadata pair as `key=value`; one empty string when there is
+/// nothing (RFC 6763 §6.1).
+pub fn txt_strings(inst: &Instance) -> Vec<String> {
+    let tags = (!inst.tags.is_empty()).then(|| format!("tags={}", inst.tags.join(",")));
+    let strings: Vec<String> = tags
+        .into_iter()
+        .chain(inst.meta.iter().map(|(k, v)| format!("{k}={v}")))
+        .collect();
+    if strings.is_empty() {
+        vec![String::new()]
+    } else {
+        strings
     }
 }
 
