@@ -300,6 +300,21 @@ pub struct ServeArgs {
     /// gets the whole zone.
     #[arg(long, value_name = "N", default_value_t = config::DEFAULT_IXFR_HISTORY)]
     pub ixfr_history: usize,
+    /// Clients (networks) whose unsigned DNS UPDATEs are accepted when no
+    /// --keys are configured (with keys, UPDATE must be TSIG-signed);
+    /// repeatable [default: none].
+    #[arg(long, value_name = "CIDR")]
+    pub allow_update: Vec<ipnet::IpNet>,
+    /// Lease, in seconds, of an instance an UPDATE registers without the
+    /// update-lease option (RFC 9664).
+    #[arg(long, value_name = "SECS", default_value_t = config::DEFAULT_UPDATE_LEASE)]
+    pub update_lease: u32,
+    /// Shortest lease, in seconds, an UPDATE is granted.
+    #[arg(long, value_name = "SECS", default_value_t = config::DEFAULT_MIN_LEASE)]
+    pub min_lease: u32,
+    /// Longest lease, in seconds, an UPDATE is granted.
+    #[arg(long, value_name = "SECS", default_value_t = config::DEFAULT_MAX_LEASE)]
+    pub max_lease: u32,
 }
 
 /// The command line with `serve`'s configuration file merged in (the
@@ -447,6 +462,12 @@ impl ServeArgs {
             notify: self.notify,
             notify_delay: self.notify_delay,
             ixfr_history: self.ixfr_history,
+        };
+        cfg.update = config::UpdateConfig {
+            allow: self.allow_update,
+            default_lease: self.update_lease,
+            min_lease: self.min_lease,
+            max_lease: self.max_lease,
         };
         cfg.validate()?;
         Ok(cfg)

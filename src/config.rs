@@ -289,6 +289,59 @@ pub struct ServeConfig {
     pub protect_max: std::time::Duration,
     /// Zone transfers and NOTIFY.
     pub transfer: TransferConfig,
+    /// DNS UPDATE: who may send it, and the leases it gets.
+    pub update: UpdateConfig,
+}
+
+/// Lease of an instance registered by DNS UPDATE without the update-lease
+/// option (RFC 9664): an hour, so a client that registered once and went
+/// away leaves within the hour, while one that renews (as SRP clients do)
+/// stays.
+pub const DEFAULT_UPDATE_LEASE: u32 = 3600;
+/// Shortest lease an UPDATE is granted: RFC 9664 §4 asks servers not to
+/// grant less than 30 s, so a client's renewals stay rare.
+pub const DEFAULT_MIN_LEASE: u32 = 30;
+/// Longest lease an UPDATE is granted: a day, the registry's own bound
+/// ([`MAX_LEASE`]).
+pub const DEFAULT_MAX_LEASE: u32 = MAX_LEASE;
+/// Most UPDATE messages waiting for the intake; past it they get SERVFAIL
+/// (the client retries), so a flood cannot queue without bound.
+pub const UPDATE_QUEUE: usize = 256;
+/// Longest an UPDATE waits for the intake before SERVFAIL.
+pub const UPDATE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Who may send DNS UPDATE, and the leases it gets.
+#[derive(Debug, Clone)]
+pub struct UpdateConfig {
+    /// Client networks whose unsigned UPDATEs are accepted when no keys
+    /// are configured (`--allow-update`; none by default).
+    pub allow: Vec<ipnet::IpNet>,
+    /// Lease without the update-lease option (`--update-lease`).
+    pub default_lease: u32,
+    /// Bounds on granted leases (`--min-lease`, `--max-lease`).
+    pub min_lease: u32,
+    /// See `min_lease`.
+    pub max_lease: u32,
+}
+
+impl Default for UpdateConfig {
+    fn default() -> Self {
+        UpdateConfig {
+            allow: Vec::new(),
+            default_lease: DEFAULT_UPDATE_LEASE,
+            min_lease: DEFAULT_MIN_LEASE,
+            max_lease: DEFAULT_MAX_LEASE,
+        }
+    }
+}
+
+impl UpdateConfig {
+    /// The lease granted for a requested one (`None`: the option was absent).
+    pub fn grant(&self, requested: Option<u32>) -> u32 {
+        requested
+            .unwrap_or(self.default_lease)
+            .clamp(self.min_lease, self.max_lease)
+    }
 }
 
 /// Who may transfer the zones, and whom to notify of changes.
@@ -520,6 +573,7 @@ impl ServeConfig {
             protect_window: DEFAULT_PROTECT_WINDOW,
             protect_max: DEFAULT_PROTECT_MAX,
             transfer: TransferConfig::default(),
+            update: UpdateConfig::default(),
         }
     }
 
@@ -549,6 +603,22 @@ impl ServeConfig {
     /// # Errors
     /// The first setting that cannot work, with what to change.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        let u = &self.update;
+        if u.min_lease == 0 || u.max_lease > MAX_LEASE || u.min_lease > u.max_lease {
+            return Err(invalid(
+                "--min-lease",
+                format!(
+                    "leases must satisfy 1 <= --min-lease ({}) <= --max-lease ({}) <= {MAX_LEASE}",
+                    u.min_lease, u.max_lease
+                ),
+            ));
+        }
+        if u.default_lease == 0 || u.default_lease > MAX_LEASE {
+            return Err(invalid(
+                "--update-lease",
+                format!("must be 1 to {MAX_LEASE} seconds"),
+            ));
+        }
         if self.zone.is_root() {
             return Err(invalid(
                 "--zone",

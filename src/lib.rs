@@ -53,6 +53,7 @@ pub mod supervise;
 pub mod systemd;
 pub mod transfer;
 pub mod tsig;
+pub mod update;
 pub mod view;
 
 pub mod beat;

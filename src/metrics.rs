@@ -37,9 +37,9 @@ const QTYPES: [(u16, &str); 11] = [
 const OTHER_TYPE: usize = QTYPES.len();
 
 /// Response codes counted by name; the rest count as `other`.
-const RCODES: [&str; 10] = [
+const RCODES: [&str; 11] = [
     "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED", "YXDOMAIN", "YXRRSET",
-    "NXRRSET", "NOTAUTH",
+    "NXRRSET", "NOTAUTH", "NOTZONE",
 ];
 const OTHER_RCODE: usize = RCODES.len();
 
@@ -182,6 +182,8 @@ pub struct Metrics {
     pub transfers_refused: AtomicU64,
     /// NOTIFYs not acknowledged in time.
     pub notify_failures: AtomicU64,
+    /// DNS UPDATE messages answered, by rcode.
+    updates: [AtomicU64; OTHER_RCODE + 1],
     /// Registry snapshots written.
     pub snapshot_writes: AtomicU64,
     /// Zone fragment files (re)loaded, and those that failed.
@@ -210,6 +212,7 @@ impl Default for Metrics {
             transfers: AtomicU64::new(0),
             transfers_refused: AtomicU64::new(0),
             notify_failures: AtomicU64::new(0),
+            updates: std::array::from_fn(|_| AtomicU64::new(0)),
             snapshot_writes: AtomicU64::new(0),
             fragment_loads: AtomicU64::new(0),
             fragment_failures: AtomicU64::new(0),
@@ -234,6 +237,12 @@ impl Metrics {
         if let Some(i) = REJECTIONS.iter().position(|r| *r == reason) {
             self.rejected[i].fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Counts an UPDATE answered with `rcode` (its low four bits).
+    pub fn update(&self, rcode: u16) {
+        let index = usize::from(rcode & 0x0f).min(OTHER_RCODE);
+        self.updates[index].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a registry event (one of [`EVENTS`]).
@@ -430,6 +439,19 @@ impl Collector for Scrape {
             "Zone transfers refused",
             load(&metrics.transfers_refused),
         )?;
+        {
+            let probe = ConstCounter::new(0u64);
+            let mut family = encoder.encode_descriptor(
+                "updates",
+                "DNS UPDATE messages answered, by response code",
+                None,
+                probe.metric_type(),
+            )?;
+            for (r, rcode) in RCODES.iter().copied().chain(["other"]).enumerate() {
+                ConstCounter::new(load(&metrics.updates[r]))
+                    .encode(family.encode_family(&[("rcode", rcode)])?)?;
+            }
+        }
         counter(
             &mut encoder,
             "notify_failures",

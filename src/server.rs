@@ -34,6 +34,7 @@ use crate::state::StateDir;
 use crate::supervise::{Death, Guard, Supervisor};
 use crate::transfer::Transfers;
 use crate::transfer::notify::{Notifier, Plan};
+use crate::update::Updates;
 use crate::view::feed::StaticFeed;
 use crate::view::history::Recorder;
 use crate::view::publish::Publisher;
@@ -407,9 +408,17 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
         finish(guard, &stopping);
     });
     let (status_tx, status_rx) = tokio::sync::mpsc::channel(STATUS_QUEUE);
+    let (update_tx, update_rx) = tokio::sync::mpsc::channel(crate::update::UPDATE_QUEUE);
+    let updates = Arc::new(Updates::new(
+        config.update.clone(),
+        policy_rx.clone(),
+        update_tx,
+        metrics.clone(),
+    ));
     let mut intake = Intake::new(heartbeat, registry, publisher, statics_rx, policy_rx)
         .with_metrics(metrics.clone())
-        .with_status(status_rx);
+        .with_status(status_rx)
+        .with_updates(update_rx);
     if let Some(snapshots) = snapshots {
         intake = intake.with_snapshots(Box::new(snapshots));
     }
@@ -425,7 +434,8 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
         )
         .with_metrics(metrics.clone())
     });
-    let handler = DnsHandler::new(views.clone(), forwarder, config.max_udp_payload, transfers);
+    let handler = DnsHandler::new(views.clone(), forwarder, config.max_udp_payload, transfers)
+        .with_updates(updates);
     let settings = udp::WorkerSettings {
         max_udp_payload: config.max_udp_payload,
         fast_path: config.fast_path,

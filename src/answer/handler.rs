@@ -40,6 +40,7 @@ use super::{Resolution, resolve};
 use crate::config::MAX_TCP_MESSAGE;
 use crate::transfer::{self, Transfers};
 use crate::tsig::{self, Verdict};
+use crate::update::Updates;
 use crate::view::publish::ViewHandle;
 
 /// Answers queries from the current view, and forwards the rest when
@@ -50,6 +51,8 @@ pub struct DnsHandler {
     forwarder: Option<Forwarder>,
     max_udp_payload: u16,
     transfers: Arc<Transfers>,
+    /// DNS UPDATE, when the server takes it (`None`: NOTIMP).
+    updates: Option<Arc<Updates>>,
 }
 
 impl DnsHandler {
@@ -66,7 +69,15 @@ impl DnsHandler {
             forwarder,
             max_udp_payload,
             transfers,
+            updates: None,
         }
+    }
+
+    /// Takes DNS UPDATE messages to `updates`.
+    #[must_use]
+    pub fn with_updates(mut self, updates: Arc<Updates>) -> Self {
+        self.updates = Some(updates);
+        self
     }
 
     /// Zone transfers (AXFR and IXFR questions over TCP go there).
@@ -101,6 +112,11 @@ impl DnsHandler {
                 .answer(&bytes, src, protocol)
                 .into_iter()
                 .next();
+        }
+        if header.metadata.op_code == OpCode::Update
+            && let Some(updates) = &self.updates
+        {
+            return updates.answer(&bytes, src).await;
         }
         let capture = Capture::default();
         let mut signer = None;

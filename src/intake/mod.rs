@@ -51,9 +51,11 @@ use crate::registry::announcement::{Announcement, State, check_instance_addr};
 use crate::registry::status::{EventRecord, Status};
 use crate::registry::{Event, Forgotten, Kept, Refusal, Registry};
 use crate::supervise::Guard;
+use crate::update::{UpdateRequest, plan};
 use crate::view::StaticZone;
 use crate::view::publish::Publisher;
 use audit::{Audit, Kind};
+use hickory_proto::op::ResponseCode;
 use receive::{Batch, RECV_BATCH};
 use wire::WireError;
 
@@ -227,8 +229,35 @@ pub struct Intake {
     metrics: Arc<Metrics>,
     /// Requests for the registry's status (the HTTP status API).
     status_requests: Option<mpsc::Receiver<StatusRequest>>,
+    /// DNS UPDATE messages, authenticated, from the answering path.
+    updates: Option<mpsc::Receiver<UpdateRequest>>,
+    /// WARN lines about refused UPDATEs, at most one per 10 s.
+    update_warn: RateLimitedWarn,
     /// The latest registry events, oldest first, for the status API.
     recent: VecDeque<EventRecord>,
+}
+
+/// Which intake a change came through, for the audit log and the status API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// A heartbeat datagram.
+    Heartbeat,
+    /// A DNS UPDATE message.
+    Update,
+}
+
+impl Source {
+    /// Why `event` happened, in the audit log's words.
+    fn reason(self, event: &Event) -> String {
+        match (self, event) {
+            (_, Event::Changed(fields)) => fields.join(","),
+            (Source::Heartbeat, Event::Registered) => "first heartbeat".into(),
+            (Source::Heartbeat, Event::Drained) => "sender is draining".into(),
+            (Source::Heartbeat, _) => "sender said down".into(),
+            (Source::Update, Event::Registered) => "dns update".into(),
+            (Source::Update, _) => "dns update deleted it".into(),
+        }
+    }
 }
 
 /// A request for the registry's status: the answer goes back on it.
@@ -270,6 +299,8 @@ impl Intake {
             overflow_warn: RateLimitedWarn::new(),
             metrics: Arc::default(),
             status_requests: None,
+            updates: None,
+            update_warn: RateLimitedWarn::new(),
             recent: VecDeque::with_capacity(RECENT_EVENTS),
         }
     }
@@ -285,6 +316,13 @@ impl Intake {
     #[must_use]
     pub fn with_status(mut self, requests: mpsc::Receiver<StatusRequest>) -> Self {
         self.status_requests = Some(requests);
+        self
+    }
+
+    /// Takes DNS UPDATE messages from `requests`.
+    #[must_use]
+    pub fn with_updates(mut self, requests: mpsc::Receiver<UpdateRequest>) -> Self {
+        self.updates = Some(requests);
         self
     }
 
@@ -378,6 +416,9 @@ impl Intake {
         let mut batch = Batch::default();
         // Services whose instances changed since the last view.
         let mut changed: HashSet<String> = HashSet::new();
+        // Verdicts on UPDATEs, sent once the view holding their changes is
+        // published: a client that gets NOERROR can query the change at once.
+        let mut verdicts: Vec<(oneshot::Sender<ResponseCode>, ResponseCode)> = Vec::new();
         loop {
             let behind = self.behind();
             let deadline = self.registry.next_deadline();
@@ -423,6 +464,12 @@ impl Intake {
                     status.recent_events = self.recent.iter().rev().cloned().collect();
                     let _ = reply.send(Arc::new(status));
                 }
+                Some(request) = next_update(&mut self.updates) => {
+                    let reply = request.reply;
+                    let (rcode, touched) = self.update(&request.message, request.key.as_ref(), request.lease, request.src, &mut changed);
+                    dirty |= touched;
+                    verdicts.push((reply, rcode));
+                }
             }
             dirty |= self.drain(&socket, &mut batch, &mut changed);
             dirty |= self.admit(&mut changed);
@@ -447,6 +494,9 @@ impl Intake {
                     build_us = started.elapsed().as_micros(),
                     "published a new view"
                 );
+            }
+            for (reply, rcode) in verdicts.drain(..) {
+                let _ = reply.send(rcode);
             }
             self.audit.flush(Instant::now());
             self.snapshot_if_due();
@@ -596,7 +646,7 @@ impl Intake {
         };
         if hb.state == State::Down || self.registry.contains(&hb.service, &hb.instance) {
             // Checked just now by `authenticate`, against this registry.
-            let changed_service = self.heartbeat(hb, addr, src, &signer, true);
+            let changed_service = self.heartbeat(hb, addr, src, &signer, true, Source::Heartbeat);
             let dirty = changed_service.is_some();
             changed.extend(changed_service);
             return dirty;
@@ -656,9 +706,14 @@ impl Intake {
             let Some(new) = self.pending.pop_front() else {
                 break;
             };
-            if let Some(service) =
-                self.heartbeat(new.announcement, new.addr, new.src, &new.signer, false)
-            {
+            if let Some(service) = self.heartbeat(
+                new.announcement,
+                new.addr,
+                new.src,
+                &new.signer,
+                false,
+                Source::Heartbeat,
+            ) {
                 changed.insert(service);
                 dirty = true;
             }
@@ -707,6 +762,7 @@ impl Intake {
         src: SocketAddr,
         signer: &Signer,
         authenticated: bool,
+        source: Source,
     ) -> Option<String> {
         let service = hb.service.clone();
         let instance = hb.instance.clone();
@@ -741,15 +797,9 @@ impl Intake {
         };
         if let Some(kind) = counted {
             self.metrics.event(kind);
-            let reason = match &event {
-                Event::Changed(fields) => fields.join(","),
-                Event::Registered => "first heartbeat".into(),
-                Event::Drained => "sender is draining".into(),
-                _ => "sender said down".into(),
-            };
-            self.remember(kind, &service, &instance, reason);
+            self.remember(kind, &service, &instance, source.reason(&event));
         }
-        if counted.is_some() || matches!(event, Event::Renewed) {
+        if source == Source::Heartbeat && (counted.is_some() || matches!(event, Event::Renewed)) {
             self.metrics
                 .heartbeats_accepted
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -758,22 +808,22 @@ impl Intake {
         match &event {
             Event::Registered => {
                 if audit(Kind::Registered) {
-                    info!(%service, %instance, %addr, %src, %key, reason = "first heartbeat", "registered");
+                    info!(%service, %instance, %addr, %src, %key, reason = %source.reason(&event), "registered");
                 }
             }
-            Event::Changed(fields) => {
+            Event::Changed(_) => {
                 if audit(Kind::Changed) {
-                    info!(%service, %instance, %addr, %src, %key, reason = %fields.join(","), "changed");
+                    info!(%service, %instance, %addr, %src, %key, reason = %source.reason(&event), "changed");
                 }
             }
             Event::Drained => {
                 if audit(Kind::Drained) {
-                    info!(%service, %instance, %addr, %src, %key, reason = "sender is draining", "drained");
+                    info!(%service, %instance, %addr, %src, %key, reason = %source.reason(&event), "drained");
                 }
             }
             Event::Deregistered(addr) => {
                 if audit(Kind::Deregistered) {
-                    info!(%service, %instance, %addr, %src, %key, reason = "sender said down", "deregistered");
+                    info!(%service, %instance, %addr, %src, %key, reason = %source.reason(&event), "deregistered");
                 }
             }
             Event::Renewed | Event::UnknownDown => {}
@@ -803,6 +853,115 @@ impl Intake {
         event.changes_view().then_some(service)
     }
 }
+impl Intake {
+    /// Applies one authenticated UPDATE, all or nothing: maps it onto the
+    /// registry ([`plan::plan`], against the view as published), checks
+    /// every change as a heartbeat would be (key scope, ownership, names
+    /// fragments claim, caps) and only then applies them. Returns the
+    /// rcode and whether the view must be rebuilt.
+    fn update(
+        &mut self,
+        message: &hickory_proto::op::Message,
+        key: Option<&Arc<str>>,
+        lease: u32,
+        src: SocketAddr,
+        changed: &mut HashSet<String>,
+    ) -> (ResponseCode, bool) {
+        let view = self.publisher.handle().load();
+        let key_name = key.map_or("-", |k| &**k).to_string();
+        let checked = plan::plan(message, &view, &self.registry, lease).and_then(|changes| {
+            self.check_update(&changes, key)?;
+            Ok(changes)
+        });
+        let changes = match checked {
+            Ok(changes) => changes,
+            Err(refused) => {
+                match self.update_warn.allow(Instant::now()) {
+                    Some(suppressed) => warn!(
+                        %src, key = %key_name, rcode = %refused.rcode, reason = %refused, suppressed,
+                        "refused a DNS UPDATE (further refusals are logged at DEBUG for 10 s)"
+                    ),
+                    None => {
+                        debug!(%src, key = %key_name, rcode = %refused.rcode, reason = %refused, "refused a DNS UPDATE");
+                    }
+                }
+                return (refused.rcode, false);
+            }
+        };
+        let mut dirty = false;
+        for change in changes {
+            let hb = change.announcement;
+            let signer = Signer {
+                key: key.cloned(),
+                ts: self.registry.last_ts(&hb.service, &hb.instance),
+            };
+            if let Some(service) =
+                self.heartbeat(hb, change.addr, src, &signer, true, Source::Update)
+            {
+                changed.insert(service);
+                dirty = true;
+            }
+        }
+        (ResponseCode::NoError, dirty)
+    }
+
+    /// The checks a heartbeat would meet, for every change of an UPDATE.
+    fn check_update(
+        &self,
+        changes: &[plan::Change],
+        key: Option<&Arc<str>>,
+    ) -> Result<(), plan::Refused> {
+        let refuse = |reason: String| plan::Refused {
+            rcode: ResponseCode::Refused,
+            reason,
+        };
+        let signer = Signer {
+            key: key.cloned(),
+            ts: 0,
+        };
+        for change in changes {
+            let hb = &change.announcement;
+            let who = format!("instance {} of {}", hb.instance, hb.service);
+            if !self.policy.in_scope(&signer, &hb.service) {
+                return Err(refuse(format!(
+                    "{who}: key {} may not register service {}",
+                    signer.key_name(),
+                    hb.service
+                )));
+            }
+            if self
+                .registry
+                .owned_by_another(&hb.service, &hb.instance, &signer)
+            {
+                return Err(refuse(format!(
+                    "{who} belongs to another key (registered signed)"
+                )));
+            }
+            if let Some(reason) = self.claimed(hb) {
+                return Err(refuse(format!("{who}: {reason}")));
+            }
+        }
+        self.registry
+            .check_room(
+                changes
+                    .iter()
+                    .filter(|c| c.new && c.announcement.state != State::Down)
+                    .map(|c| c.announcement.service.as_str()),
+            )
+            .map_err(|refusal| refuse(refusal.to_string()))
+    }
+}
+
+/// The next UPDATE, or never when none can come.
+async fn next_update(
+    requests: &mut Option<mpsc::Receiver<UpdateRequest>>,
+) -> Option<UpdateRequest> {
+    match requests {
+        Some(requests) => requests.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// The next status request, or never when none can come.
 async fn next_request(
     requests: &mut Option<mpsc::Receiver<StatusRequest>>,

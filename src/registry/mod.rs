@@ -549,6 +549,35 @@ impl Registry {
         last.is_some_and(|last| signer.ts <= last)
     }
 
+    /// Whether the new instances of `services` (one entry per new
+    /// instance) would all be admitted now: no reserved name, room under
+    /// both caps. Lets an intake that must apply several changes all or
+    /// nothing check before it applies any.
+    ///
+    /// # Errors
+    /// The [`Refusal`] the first one that would not fit would get.
+    pub fn check_room<'s>(&self, services: impl Iterator<Item = &'s str>) -> Result<(), Refusal> {
+        let mut per_service: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut total = 0;
+        for service in services {
+            if self.reserved.iter().any(|r| r == service) {
+                return Err(Refusal::Reserved(service.to_string()));
+            }
+            total += 1;
+            *per_service.entry(service).or_default() += 1;
+        }
+        if self.len + total > self.max_instances {
+            return Err(Refusal::CapReached(self.max_instances));
+        }
+        for (service, adding) in per_service {
+            let held = self.services.get(service).map_or(0, BTreeMap::len);
+            if held + adding > self.max_per_service {
+                return Err(Refusal::ServiceFull(self.max_per_service));
+            }
+        }
+        Ok(())
+    }
+
     /// The last accepted timestamp of a live signed instance (0 when it
     /// is unsigned or unknown).
     pub fn last_ts(&self, service: &str, instance: &str) -> u64 {
