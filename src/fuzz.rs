@@ -147,6 +147,7 @@ pub fn tcp_framing(data: &[u8]) {
 /// and a few live services.
 struct QueryFixture {
     view: Arc<View>,
+    registry: Registry,
     handler: DnsHandler,
     runtime: tokio::runtime::Runtime,
 }
@@ -178,6 +179,11 @@ fn query_fixture() -> &'static QueryFixture {
                 hb.addr = Some(addr);
                 hb.weight = weight;
                 hb.meta = vec![("v".into(), "1".into())];
+                hb.tags = match i % 3 {
+                    0 => vec!["canary".into(), "eu".into()],
+                    1 => vec!["eu".into()],
+                    _ => Vec::new(),
+                };
                 registry.apply_signed(hb, addr, &Signer::unsigned(), now);
             }
         }
@@ -196,6 +202,7 @@ fn query_fixture() -> &'static QueryFixture {
             .expect("runtime");
         QueryFixture {
             view,
+            registry,
             handler,
             runtime,
         }
@@ -279,4 +286,31 @@ pub fn query(data: &[u8]) {
         comparable(&general_message),
         "the fast and general paths agree"
     );
+}
+
+/// A DNS UPDATE message, planned against the query target's zone (the
+/// example fragments and live services): whatever the bytes, planning
+/// returns a plan or an rcode, and every instance a plan registers is one
+/// a heartbeat could announce (it encodes to a datagram that decodes to
+/// the same announcement).
+///
+/// # Panics
+/// When a planned announcement does not round-trip through the wire format.
+pub fn update(data: &[u8]) {
+    let fixture = query_fixture();
+    let Ok(message) = Message::from_vec(data) else {
+        return;
+    };
+    let Ok(changes) = crate::update::plan::plan(&message, &fixture.view, &fixture.registry, 60)
+    else {
+        return;
+    };
+    for change in changes {
+        if change.announcement.state == crate::registry::announcement::State::Down {
+            continue;
+        }
+        let again = wire::decode(wire::encode(&change.announcement).as_bytes())
+            .expect("a planned instance encodes to a datagram that decodes");
+        assert_eq!(again, change.announcement, "planned instances round-trip");
+    }
 }

@@ -46,3 +46,8 @@ fn tcp_framing_corpus() {
 fn snapshot_corpus() {
     replay("snapshot", beacon::fuzz::snapshot);
 }
+
+#[test]
+fn update_corpus() {
+    replay("update", beacon::fuzz::update);
+}

@@ -321,7 +321,7 @@ fn readme_signed_heartbeats_run_as_written() {
         return;
     }
     let dir = tempfile::tempdir().expect("temp dir");
-    let commands = block_with("sh", "beacon keygen");
+    let commands = block_with("sh", "beacon keygen web-team");
     let lines: Vec<&str> = commands.lines().collect();
     assert_eq!(lines.len(), 3, "keygen, serve, beat");
     let in_dir = |command: &str| {

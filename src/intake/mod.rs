@@ -808,7 +808,7 @@ impl Intake {
         match &event {
             Event::Registered => {
                 if audit(Kind::Registered) {
-                    info!(%service, %instance, %addr, %src, %key, reason = %source.reason(&event), "registered");
+                    info!(%service, %instance, %addr, %src, %key, reason = source.reason(&event).as_str(), "registered");
                 }
             }
             Event::Changed(_) => {
@@ -818,12 +818,12 @@ impl Intake {
             }
             Event::Drained => {
                 if audit(Kind::Drained) {
-                    info!(%service, %instance, %addr, %src, %key, reason = %source.reason(&event), "drained");
+                    info!(%service, %instance, %addr, %src, %key, reason = source.reason(&event).as_str(), "drained");
                 }
             }
             Event::Deregistered(addr) => {
                 if audit(Kind::Deregistered) {
-                    info!(%service, %instance, %addr, %src, %key, reason = %source.reason(&event), "deregistered");
+                    info!(%service, %instance, %addr, %src, %key, reason = source.reason(&event).as_str(), "deregistered");
                 }
             }
             Event::Renewed | Event::UnknownDown => {}

@@ -185,6 +185,11 @@ struct Draft {
     host: Option<LowerName>,
     meta: Field<Vec<(String, String)>>,
     tags: Field<Vec<String>>,
+    /// Tags added and dropped through DNS-SD subtype PTRs: kept apart from
+    /// `tags` because an SRP update names the subtypes before it replaces
+    /// the instance's records (RFC 9665 §3.3), and they still count.
+    subtypes_added: Vec<String>,
+    subtypes_dropped: Vec<String>,
 }
 
 /// A host name's addresses as the message leaves them.
@@ -218,6 +223,8 @@ impl Plan<'_> {
                 host: None,
                 meta: Field::Keep,
                 tags: Field::Keep,
+                subtypes_added: Vec::new(),
+                subtypes_dropped: Vec::new(),
             })
     }
 
@@ -400,18 +407,11 @@ impl Plan<'_> {
                         ),
                     ));
                 };
-                let tag = tag.clone();
                 let draft = self.draft(service, &id);
-                let mut tags = draft
-                    .tags
-                    .resolve(draft.existing.as_ref().map(|a| a.tags.clone()))
-                    .unwrap_or_default();
-                if !tags.contains(&tag) {
-                    tags.push(tag);
+                draft.subtypes_dropped.retain(|t| t != tag);
+                if !draft.subtypes_added.contains(tag) {
+                    draft.subtypes_added.push(tag.clone());
                 }
-                let tags = check_tags(tags.iter().map(String::as_str))
-                    .map_err(|e| refuse(ResponseCode::Refused, format!("{name}: {e}")))?;
-                draft.tags = Field::Set(tags);
             }
             _ => return Err(unmappable()),
         }
@@ -510,12 +510,8 @@ impl Plan<'_> {
                 };
                 for id in ids {
                     let draft = self.draft(&service, &id);
-                    let mut tags = draft
-                        .tags
-                        .resolve(draft.existing.as_ref().map(|a| a.tags.clone()))
-                        .unwrap_or_default();
-                    tags.retain(|t| *t != tag);
-                    draft.tags = Field::Set(tags);
+                    draft.subtypes_added.retain(|t| *t != tag);
+                    draft.subtypes_dropped.push(tag.clone());
                 }
                 Ok(())
             }
@@ -576,7 +572,8 @@ impl Plan<'_> {
                     });
                     continue;
                 }
-                let given = matches!(draft.addr, Field::Set(_))
+                let given = !draft.subtypes_added.is_empty()
+                    || matches!(draft.addr, Field::Set(_))
                     || matches!(draft.srv, Field::Set(_))
                     || matches!(draft.meta, Field::Set(_))
                     || matches!(draft.tags, Field::Set(_));
@@ -606,10 +603,20 @@ impl Plan<'_> {
                 .meta
                 .resolve(existing.map(|a| a.meta.clone()))
                 .unwrap_or_default();
-            hb.tags = draft
+            let mut tags = draft
                 .tags
                 .resolve(existing.map(|a| a.tags.clone()))
                 .unwrap_or_default();
+            tags.extend(draft.subtypes_added.iter().cloned());
+            tags.sort();
+            tags.dedup();
+            tags.retain(|t| !draft.subtypes_dropped.contains(t));
+            hb.tags = check_tags(tags.iter().map(String::as_str)).map_err(|e| {
+                refuse(
+                    ResponseCode::Refused,
+                    format!("instance {id} of {service}: {e}"),
+                )
+            })?;
             if srv.port == 0 {
                 return Err(refuse(
                     ResponseCode::Refused,
