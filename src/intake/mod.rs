@@ -68,6 +68,10 @@ pub const ADMIT_BUDGET: usize = 512;
 /// Most leases expired in one round.
 pub const EXPIRE_BUDGET: usize = 4096;
 
+/// Most DNS UPDATEs applied in one round (then the view is published and
+/// they are answered): a burst shares one view rebuild.
+pub const UPDATE_BATCH: usize = 64;
+
 /// Most new instances waiting to be admitted; beyond it, heartbeats of
 /// new instances are dropped (their senders retry at the next beat).
 pub const MAX_PENDING: usize = 16_384;
@@ -464,36 +468,31 @@ impl Intake {
                     status.recent_events = self.recent.iter().rev().cloned().collect();
                     let _ = reply.send(Arc::new(status));
                 }
-                Some(request) = next_update(&mut self.updates) => {
-                    let reply = request.reply;
-                    let (rcode, touched) = self.update(&request.message, request.key.as_ref(), request.lease, request.src, &mut changed);
-                    dirty |= touched;
-                    verdicts.push((reply, rcode));
+                Some(first) = next_update(&mut self.updates) => {
+                    // Those waiting behind it share its view rebuild.
+                    let mut next = Some(first);
+                    while let Some(request) = next.take() {
+                        // Prerequisites are checked against the published
+                        // view: publish what this round changed first.
+                        if dirty && !request.message.answers.is_empty() {
+                            self.publish(&changed);
+                            changed.clear();
+                            dirty = false;
+                        }
+                        let (rcode, touched) = self.update(&request.message, request.key.as_ref(), request.lease, request.src, &mut changed);
+                        dirty |= touched;
+                        verdicts.push((request.reply, rcode));
+                        if verdicts.len() < UPDATE_BATCH {
+                            next = self.updates.as_mut().and_then(|u| u.try_recv().ok());
+                        }
+                    }
                 }
             }
             dirty |= self.drain(&socket, &mut batch, &mut changed);
             dirty |= self.admit(&mut changed);
             dirty |= self.expire(&mut changed);
             if dirty {
-                let started = std::time::Instant::now();
-                let serial = self.publisher.publish(&self.registry, &changed);
-                self.metrics
-                    .publish_seconds
-                    .observe(started.elapsed().as_secs_f64());
-                self.metrics.instances.store(
-                    self.registry.len() as u64,
-                    std::sync::atomic::Ordering::Relaxed,
-                );
-                self.metrics.services.store(
-                    self.registry.service_count() as u64,
-                    std::sync::atomic::Ordering::Relaxed,
-                );
-                debug!(
-                    serial,
-                    instances = self.registry.len(),
-                    build_us = started.elapsed().as_micros(),
-                    "published a new view"
-                );
+                self.publish(&changed);
             }
             for (reply, rcode) in verdicts.drain(..) {
                 let _ = reply.send(rcode);
@@ -511,6 +510,29 @@ impl Intake {
             sink.finish(self.publisher.serial(), unix_millis(), kept, forgotten);
         }
         self.rejections.summarise();
+    }
+
+    /// Publishes a view with the changes to `changed` services.
+    fn publish(&mut self, changed: &HashSet<String>) {
+        let started = std::time::Instant::now();
+        let serial = self.publisher.publish(&self.registry, changed);
+        self.metrics
+            .publish_seconds
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics.instances.store(
+            self.registry.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        self.metrics.services.store(
+            self.registry.service_count() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        debug!(
+            serial,
+            instances = self.registry.len(),
+            build_us = started.elapsed().as_micros(),
+            "published a new view"
+        );
     }
 
     /// True when work is left for the next round whatever arrives.

@@ -878,3 +878,164 @@ pub fn plan(
     }
     plan.finish(lease)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ServeConfig;
+    use crate::fragments::StaticZone;
+    use crate::registry::Signer;
+    use hickory_proto::op::{MessageType, OpCode, Query};
+    use std::sync::Arc;
+
+    /// One update-section record as text: `+` adds, `-` deletes the
+    /// record (class NONE), `-*` the RRset or, with type ANY, the name
+    /// (class ANY): `+ web-1.web A 10.0.0.1`, `-* web-1.web ANY`.
+    fn record(line: &str) -> Record {
+        let mut words = line.splitn(4, ' ');
+        let (op, owner, rtype) = (
+            words.next().expect("op"),
+            words.next().expect("owner"),
+            words.next().expect("type"),
+        );
+        let name = match owner {
+            "@" => Name::from_ascii("svc.internal.").expect("zone"),
+            owner => Name::from_ascii(format!("{owner}.svc.internal.")).expect("name"),
+        };
+        let rtype: RecordType = rtype.parse().expect("type");
+        let data = match words.next() {
+            Some(text) => RData::try_from_str(rtype, text).expect("rdata"),
+            None => RData::Update0(rtype),
+        };
+        let mut record = Record::from_rdata(name, if op == "+" { 60 } else { 0 }, data);
+        record.dns_class = match op {
+            "+" => DNSClass::IN,
+            "-" => DNSClass::NONE,
+            _ => DNSClass::ANY,
+        };
+        record
+    }
+
+    fn message(lines: &[&str]) -> Message {
+        let mut message = Message::new(1, MessageType::Query, OpCode::Update);
+        let zone = Name::from_ascii("svc.internal.").expect("zone");
+        message.add_query(Query::query(zone, RecordType::SOA));
+        for line in lines {
+            message.add_authority(record(line));
+        }
+        message
+    }
+
+    /// A registry holding `web-1` (10.0.0.1:8080, tags `a`) and its view.
+    fn fixture() -> (Registry, View) {
+        let config = ServeConfig::new(Name::from_ascii("svc.internal.").expect("zone"));
+        let mut registry = Registry::new(100, vec!["ns".into()]);
+        let mut web1 = Announcement::new("web", "web-1", 8080);
+        web1.addr = Some("10.0.0.1".parse().expect("ip"));
+        web1.tags = vec!["a".into()];
+        let addr = web1.addr.expect("addr");
+        registry.apply_signed(web1, addr, &Signer::unsigned(), tokio::time::Instant::now());
+        let view = View::build(&config, 1, &registry, Arc::new(StaticZone::default()));
+        (registry, view)
+    }
+
+    /// (update section, the changes as `instance addr:port tags state`, or
+    /// the rcode refusing it).
+    type Case<'a> = (&'a [&'a str], Result<&'a [&'a str], ResponseCode>);
+
+    #[test]
+    fn updates_map_onto_instances_all_or_nothing() {
+        let (registry, view) = fixture();
+        let cases: &[Case<'_>] = &[
+            (
+                &[
+                    "+ web-2.web A 10.0.0.2",
+                    "+ _web._tcp SRV 0 1 80 web-2.web.svc.internal.",
+                ],
+                Ok(&["web-2 10.0.0.2:80 - up"]),
+            ),
+            // An existing instance changes one part and keeps the rest.
+            (
+                &["+ web-1.web A 10.0.0.9"],
+                Ok(&["web-1 10.0.0.9:8080 a up"]),
+            ),
+            (&["-* web-1.web ANY"], Ok(&["web-1 10.0.0.1:8080 a down"])),
+            (
+                &["- web-1.web A 10.0.0.1"],
+                Ok(&["web-1 10.0.0.1:8080 a down"]),
+            ),
+            // Deleting an address it does not have changes nothing.
+            (
+                &["- web-1.web A 10.0.0.7"],
+                Ok(&["web-1 10.0.0.1:8080 a up"]),
+            ),
+            (&["-* _web._tcp SRV"], Ok(&["web-1 10.0.0.1:8080 a down"])),
+            (
+                &["-* web-1._web._tcp TXT"],
+                Ok(&["web-1 10.0.0.1:8080 - up"]),
+            ),
+            // SRP: the subtype is named before the instance is replaced.
+            (
+                &[
+                    "+ _ipp._tcp PTR p-1._ipp._tcp.svc.internal.",
+                    "+ _color._sub._ipp._tcp PTR p-1._ipp._tcp.svc.internal.",
+                    "-* p-1._ipp._tcp ANY",
+                    "+ p-1._ipp._tcp SRV 0 0 631 host-1.svc.internal.",
+                    "+ p-1._ipp._tcp TXT note=x",
+                    "-* host-1 ANY",
+                    "+ host-1 AAAA 2001:db8::1",
+                ],
+                Ok(&["p-1 [2001:db8::1]:631 color up"]),
+            ),
+            // Nothing half done: the first refusal wins.
+            (
+                &[
+                    "+ web-3.web A 10.0.0.3",
+                    "+ _web._tcp SRV 0 1 80 web-3.web.svc.internal.",
+                    "+ web CNAME x.example.",
+                ],
+                Err(ResponseCode::Refused),
+            ),
+            (&["+ web-3.web A 10.0.0.3"], Err(ResponseCode::Refused)),
+            (&["+ host-9 A 10.0.0.3"], Err(ResponseCode::Refused)),
+            (
+                &["+ web-1.web A 10.0.0.1", "+ web-1.web A 10.0.0.2"],
+                Err(ResponseCode::Refused),
+            ),
+            (&["+ @ TXT x"], Err(ResponseCode::Refused)),
+            (
+                &["+ web-1.web TXT tags=Bad_tag"],
+                Err(ResponseCode::Refused),
+            ),
+        ];
+        for (lines, expected) in cases {
+            let got = plan(&message(lines), &view, &registry, 60).map(|changes| {
+                changes
+                    .iter()
+                    .map(|c| {
+                        let a = &c.announcement;
+                        let tags = if a.tags.is_empty() {
+                            "-".to_string()
+                        } else {
+                            a.tags.join(",")
+                        };
+                        format!(
+                            "{} {} {tags} {}",
+                            a.instance,
+                            std::net::SocketAddr::new(c.addr, a.port),
+                            a.state.as_str()
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            });
+            match expected {
+                Ok(want) => assert_eq!(
+                    got.map_err(|e| e.rcode),
+                    Ok(want.iter().map(ToString::to_string).collect()),
+                    "{lines:?}"
+                ),
+                Err(rcode) => assert_eq!(got.map_err(|e| e.rcode).err(), Some(*rcode), "{lines:?}"),
+            }
+        }
+    }
+}
