@@ -532,6 +532,17 @@ fn keys_scope_and_ownership_hold_for_updates_as_for_heartbeats() {
     assert_eq!(signed("team-b", "u.delete('api-1.api')"), "REFUSED");
     assert_eq!(dig(&server, "api.svc.internal", "A"), ["10.0.1.1"]);
     assert_eq!(signed("team-a", "u.delete('api-1.api')"), "NOERROR");
+    // Signed 1,000 s ago (outside the 300 s fudge): NOTAUTH with BADTIME,
+    // in a reply signed with the key, which dnspython checks.
+    let stale = format!(
+        "import dns.tsig, dns.tsigkeyring, time\n\
+         real = time.time\n\
+         time.time = lambda: real() - 1000\n\
+         u.use_tsig(dns.tsigkeyring.from_text({{'team-a': '{SECRET}'}}), keyname='team-a', algorithm='hmac-sha256')\n\
+         u.delete('web-1.web')\n\
+         try:\n    dns.query.tcp(u, '127.0.0.1', port=port, timeout=5)\nexcept dns.tsig.PeerBadTime:\n    print('BADTIME'); sys.exit(0)\n"
+    );
+    assert_eq!(plain_update(python, &server, "svc.internal.", &stale), "BADTIME");
     assert!(dig(&server, "api.svc.internal", "A").is_empty());
     assert_eq!(dig(&server, "web.svc.internal", "A"), ["10.0.0.1"]);
 }
