@@ -167,12 +167,17 @@ fn header_errors_get_their_rcodes() {
         ResponseCode::FormErr
     );
 
-    // Opcodes we do not serve: NOTIMP.
-    for op in [OpCode::Status, OpCode::Notify, OpCode::Update] {
+    // Opcodes we do not serve: NOTIMP. UPDATE from a client that
+    // --allow-update does not let in: REFUSED.
+    for (op, rcode) in [
+        (OpCode::Status, ResponseCode::NotImp),
+        (OpCode::Notify, ResponseCode::NotImp),
+        (OpCode::Update, ResponseCode::Refused),
+    ] {
         let mut msg = question("svc.internal.", RecordType::SOA, false);
         msg.metadata.op_code = op;
         let reply = query_udp(server.dns, &msg);
-        assert_eq!(reply.metadata.response_code, ResponseCode::NotImp, "{op:?}");
+        assert_eq!(reply.metadata.response_code, rcode, "{op:?}");
     }
 
     // EDNS version 1: BADVERS, with an OPT record in the reply.

@@ -542,7 +542,10 @@ fn keys_scope_and_ownership_hold_for_updates_as_for_heartbeats() {
          u.delete('web-1.web')\n\
          try:\n    dns.query.tcp(u, '127.0.0.1', port=port, timeout=5)\nexcept dns.tsig.PeerBadTime:\n    print('BADTIME'); sys.exit(0)\n"
     );
-    assert_eq!(plain_update(python, &server, "svc.internal.", &stale), "BADTIME");
+    assert_eq!(
+        plain_update(python, &server, "svc.internal.", &stale),
+        "BADTIME"
+    );
     assert!(dig(&server, "api.svc.internal", "A").is_empty());
     assert_eq!(dig(&server, "web.svc.internal", "A"), ["10.0.0.1"]);
 }
