@@ -10,7 +10,7 @@
 //! in 1 ms ticks). Steps,
 //! all on 127.0.0.1, each server pinned to CPU 0 and this client to CPU 1:
 //! 1. throughput: UPDATEs signed with hmac-sha256, each registering one
-//!    new instance (an A record and an SRV record), sent over UDP with a
+//!    new instance (an A record and an SRV record; services of 100), sent over UDP with a
 //!    window of UPDATEs in flight, to beacon and then to a Knot primary of
 //!    the same zone (its `acl` allows the key to update); NOERROR replies
 //!    a second;
@@ -56,18 +56,24 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// A signed UPDATE registering instance `n` of service `bench`: an A
-/// record at `i<n>.bench.<zone>` and an SRV at `_bench._tcp.<zone>`.
+/// The host name of instance `n`: services of 100 instances (`b<n/100>`),
+/// so a long run stays below the per-service cap.
+fn host_of(n: usize) -> String {
+    format!("i{n}.b{}.{ZONE}", n / 100)
+}
+
+/// A signed UPDATE registering instance `n`: an A record at its host name
+/// and an SRV at its service's `_b<k>._tcp.<zone>`.
 fn update_message(key: &Key, id: u16, n: usize, now: u64) -> Vec<u8> {
     let zone = Name::from_ascii(ZONE).expect("zone");
     let mut message = Message::new(id, MessageType::Query, OpCode::Update);
     let mut question = Query::query(zone.clone(), RecordType::SOA);
     question.set_query_class(DNSClass::IN);
     message.add_query(question);
-    let host = Name::from_ascii(format!("i{n}.bench.{ZONE}")).expect("host");
+    let host = Name::from_ascii(host_of(n)).expect("host");
     let addr = std::net::Ipv4Addr::from(0x0a00_0000 + u32::try_from(n).unwrap_or(0) + 1);
     message.add_authority(Record::from_rdata(host.clone(), 60, RData::A(A(addr))));
-    let srv = Name::from_ascii(format!("_bench._tcp.{ZONE}")).expect("srv");
+    let srv = Name::from_ascii(format!("_b{}._tcp.{ZONE}", n / 100)).expect("srv");
     message.add_authority(Record::from_rdata(
         srv,
         60,
@@ -241,7 +247,16 @@ fn main() {
     // 1. Throughput, beacon then Knot, same messages.
     let beacon = start_beacon(
         dir.path(),
-        &["--keys", &key_path, "--udp-workers", "1", "--http", "off"],
+        &[
+            "--keys",
+            &key_path,
+            "--udp-workers",
+            "1",
+            "--http",
+            "off",
+            "--max-instances",
+            "1000000",
+        ],
     );
     beacon.pin_to(0);
     let (beacon_rate, beacon_other) = throughput(beacon.dns, secs, window, 0);
@@ -348,7 +363,7 @@ fn main() {
         let n = 10_000_000 + i;
         let (rcode, _) = update_once(&socket, &key, n);
         assert_eq!(rcode, ResponseCode::NoError);
-        let name = Name::from_ascii(format!("i{n}.bench.{ZONE}")).expect("name");
+        let name = Name::from_ascii(host_of(n)).expect("name");
         let (wait, asked) = until_answered(&socket, &name);
         waits.push(wait);
         most_asked = most_asked.max(asked);
