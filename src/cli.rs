@@ -674,7 +674,8 @@ impl BeatArgs {
         hb.weight = self.weight;
         hb.priority = self.priority;
         hb.meta = self.meta;
-        hb.tags = crate::registry::announcement::check_tags(self.tags.iter().map(String::as_str))?;
+        hb.tags = crate::registry::announcement::check_tags(self.tags.iter().map(String::as_str))
+            .map_err(|e| format!("--tag: {e}"))?;
         hb.state = match self.state {
             StateArg::Up => State::Up,
             StateArg::Drain => State::Drain,

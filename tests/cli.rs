@@ -38,6 +38,14 @@ fn bad_serve_flags_say_what_to_fix() {
         (&["serve", "--udp-workers", "0"], "--udp-workers"),
         (&["serve", "--udp-workers", "100000"], "--udp-workers"),
         (&["serve", "--fast-path", "maybe"], "--fast-path"),
+        (&["serve", "--min-lease", "0"], "--min-lease"),
+        (
+            &["serve", "--min-lease", "100", "--max-lease", "50"],
+            "--min-lease",
+        ),
+        (&["serve", "--max-lease", "100000"], "--max-lease"),
+        (&["serve", "--update-lease", "0"], "--update-lease"),
+        (&["serve", "--allow-update", "everyone"], "--allow-update"),
     ];
     for (args, expected) in cases {
         let err = fails(args);
@@ -79,6 +87,10 @@ fn bad_beat_flags_say_what_to_fix() {
         (&["beat", "--service", "web"], "--port"),
         (&["beat", "--service", "web_1", "--port", "80"], "--service"),
         (&["beat", "--service", "web", "--port", "0"], "--port"),
+        (
+            &["beat", "--service", "web", "--port", "80", "--tag", "a_b"],
+            "--tag",
+        ),
         (
             &[
                 "beat",

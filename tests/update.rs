@@ -251,6 +251,20 @@ fn knsupdate_with_the_same_secret_registers_and_removes_rrsets() {
     assert!(ok && out.contains("NOERROR"), "{out}");
     assert!(dig(&server, "api.svc.internal", "A").is_empty());
     assert!(dig(&server, "_api._udp.svc.internal", "SRV").is_empty());
+    // A key the server does not know: NOTAUTH with BADKEY, nothing changes.
+    let script = format!(
+        "server 127.0.0.1 {port}\nzone svc.internal.\n\
+         update add api-3.api.svc.internal. 30 A 10.0.1.3\n\
+         update add _api._udp.svc.internal. 30 SRV 1 10 53 api-3.api.svc.internal.\nsend\nanswer\n"
+    );
+    let (ok, out) = run_with_stdin(
+        "knsupdate",
+        &["-y", &format!("hmac-sha256:nobody:{SECRET}")],
+        &script,
+    );
+    assert!(!ok || out.contains("NOTAUTH"), "{out}");
+    assert!(out.contains("BADKEY") || out.contains("NOTAUTH"), "{out}");
+    assert!(dig(&server, "api.svc.internal", "A").is_empty());
 }
 
 /// dnspython: an SRP-shaped update (RFC 9665 §3.3: PTR, SRV and TXT at the
