@@ -11,7 +11,8 @@
 //!
 //! It never logs or prints a secret (a [`Key`]'s `Debug` shows its name
 //! and algorithm only), and it knows nothing of what the keys protect:
-//! heartbeats today ([`crate::auth`]), DNS UPDATE and transfers later.
+//! signed heartbeats ([`crate::auth`]), DNS UPDATE and zone transfers
+//! (TSIG, [`crate::tsig`]).
 
 use std::collections::HashMap;
 use std::fmt;

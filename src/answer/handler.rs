@@ -6,7 +6,8 @@
 //! checks the header (opcode, question count, EDNS version, class), calls
 //! [`resolve`], makes the reply fit (see [`fit`]) and builds the message.
 //! It never logs per query above DEBUG, never locks and never touches the
-//! disk.
+//! disk. Zone transfers go to [`crate::transfer`] and UPDATE messages to
+//! [`crate::update`] before any of this.
 //!
 //! What fits: a UDP reply fits the client's EDNS payload size (clamped to
 //! `--max-udp-payload`; 512 bytes without EDNS), a TCP reply 65,535 bytes.

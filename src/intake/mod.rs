@@ -27,6 +27,12 @@
 //! order). A refused datagram is dropped whole, counted per reason and
 //! logged at WARN at most once per 10 s per reason, naming the source and
 //! the key, never a secret. SIGHUP hands the intake a new policy.
+//!
+//! DNS UPDATE is the second way in: the answering path hands each
+//! authenticated UPDATE over a bounded queue; the intake maps it onto the
+//! registry ([`crate::update::plan`]), checks every change as it would a
+//! heartbeat, applies all or none, publishes, and only then answers, so a
+//! client that reads NOERROR finds its change in the next query.
 
 pub mod audit;
 pub mod receive;

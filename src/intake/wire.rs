@@ -19,7 +19,8 @@
 //! Exactly one space separates fields; tabs, carriage returns, leading,
 //! trailing or doubled spaces are errors, as is anything after one final
 //! newline. Field names are case-sensitive, names of services and
-//! instances are not (they are stored in lower case). `%XX` in a metadata
+//! instances are not (they are stored in lower case), nor are tags
+//! (`tags=canary,eu`, comma-separated labels). `%XX` in a metadata
 //! value stands for the byte `XX` (`%20` is a space). A signed datagram
 //! ends with `key`, `ts` and `auth`, in that order; `auth` is the HMAC of
 //! every byte before ` auth=`, checked by [`crate::auth`], not here.

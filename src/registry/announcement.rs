@@ -1,7 +1,7 @@
 //! What a sender announces about one instance, and the rules its fields obey.
 //!
 //! Takes nothing but values; produces [`Announcement`]s and the checks every
-//! intake (the heartbeat wire format today, DNS UPDATE later) applies before
+//! intake (the heartbeat wire format, DNS UPDATE) applies before
 //! it hands one to the registry: service and instance names that make valid
 //! DNS names, and addresses an instance can really serve on. It never does
 //! I/O and knows nothing of any wire format.
