@@ -150,6 +150,14 @@ fn nsupdate_with_a_keygen_key_registers_changes_and_deletes() {
     assert!(status.contains("\"id\":\"web-9\""), "{status}");
     assert!(status.contains("\"key\":\"deploy\""), "{status}");
     assert!(status.contains("\"tags\":[\"canary\",\"eu\"]"), "{status}");
+    // Without the update-lease option: the default lease, an hour.
+    let lease: f64 = status
+        .split("\"lease_remaining_s\":")
+        .nth(1)
+        .and_then(|rest| rest.split([',', '}']).next())
+        .and_then(|n| n.parse().ok())
+        .expect("a lease in the status");
+    assert!((3590.0..=3600.0).contains(&lease), "{status}");
     let metrics = http_get(&server, "/metrics");
     assert!(
         metrics.contains("beacon_updates_total{rcode=\"NOERROR\"} 1"),
@@ -381,7 +389,7 @@ fn srp_shaped_updates_from_dnspython_get_a_clamped_lease_renew_and_expire() {
 /// described in Python and prints its rcode.
 const PLAIN_UPDATE: &str = r#"
 import sys
-import dns.query, dns.rcode, dns.update
+import dns.edns, dns.query, dns.rcode, dns.update
 port, zone, code = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 u = dns.update.UpdateMessage(zone)
 exec(code)
@@ -476,6 +484,12 @@ fn prerequisites_and_refusals_answer_the_right_rcode_and_change_nothing() {
             z,
             "u.add('web-3.web', 30, 'A', '0.0.0.0'); u.add('_web._tcp', 30, 'SRV', '0 1 80 web-3.web.svc.internal.')",
             "REFUSED",
+        ),
+        // An update-lease option of the wrong size.
+        (
+            z,
+            "u.use_edns(0, options=[dns.edns.GenericOption(2, b'abc')]); u.add('web-3.web', 30, 'A', '10.0.0.3'); u.add('_web._tcp', 30, 'SRV', '0 1 80 web-3.web.svc.internal.')",
+            "FORMERR",
         ),
     ];
     for (zone, code, rcode) in cases {
