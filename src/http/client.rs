@@ -3,7 +3,7 @@
 //! Takes the address of a server's HTTP endpoint; reads `/v1/services`
 //! (the same JSON the status page shows) and produces one line per
 //! instance: service, instance, address, port, proto, weight, priority,
-//! state, lease left, key. It only reads.
+//! state, lease left, key, tags. It only reads.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -55,10 +55,23 @@ pub fn table(addr: SocketAddr) -> Result<String, StatusError> {
         Value::Null => "-".to_string(),
         other => other.to_string(),
     };
+    let tags = |v: &Value| {
+        let tags: Vec<&str> = v
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        if tags.is_empty() {
+            "-".to_string()
+        } else {
+            tags.join(",")
+        }
+    };
     let mut rows = vec![
         [
             "SERVICE", "INSTANCE", "ADDRESS", "PORT", "PROTO", "WEIGHT", "PRIORITY", "STATE",
-            "LEASE", "KEY",
+            "LEASE", "KEY", "TAGS",
         ]
         .map(String::from)
         .to_vec(),
@@ -77,6 +90,7 @@ pub fn table(addr: SocketAddr) -> Result<String, StatusError> {
                 text(&instance["state"]),
                 format!("{lease:.1}s"),
                 text(&instance["key"]),
+                tags(&instance["tags"]),
             ]);
         }
     }
