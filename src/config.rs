@@ -107,9 +107,10 @@ pub const MAX_TAGS: usize = 16;
 /// `_<tag>._sub._<service>._tcp` fits where the instance's DNS-SD name
 /// `<instance>._<service>._tcp` does (`_sub` takes 5 octets).
 pub const MAX_TAG_LABEL: usize = 57;
-/// Rotation cursors kept per service for tag-filtered answers. Tag
-/// combinations come from queries, so they share this fixed number of
-/// cursors (by a hash of the combination) instead of growing with them.
+/// Most rotation-cursor slots a service keeps for tag-filtered answers
+/// (two per distinct tag up to this). Tag combinations come from
+/// queries, so they share these slots (by a hash of the combination)
+/// instead of growing with them.
 pub const TAG_CURSOR_SLOTS: usize = 32;
 
 /// Largest zone fragment read. A bigger file is refused with a message,

@@ -84,14 +84,14 @@ fn has_tags<'t>(inst: &Instance, mut tags: impl Iterator<Item = &'t [u8]>) -> bo
 
 /// The cursor slot of a tag combination: order-independent, so `a.b` and
 /// `b.a` (the same set) rotate together.
-fn tag_slot<'t>(tags: impl Iterator<Item = &'t [u8]>) -> usize {
+fn tag_slot<'t>(tags: impl Iterator<Item = &'t [u8]>, slots: usize) -> usize {
     let sum = tags.fold(0u64, |sum, tag| {
         let hash = tag.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
             (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
         });
         sum.wrapping_add(hash)
     });
-    usize::try_from(sum % TAG_CURSOR_SLOTS as u64).unwrap_or(0)
+    usize::try_from(sum % slots.max(1) as u64).unwrap_or(0)
 }
 
 /// The names of one live service, with what building their records needs.
@@ -117,8 +117,10 @@ pub struct ServiceNames {
     /// name. Kept here because records are built per lookup, while
     /// round-robin needs one count per RRset across lookups.
     cursors: [Cursor; 4],
-    /// Cursors of tag-filtered RRsets: [`TAG_CURSOR_SLOTS`] slots of four
-    /// (A, AAAA, SRV tcp, SRV udp); empty when no instance has tags.
+    /// Cursors of tag-filtered RRsets: slots of four (A, AAAA, SRV tcp,
+    /// SRV udp), two slots per distinct tag up to [`TAG_CURSOR_SLOTS`], so
+    /// a service with one tag keeps 8 cursors, not 128; empty when no
+    /// instance has tags.
     tag_cursors: Box<[Cursor]>,
     /// Distinct tags of the instances, sorted (for transfers' name lists).
     tags: Vec<Box<str>>,
@@ -220,7 +222,8 @@ impl ServiceNames {
         tags.dedup();
         if !tags.is_empty() {
             let len = names.instances.len();
-            names.tag_cursors = (0..TAG_CURSOR_SLOTS * 4)
+            let slots = (tags.len() * 2).min(TAG_CURSOR_SLOTS);
+            names.tag_cursors = (0..slots * 4)
                 .map(|_| Cursor::starting_below(len))
                 .collect();
         }
@@ -372,7 +375,7 @@ impl ServiceNames {
     /// combination of the first `count` labels of `name`.
     fn tag_cursor(&self, name: &LowerName, count: usize, kind: usize) -> Option<&Cursor> {
         self.tag_cursors
-            .get(tag_slot(name.iter().take(count)) * 4 + kind)
+            .get(tag_slot(name.iter().take(count), self.tag_cursors.len() / 4) * 4 + kind)
     }
 
     /// True when the tag name may be served (no fragment claims it).
