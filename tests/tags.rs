@@ -7,7 +7,7 @@ mod common;
 
 use std::collections::HashSet;
 
-use common::{TestServer, assert_status, lines, rdatas};
+use common::{TestServer, assert_status, lines, query_tcp, question, rdatas};
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 
@@ -226,4 +226,51 @@ fn datagrams_with_bad_tags_are_dropped_whole() {
         ["10.0.0.2"]
     );
     server.wait_for_log("dropped a malformed heartbeat");
+}
+
+/// 2,000 instances of one service, every one tagged `all`, the even ones
+/// `even`, every tenth `ten`: filtered answers over TCP hold exactly the
+/// tagged instances, and over UDP they truncate as any large answer does.
+#[test]
+fn tag_names_hold_their_instances_at_two_thousand() {
+    let server = TestServer::start(&["--max-instances-per-service", "5000"]);
+    let datagrams: Vec<String> = (0..2000)
+        .map(|i| {
+            let mut tags = vec!["all"];
+            if i % 2 == 0 {
+                tags.push("even");
+            }
+            if i % 10 == 0 {
+                tags.push("ten");
+            }
+            format!(
+                "beacon/1 service=big instance=i{i:05} port=80 ttl=3600 addr=10.2.{}.{} tags={}",
+                i / 256,
+                i % 256,
+                tags.join(",")
+            )
+        })
+        .collect();
+    server.beat_until_all("big.svc.internal.", &datagrams);
+    let tcp = |name: &str, rtype: RecordType| {
+        let reply = query_tcp(server.dns, &question(name, rtype, true));
+        assert_status(&reply, ResponseCode::NoError, true);
+        assert!(!reply.metadata.truncation);
+        reply.answers.len()
+    };
+    let cases: &[(&str, RecordType, usize)] = &[
+        ("all._tag.big.svc.internal.", RecordType::A, 2000),
+        ("even._tag.big.svc.internal.", RecordType::A, 1000),
+        ("ten._tag.big.svc.internal.", RecordType::A, 200),
+        ("ten.even._tag.big.svc.internal.", RecordType::A, 200),
+        ("all.even.ten._tag.big.svc.internal.", RecordType::A, 200),
+        ("even._tag._big._tcp.svc.internal.", RecordType::SRV, 1000),
+        ("_ten._sub._big._tcp.svc.internal.", RecordType::PTR, 200),
+        ("_all._sub._big._tcp.svc.internal.", RecordType::PTR, 2000),
+    ];
+    for (name, rtype, count) in cases {
+        assert_eq!(tcp(name, *rtype), *count, "{name} {rtype}");
+    }
+    let udp = server.query("ten._tag.big.svc.internal.", RecordType::A);
+    assert!(udp.metadata.truncation && udp.answers.is_empty());
 }
