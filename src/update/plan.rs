@@ -426,7 +426,7 @@ impl Plan<'_> {
         let whole_name = !one && rtype == RecordType::ANY;
         let name = &record.name;
         match owner {
-            Owner::Apex => unreachable_apex(name),
+            Owner::Apex => apex_refused(name),
             Owner::Instance { service, id } => {
                 let draft = self.draft(&service, &id);
                 match rtype {
@@ -439,7 +439,10 @@ impl Plan<'_> {
                         let current = draft
                             .addr
                             .resolve(draft.existing.as_ref().and_then(|a| a.addr));
-                        let matches = !one || address_of(record).ok() == current;
+                        // Only the RRset of the address's own family holds it.
+                        let family =
+                            current.is_some_and(|ip| ip.is_ipv4() == (rtype == RecordType::A));
+                        let matches = family && (!one || address_of(record).ok() == current);
                         if matches {
                             draft.addr = Field::Cleared;
                         }
@@ -633,7 +636,7 @@ impl Plan<'_> {
     }
 }
 
-fn unreachable_apex(name: &Name) -> Result<(), Refused> {
+fn apex_refused(name: &Name) -> Result<(), Refused> {
     Err(refuse(
         ResponseCode::Refused,
         format!("{name}: the apex belongs to the zone fragments"),
@@ -862,7 +865,7 @@ pub fn plan(
         let name = check_form(record, &zone)?;
         let owner = classify(&name, &zone);
         if owner == Owner::Apex {
-            unreachable_apex(&record.name)?;
+            apex_refused(&record.name)?;
         }
         if view.statics.node(&name).is_some() {
             return Err(refuse(
@@ -969,6 +972,8 @@ mod tests {
                 &["- web-1.web A 10.0.0.7"],
                 Ok(&["web-1 10.0.0.1:8080 a up"]),
             ),
+            (&["-* web-1.web AAAA"], Ok(&["web-1 10.0.0.1:8080 a up"])),
+            (&["-* web-1.web A"], Ok(&["web-1 10.0.0.1:8080 a down"])),
             (&["-* _web._tcp SRV"], Ok(&["web-1 10.0.0.1:8080 a down"])),
             (
                 &["-* web-1._web._tcp TXT"],
