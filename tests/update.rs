@@ -530,6 +530,8 @@ fn without_allow_update_or_keys_updates_are_refused() {
         "REFUSED"
     );
     assert!(dig(&server, "web.svc.internal", "A").is_empty());
+    server.wait_for_log("refused an unsigned UPDATE");
+    assert!(server.log().contains("the client is not in --allow-update"));
 }
 
 #[test]

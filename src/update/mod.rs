@@ -20,8 +20,9 @@ use std::sync::Arc;
 use hickory_proto::op::{Edns, Header, Message, MessageType, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::{mpsc, oneshot, watch};
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::auth::Policy;
 use crate::config::UpdateConfig;
@@ -90,7 +91,14 @@ pub struct Updates {
     policies: watch::Receiver<Arc<Policy>>,
     queue: mpsc::Sender<UpdateRequest>,
     metrics: Arc<Metrics>,
+    /// When the last WARN about a turned-away UPDATE was logged (Unix
+    /// seconds): at most one per [`WARN_EVERY_SECS`], DEBUG in between.
+    last_warn: AtomicU64,
 }
+
+/// Shortest gap, in seconds, between WARN lines about UPDATEs turned away
+/// before they reach the intake (unsigned, badly signed, queue full).
+const WARN_EVERY_SECS: u64 = 10;
 
 impl Updates {
     /// Updates under `config`, checked with the keys of `policies`,
@@ -106,7 +114,19 @@ impl Updates {
             policies,
             queue,
             metrics,
+            last_warn: AtomicU64::new(0),
         }
+    }
+
+    /// True when a WARN line may be logged now (see `last_warn`).
+    fn may_warn(&self) -> bool {
+        let now = tsig::unix_now();
+        let last = self.last_warn.load(Ordering::Relaxed);
+        now >= last + WARN_EVERY_SECS
+            && self
+                .last_warn
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
     }
 
     /// The reply to the UPDATE message `bytes` from `src`; `None` when
@@ -122,7 +142,11 @@ impl Updates {
         let keyring = self.policies.borrow().shared_keyring();
         let (key, signer) = match tsig::verify(bytes, &message, &keyring, now) {
             Verdict::Refused { refusal, reply } => {
-                debug!(%src, %refusal, "refused a signed UPDATE");
+                if self.may_warn() {
+                    warn!(%src, %refusal, "refused a signed UPDATE (further ones are logged at DEBUG for 10 s)");
+                } else {
+                    debug!(%src, %refusal, "refused a signed UPDATE");
+                }
                 self.metrics.update(u16::from(ResponseCode::NotAuth));
                 return Some(reply);
             }
@@ -135,7 +159,16 @@ impl Updates {
             let allowed =
                 keyring.is_empty() && self.config.allow.iter().any(|net| net.contains(&src.ip()));
             if !allowed {
-                debug!(%src, "refused an unsigned UPDATE (keys configured, or the client is not in --allow-update)");
+                let reason = if keyring.is_empty() {
+                    "the client is not in --allow-update"
+                } else {
+                    "keys are configured: UPDATE must be TSIG-signed"
+                };
+                if self.may_warn() {
+                    warn!(%src, reason, "refused an unsigned UPDATE (further ones are logged at DEBUG for 10 s)");
+                } else {
+                    debug!(%src, reason, "refused an unsigned UPDATE");
+                }
                 return self.finish(error_reply(metadata, ResponseCode::Refused), None);
             }
         }
@@ -160,7 +193,11 @@ impl Updates {
                 _ => ResponseCode::ServFail,
             }
         } else {
-            debug!(%src, "UPDATE queue full");
+            if self.may_warn() {
+                warn!(%src, "answered an UPDATE with SERVFAIL: {UPDATE_QUEUE} are waiting for the intake (further ones are logged at DEBUG for 10 s)");
+            } else {
+                debug!(%src, "UPDATE queue full");
+            }
             ResponseCode::ServFail
         };
         let mut shell = Message::new(metadata.id, MessageType::Response, OpCode::Update);
