@@ -86,7 +86,7 @@ fn update_message(key: &Key, id: u16, n: usize, now: u64) -> Vec<u8> {
 
 /// UPDATEs to `server` for `secs`, `window` in flight: NOERROR replies a
 /// second, and how many replies were something else.
-fn throughput(server: SocketAddr, secs: f64, window: usize, offset: usize) -> (f64, u64) {
+fn throughput(server: SocketAddr, secs: f64, window: usize) -> (f64, u64) {
     let key = key();
     let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
     socket.connect(server).expect("connect");
@@ -101,7 +101,7 @@ fn throughput(server: SocketAddr, secs: f64, window: usize, offset: usize) -> (f
     while start.elapsed().as_secs_f64() < secs {
         while in_flight.len() < window {
             let id = (next % 65_536) as u16;
-            let bytes = update_message(&key, id, offset + next, now);
+            let bytes = update_message(&key, id, next, now);
             if socket.send(&bytes).is_ok() {
                 in_flight.insert(id, Instant::now());
             }
@@ -245,21 +245,17 @@ fn main() {
     pin_self(1);
 
     // 1. Throughput, beacon then Knot, same messages.
-    let beacon = start_beacon(
-        dir.path(),
-        &[
-            "--keys",
-            &key_path,
-            "--udp-workers",
-            "1",
-            "--http",
-            "off",
-            "--max-instances",
-            "1000000",
-        ],
-    );
+    let start = |extra: &[&str]| {
+        let flags = [
+            &["--keys", &key_path, "--udp-workers", "1", "--http", "off"],
+            extra,
+        ]
+        .concat();
+        start_beacon(dir.path(), &flags)
+    };
+    let beacon = start(&["--max-instances", "1000000"]);
     beacon.pin_to(0);
-    let (beacon_rate, beacon_other) = throughput(beacon.dns, secs, window, 0);
+    let (beacon_rate, beacon_other) = throughput(beacon.dns, secs, window);
     println!(
         "update throughput, hmac-sha256, {window} in flight, one core: beacon {beacon_rate:.0} UPDATEs/s ({beacon_other} not NOERROR)"
     );
@@ -272,7 +268,7 @@ fn main() {
     if have_knot {
         let knot = start_knot_primary(dir.path());
         knot.pin_to(0);
-        let (knot_rate, knot_other) = throughput(knot.dns, secs, window, 0);
+        let (knot_rate, knot_other) = throughput(knot.dns, secs, window);
         println!(
             "update throughput: knot {knot_rate:.0} UPDATEs/s ({knot_other} not NOERROR); beacon/knot = {:.2}x",
             beacon_rate / knot_rate.max(1.0)
@@ -289,19 +285,7 @@ fn main() {
     // 2. Reply → answerable, under query load: a fresh server, whose
     // `web` (ten instances, by heartbeat) takes the load.
     drop(beacon);
-    let beacon = start_beacon(
-        dir.path(),
-        &[
-            "--keys",
-            &key_path,
-            "--udp-workers",
-            "1",
-            "--http",
-            "off",
-            "--auth",
-            "optional",
-        ],
-    );
+    let beacon = start(&["--auth", "optional"]);
     beacon.pin_to(0);
     let beats = UdpSocket::bind("127.0.0.1:0").expect("bind");
     for i in 0..10 {

@@ -9,26 +9,6 @@ use std::time::Duration;
 use common::{TestServer, have_tool, readme_block, wait_until};
 use hickory_proto::rr::RecordType;
 
-/// `curl -s` of `path`: the status code and the body.
-fn get(server: &TestServer, path: &str) -> (u16, String) {
-    let http = server.http.expect("an HTTP endpoint");
-    let output = Command::new("curl")
-        .args([
-            "-s",
-            "-w",
-            "\n%{http_code}",
-            &format!("http://{http}{path}"),
-        ])
-        .output()
-        .expect("curl");
-    let text = String::from_utf8_lossy(&output.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').expect("a status line");
-    (
-        code.trim().parse().expect("a status code"),
-        body.to_string(),
-    )
-}
-
 fn register(server: &TestServer) {
     server
         .beat("beacon/1 service=web instance=w1 port=8080 addr=10.0.0.1 weight=3 meta.version=1.2");
@@ -53,8 +33,8 @@ fn health_ready_metrics_and_the_services_api() {
         server.listening
     );
     register(&server);
-    assert_eq!(get(&server, "/health"), (200, "ok\n".to_string()));
-    assert_eq!(get(&server, "/ready").0, 200);
+    assert_eq!(server.http_get("/health"), (200, "ok\n".to_string()));
+    assert_eq!(server.http_get("/ready").0, 200);
 
     // Queries over both transports, one of them NXDOMAIN.
     for _ in 0..3 {
@@ -62,7 +42,7 @@ fn health_ready_metrics_and_the_services_api() {
     }
     server.query("nope.svc.internal.", RecordType::A);
     server.query_tcp("_web._tcp.svc.internal.", RecordType::SRV);
-    let (code, metrics) = get(&server, "/metrics");
+    let (code, metrics) = server.http_get("/metrics");
     assert_eq!(code, 200);
     let value = |line: &str| -> f64 {
         metrics
@@ -104,7 +84,7 @@ fn health_ready_metrics_and_the_services_api() {
         );
     }
     let limited = wait_until(Duration::from_secs(5), || {
-        let (_, metrics) = get(&server, "/metrics");
+        let (_, metrics) = server.http_get("/metrics");
         let read = |name: &str| -> f64 {
             metrics
                 .lines()
@@ -120,11 +100,11 @@ fn health_ready_metrics_and_the_services_api() {
     assert!(
         limited.is_some(),
         "rate limiting and snapshot writes are counted:\n{}",
-        get(&server, "/metrics").1
+        server.http_get("/metrics").1
     );
     server.beat("beacon/1 service=web instance=w1 port=8080 addr=10.0.0.1 key=x auth=AAAA");
     let rejected = wait_until(Duration::from_secs(5), || {
-        let (_, metrics) = get(&server, "/metrics");
+        let (_, metrics) = server.http_get("/metrics");
         metrics
             .lines()
             .any(|l| l.starts_with(r#"beacon_heartbeats_rejected_total{reason="malformed"} 1"#))
@@ -133,7 +113,7 @@ fn health_ready_metrics_and_the_services_api() {
     assert!(rejected.is_some(), "a malformed heartbeat is counted");
 
     // The JSON API.
-    let (code, body) = get(&server, "/v1/services");
+    let (code, body) = server.http_get("/v1/services");
     assert_eq!(code, 200);
     let status: serde_json::Value = serde_json::from_str(&body).expect("JSON");
     assert_eq!(status["instances"], 3);
@@ -153,11 +133,11 @@ fn health_ready_metrics_and_the_services_api() {
     assert_eq!(w1["metadata"]["version"], "1.2");
     assert!(w1["lease_remaining_s"].as_f64().expect("lease") > 10.0);
     assert_eq!(web["instances"][1]["state"], "draining");
-    let (code, body) = get(&server, "/v1/services/db");
+    let (code, body) = server.http_get("/v1/services/db");
     assert_eq!(code, 200);
     let db: serde_json::Value = serde_json::from_str(&body).expect("JSON");
     assert_eq!(db["instances"][0]["address"], "10.0.1.1");
-    assert_eq!(get(&server, "/v1/services/nope").0, 404);
+    assert_eq!(server.http_get("/v1/services/nope").0, 404);
 }
 
 #[test]
@@ -347,7 +327,7 @@ fn readme_examples_of_the_api_and_the_table_are_what_the_server_gives() {
     register(&server);
     let example: serde_json::Value =
         serde_json::from_str(&readme_block("json", "\"lease_remaining_s\"")).expect("README JSON");
-    let (_, body) = get(&server, "/v1/services");
+    let (_, body) = server.http_get("/v1/services");
     let real: serde_json::Value = serde_json::from_str(&body).expect("JSON");
     let (mut want, mut got) = (Vec::new(), Vec::new());
     shape(&example, "", &mut want);

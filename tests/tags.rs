@@ -181,12 +181,7 @@ fn filtered_answers_rotate_and_come_from_the_fast_path() {
     server.await_reply("us._tag.web.svc.internal.", RecordType::A, |m| {
         sorted(rdatas(&m.answers)) == ["10.0.1.1", "10.0.1.6"]
     });
-    let http = server.http.expect("http");
-    let metrics = std::process::Command::new("curl")
-        .args(["-s", &format!("http://{http}/metrics")])
-        .output()
-        .expect("curl");
-    let metrics = String::from_utf8_lossy(&metrics.stdout);
+    let (_, metrics) = server.http_get("/metrics");
     let hits: u64 = metrics
         .lines()
         .find_map(|l| l.strip_prefix("beacon_fast_path_hits_total "))

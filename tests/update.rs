@@ -75,12 +75,7 @@ fn run_with_stdin(program: &str, args: &[&str], input: &str) -> (bool, String) {
 /// `curl -s` of `path` on the server's HTTP endpoint.
 /// (JSON comes without its whitespace, to match on.)
 fn http_get(server: &TestServer, path: &str) -> String {
-    let http = server.http.expect("an HTTP endpoint");
-    let output = Command::new("curl")
-        .args(["-s", &format!("http://{http}{path}")])
-        .output()
-        .expect("curl");
-    let body = String::from_utf8_lossy(&output.stdout).into_owned();
+    let (_, body) = server.http_get(path);
     if body.trim_start().starts_with('{') {
         body.split_whitespace().collect()
     } else {

@@ -939,10 +939,6 @@ impl Intake {
         changes: &[plan::Change],
         key: Option<&Arc<str>>,
     ) -> Result<(), plan::Refused> {
-        let refuse = |reason: String| plan::Refused {
-            rcode: ResponseCode::Refused,
-            reason,
-        };
         let signer = Signer {
             key: key.cloned(),
             ts: 0,
@@ -951,7 +947,7 @@ impl Intake {
             let hb = &change.announcement;
             let who = format!("instance {} of {}", hb.instance, hb.service);
             if !self.policy.in_scope(&signer, &hb.service) {
-                return Err(refuse(format!(
+                return Err(plan::refused(format!(
                     "{who}: key {} may not register service {}",
                     signer.key_name(),
                     hb.service
@@ -961,12 +957,12 @@ impl Intake {
                 .registry
                 .owned_by_another(&hb.service, &hb.instance, &signer)
             {
-                return Err(refuse(format!(
+                return Err(plan::refused(format!(
                     "{who} belongs to another key (registered signed)"
                 )));
             }
             if let Some(reason) = self.claimed(hb) {
-                return Err(refuse(format!("{who}: {reason}")));
+                return Err(plan::refused(format!("{who}: {reason}")));
             }
         }
         self.registry
@@ -976,7 +972,7 @@ impl Intake {
                     .filter(|c| c.new && c.announcement.state != State::Down)
                     .map(|c| c.announcement.service.as_str()),
             )
-            .map_err(|refusal| refuse(refusal.to_string()))
+            .map_err(|refusal| plan::refused(refusal.to_string()))
     }
 }
 

@@ -48,6 +48,12 @@ pub struct Refused {
     pub reason: String,
 }
 
+/// A refusal with REFUSED, the rcode of most (also the intake's own
+/// checks: scope, ownership, claims, caps).
+pub fn refused(reason: impl Into<String>) -> Refused {
+    refuse(ResponseCode::Refused, reason)
+}
+
 fn refuse(rcode: ResponseCode, reason: impl Into<String>) -> Refused {
     Refused {
         rcode,
@@ -174,6 +180,17 @@ struct Service {
     priority: u16,
 }
 
+impl Service {
+    fn of(proto: Proto, srv: &hickory_proto::rr::rdata::SRV) -> Service {
+        Service {
+            proto,
+            port: srv.port,
+            weight: srv.weight,
+            priority: srv.priority,
+        }
+    }
+}
+
 /// One instance as the message leaves it.
 #[derive(Debug)]
 struct Draft {
@@ -269,23 +286,17 @@ impl Plan<'_> {
     fn add(&mut self, record: &Record, owner: &Owner) -> Result<(), Refused> {
         let name = &record.name;
         let unmappable = || {
-            refuse(
-                ResponseCode::Refused,
-                format!(
-                    "{name} {}: not a record beacon keeps for an instance",
-                    record.record_type()
-                ),
-            )
+            refused(format!(
+                "{name} {}: not a record beacon keeps for an instance",
+                record.record_type()
+            ))
         };
         match (owner, &record.data) {
             (Owner::Instance { service, id }, RData::A(_) | RData::AAAA(_)) => {
                 let ip = address_of(record)?;
                 let draft = self.draft(service, id);
                 if matches!(&draft.addr, Field::Set(other) if *other != ip) {
-                    return Err(refuse(
-                        ResponseCode::Refused,
-                        format!("{name}: an instance has one address"),
-                    ));
+                    return Err(refused(format!("{name}: an instance has one address")));
                 }
                 draft.addr = Field::Set(ip);
             }
@@ -303,31 +314,20 @@ impl Plan<'_> {
             }
             (Owner::Type { service, proto }, RData::SRV(srv)) => {
                 let Some((target_service, id)) = self.instance_target(&srv.target) else {
-                    return Err(refuse(
-                        ResponseCode::Refused,
-                        format!(
-                            "{name} SRV: the target {} is not an instance name <id>.{service}.{}",
-                            srv.target,
-                            Name::from(&self.zone)
-                        ),
-                    ));
+                    return Err(refused(format!(
+                        "{name} SRV: the target {} is not an instance name <id>.{service}.{}",
+                        srv.target,
+                        Name::from(&self.zone)
+                    )));
                 };
                 if target_service != *service {
-                    return Err(refuse(
-                        ResponseCode::Refused,
-                        format!(
-                            "{name} SRV: the target {} belongs to another service",
-                            srv.target
-                        ),
-                    ));
+                    return Err(refused(format!(
+                        "{name} SRV: the target {} belongs to another service",
+                        srv.target
+                    )));
                 }
                 let draft = self.draft(service, &id);
-                draft.srv = Field::Set(Service {
-                    proto: *proto,
-                    port: srv.port,
-                    weight: srv.weight,
-                    priority: srv.priority,
-                });
+                draft.srv = Field::Set(Service::of(*proto, srv));
                 draft.host = None;
             }
             (Owner::DnsSd { service, proto, id }, RData::SRV(srv)) => {
@@ -335,35 +335,24 @@ impl Plan<'_> {
                 let host = match self.instance_target(&srv.target) {
                     Some((s, i)) if s == *service && i == *id => None,
                     Some(_) => {
-                        return Err(refuse(
-                            ResponseCode::Refused,
-                            format!(
-                                "{name} SRV: the target {} is another instance's name",
-                                srv.target
-                            ),
-                        ));
+                        return Err(refused(format!(
+                            "{name} SRV: the target {} is another instance's name",
+                            srv.target
+                        )));
                     }
                     None if self.zone.zone_of(&target) && target != self.zone => Some(target),
                     None => {
-                        return Err(refuse(
-                            ResponseCode::Refused,
-                            format!(
-                                "{name} SRV: the target {} is not a host in the zone",
-                                srv.target
-                            ),
-                        ));
+                        return Err(refused(format!(
+                            "{name} SRV: the target {} is not a host in the zone",
+                            srv.target
+                        )));
                     }
                 };
                 if let Some(host) = &host {
                     self.hosts.entry(host.clone()).or_default().used = true;
                 }
                 let draft = self.draft(service, id);
-                draft.srv = Field::Set(Service {
-                    proto: *proto,
-                    port: srv.port,
-                    weight: srv.weight,
-                    priority: srv.priority,
-                });
+                draft.srv = Field::Set(Service::of(*proto, srv));
                 draft.host = host;
             }
             (
@@ -378,13 +367,10 @@ impl Plan<'_> {
             (Owner::Type { service, proto }, RData::PTR(ptr)) => match self.dnssd_target(&ptr.0) {
                 Some((s, p, _)) if s == *service && p == *proto => {}
                 _ => {
-                    return Err(refuse(
-                        ResponseCode::Refused,
-                        format!(
-                            "{name} PTR: the target {} is not an instance of this type",
-                            ptr.0
-                        ),
-                    ));
+                    return Err(refused(format!(
+                        "{name} PTR: the target {} is not an instance of this type",
+                        ptr.0
+                    )));
                 }
             },
             (
@@ -399,13 +385,10 @@ impl Plan<'_> {
                     .dnssd_target(&ptr.0)
                     .filter(|(s, p, _)| s == service && p == proto)
                 else {
-                    return Err(refuse(
-                        ResponseCode::Refused,
-                        format!(
-                            "{name} PTR: the target {} is not an instance of this type",
-                            ptr.0
-                        ),
-                    ));
+                    return Err(refused(format!(
+                        "{name} PTR: the target {} is not an instance of this type",
+                        ptr.0
+                    )));
                 };
                 let draft = self.draft(service, &id);
                 draft.subtypes_dropped.retain(|t| t != tag);
@@ -543,10 +526,9 @@ impl Plan<'_> {
             .iter()
             .find(|(_, host)| !host.used && !host.addrs.is_empty())
         {
-            return Err(refuse(
-                ResponseCode::Refused,
-                format!("{name}: addresses of a host no SRV in this UPDATE points at"),
-            ));
+            return Err(refused(format!(
+                "{name}: addresses of a host no SRV in this UPDATE points at"
+            )));
         }
         let mut changes = Vec::new();
         for ((service, id), draft) in self.drafts {
@@ -581,21 +563,14 @@ impl Plan<'_> {
                     || matches!(draft.meta, Field::Set(_))
                     || matches!(draft.tags, Field::Set(_));
                 if given {
-                    return Err(refuse(
-                        ResponseCode::Refused,
-                        format!(
-                            "instance {id} of {service}: a new instance needs an address and an SRV record in the same UPDATE"
-                        ),
-                    ));
+                    return Err(refused(format!(
+                        "instance {id} of {service}: a new instance needs an address and an SRV record in the same UPDATE"
+                    )));
                 }
                 continue;
             };
-            let addr = check_instance_addr(addr).map_err(|e| {
-                refuse(
-                    ResponseCode::Refused,
-                    format!("instance {id} of {service}: {e}"),
-                )
-            })?;
+            let addr = check_instance_addr(addr)
+                .map_err(|e| refused(format!("instance {id} of {service}: {e}")))?;
             let mut hb = Announcement::new(&service, &id, srv.port);
             hb.addr = Some(addr);
             hb.proto = srv.proto;
@@ -614,17 +589,12 @@ impl Plan<'_> {
             tags.sort();
             tags.dedup();
             tags.retain(|t| !draft.subtypes_dropped.contains(t));
-            hb.tags = check_tags(tags.iter().map(String::as_str)).map_err(|e| {
-                refuse(
-                    ResponseCode::Refused,
-                    format!("instance {id} of {service}: {e}"),
-                )
-            })?;
+            hb.tags = check_tags(tags.iter().map(String::as_str))
+                .map_err(|e| refused(format!("instance {id} of {service}: {e}")))?;
             if srv.port == 0 {
-                return Err(refuse(
-                    ResponseCode::Refused,
-                    format!("instance {id} of {service}: port 0 is not a port"),
-                ));
+                return Err(refused(format!(
+                    "instance {id} of {service}: port 0 is not a port"
+                )));
             }
             changes.push(Change {
                 announcement: hb,
@@ -637,10 +607,9 @@ impl Plan<'_> {
 }
 
 fn apex_refused(name: &Name) -> Result<(), Refused> {
-    Err(refuse(
-        ResponseCode::Refused,
-        format!("{name}: the apex belongs to the zone fragments"),
-    ))
+    Err(refused(format!(
+        "{name}: the apex belongs to the zone fragments"
+    )))
 }
 
 fn address_of(record: &Record) -> Result<IpAddr, Refused> {
@@ -664,7 +633,7 @@ fn read_txt(
     name: &Name,
     txt: &hickory_proto::rr::rdata::TXT,
 ) -> Result<(Metadata, Vec<String>), Refused> {
-    let bad = |e: String| refuse(ResponseCode::Refused, format!("{name} TXT: {e}"));
+    let bad = |e: String| refused(format!("{name} TXT: {e}"));
     let mut meta: Vec<(String, String)> = Vec::new();
     let mut tags = Vec::new();
     for string in txt.txt_data.iter() {
@@ -868,10 +837,9 @@ pub fn plan(
             apex_refused(&record.name)?;
         }
         if view.statics.node(&name).is_some() {
-            return Err(refuse(
-                ResponseCode::Refused,
-                format!("{name} holds records from a zone fragment; fragments stay files"),
-            ));
+            return Err(refused(format!(
+                "{name} holds records from a zone fragment; fragments stay files"
+            )));
         }
         if record.dns_class == DNSClass::IN {
             plan.add(record, &owner)?;

@@ -553,19 +553,10 @@ impl ServiceNames {
                 if !self.base_served {
                     return None;
                 }
-                let (mut v4, mut v6) = (Vec::new(), Vec::new());
-                for inst in self.instances.iter().filter(|inst| !inst.draining) {
-                    let member = Member {
-                        record: address_record(&self.base, self.ttl(inst), inst.addr),
-                        priority: inst.priority,
-                        weight: inst.weight,
-                        glue: Vec::new(),
-                    };
-                    match inst.addr {
-                        IpAddr::V4(_) => v4.push(member),
-                        IpAddr::V6(_) => v6.push(member),
-                    }
-                }
+                let (v4, v6) = self.address_sets(
+                    &self.base,
+                    self.instances.iter().filter(|inst| !inst.draining),
+                );
                 sets.push((RecordType::A, v4));
                 sets.push((RecordType::AAAA, v6));
             }
@@ -587,22 +578,7 @@ impl ServiceNames {
                     srv.push(self.srv_member(type_name, inst, target));
                     // The browse list does not rotate: no reply holds more.
                     if browse.len() < MAX_LISTED_RECORDS && !self.dnssd_claimed.contains(&i) {
-                        let Some(dnssd) = self.dnssd_name(inst) else {
-                            continue;
-                        };
-                        let ptr = Record::from_rdata(
-                            type_name.clone(),
-                            self.ttl(inst),
-                            RData::PTR(PTR(dnssd)),
-                        );
-                        // Its SRV, TXT and address go in the additional
-                        // section, looked up when answering.
-                        browse.push(Member {
-                            record: ptr,
-                            priority: 0,
-                            weight: 0,
-                            glue: Vec::new(),
-                        });
+                        browse.extend(self.browse_member(type_name, inst));
                     }
                 }
                 let exists = !srv.is_empty()
@@ -635,19 +611,8 @@ impl ServiceNames {
                     return None;
                 }
                 let owner = Name::from(name);
-                let (mut v4, mut v6) = (Vec::new(), Vec::new());
-                for (_, inst) in self.tagged(name, count, None) {
-                    let member = Member {
-                        record: address_record(&owner, self.ttl(inst), inst.addr),
-                        priority: inst.priority,
-                        weight: inst.weight,
-                        glue: Vec::new(),
-                    };
-                    match inst.addr {
-                        IpAddr::V4(_) => v4.push(member),
-                        IpAddr::V6(_) => v6.push(member),
-                    }
-                }
+                let (v4, v6) =
+                    self.address_sets(&owner, self.tagged(name, count, None).map(|(_, inst)| inst));
                 if v4.is_empty() && v6.is_empty() {
                     return None;
                 }
@@ -679,20 +644,7 @@ impl ServiceNames {
                 let browse: Vec<Member> = self
                     .subtype_members(p, tag)
                     .take(MAX_LISTED_RECORDS)
-                    .filter_map(|(_, inst)| {
-                        let dnssd = self.dnssd_name(inst)?;
-                        let ptr = Record::from_rdata(
-                            owner.clone(),
-                            self.ttl(inst),
-                            RData::PTR(PTR(dnssd)),
-                        );
-                        Some(Member {
-                            record: ptr,
-                            priority: 0,
-                            weight: 0,
-                            glue: Vec::new(),
-                        })
-                    })
+                    .filter_map(|(_, inst)| self.browse_member(&owner, inst))
                     .collect();
                 if browse.is_empty() {
                     return None;
@@ -730,6 +682,43 @@ impl ServiceNames {
                 .find(|(t, _)| *t == rtype)
                 .map(|(_, cursor)| cursor),
         }))
+    }
+
+    /// The A and AAAA members at `owner` of `instances`, each with its
+    /// weight and priority.
+    fn address_sets<'i>(
+        &self,
+        owner: &Name,
+        instances: impl Iterator<Item = &'i Arc<Instance>>,
+    ) -> (Vec<Member>, Vec<Member>) {
+        let (mut v4, mut v6) = (Vec::new(), Vec::new());
+        for inst in instances {
+            let member = Member {
+                record: address_record(owner, self.ttl(inst), inst.addr),
+                priority: inst.priority,
+                weight: inst.weight,
+                glue: Vec::new(),
+            };
+            match inst.addr {
+                IpAddr::V4(_) => v4.push(member),
+                IpAddr::V6(_) => v6.push(member),
+            }
+        }
+        (v4, v6)
+    }
+
+    /// A DNS-SD browse entry at `owner`: a PTR to the instance's DNS-SD
+    /// name (its SRV, TXT and address go in the additional section,
+    /// looked up when answering).
+    fn browse_member(&self, owner: &Name, inst: &Instance) -> Option<Member> {
+        let dnssd = self.dnssd_name(inst)?;
+        let ptr = Record::from_rdata(owner.clone(), self.ttl(inst), RData::PTR(PTR(dnssd)));
+        Some(Member {
+            record: ptr,
+            priority: 0,
+            weight: 0,
+            glue: Vec::new(),
+        })
     }
 
     /// An SRV member at `owner` pointing at the instance, with its address

@@ -217,6 +217,26 @@ impl TestServer {
         );
     }
 
+    /// `curl -s` of `path` on the HTTP endpoint: the status code and the body.
+    pub fn http_get(&self, path: &str) -> (u16, String) {
+        let http = self.http.expect("an HTTP endpoint");
+        let output = Command::new("curl")
+            .args([
+                "-s",
+                "-w",
+                "\n%{http_code}",
+                &format!("http://{http}{path}"),
+            ])
+            .output()
+            .expect("curl");
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').expect("a status line");
+        (
+            code.trim().parse().expect("a status code"),
+            body.to_string(),
+        )
+    }
+
     /// The current SOA serial.
     pub fn serial(&self) -> u32 {
         let reply = self.query("svc.internal.", RecordType::SOA);
